@@ -1,0 +1,54 @@
+# korall: two commands on a fresh machine.
+#   make run   - create the environment if needed, then serve the vision service on $(HOST):$(PORT)
+#   make test  - create the environment if needed, then ruff, mypy and the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 5052
+export HOST PORT
+
+.PHONY: run run-audio test lint typecheck pytest venv sysdeps tools bench lock clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+# System packages the tests need (real speech and noise for the audio tests). Installs only what is missing.
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+run: venv
+	$(PY) -m korall_workloads.vision
+
+run-audio: venv
+	$(PY) -m korall_workloads.audio
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: venv
+	$(PY) -m mypy
+
+pytest: venv sysdeps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: venv
+	$(PY) bench/run_all.py
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable | sed '1i # Every package korall installs, direct or transitive, at the version CI and the images use.\n# Regenerate after changing pyproject: make lock (fresh venv, install all extras, pip freeze).' > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

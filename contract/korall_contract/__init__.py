@@ -1,0 +1,69 @@
+"""The contract between the korall operator and its workloads.
+
+The operator turns CRD fields into environment variables on the pods it builds; the workloads read the
+same variables through their settings. Both sides import the names from here and from nowhere else, so a
+rename is one edit and neither side ever imports the other. Keep this module free of third-party imports:
+it ships in all three images.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+API_GROUP: Final = "korall.io"
+API_VERSION: Final = "v1alpha1"
+
+VISION_PORT: Final = 5052
+AUDIO_PORT: Final = 5053
+
+MODELS_DIR_IN_IMAGE: Final = "/models"
+"""Where the vision image keeps its bundled models; an InferenceModel's `model.file` is a name in here."""
+
+DEFAULT_TPU_RESOURCE: Final = "coral.ai/tpu"
+"""The extended resource a Coral device plugin advertises; pods that want a TPU request one of it."""
+
+
+class VisionEnv:
+    """Environment variables of the vision workload (set by the operator from InferenceModel/CaptureProfile)."""
+
+    MODEL_PATH: Final = "MODEL_PATH"
+    LABELS_PATH: Final = "LABELS_PATH"
+    SCORE_TH: Final = "SCORE_TH"
+    TOPK: Final = "TOPK"
+    MODELS_DIR: Final = "MODELS_DIR"
+    ACCELERATOR: Final = "ACCELERATOR"  # auto | edgetpu | cpu
+    EDGETPU_DEVICE: Final = "EDGETPU_DEVICE"  # usb | pci
+    MODEL_SHA256: Final = "MODEL_SHA256"  # optional expected checksum, refused on mismatch
+    NUM_THREADS: Final = "NUM_THREADS"
+    INFER_TIMEOUT_S: Final = "INFER_TIMEOUT_S"
+    MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
+    MAX_IMAGE_PIXELS: Final = "MAX_IMAGE_PIXELS"
+    HOST: Final = "HOST"
+    PORT: Final = "PORT"
+    LOG_JSON: Final = "LOG_JSON"
+    LOG_LEVEL: Final = "LOG_LEVEL"
+
+    # Camera ingest (from a video CaptureProfile); no CAPTURE_SOURCE means no camera loop.
+    CAPTURE_SOURCE: Final = "CAPTURE_SOURCE"  # /dev/video0, 0, a GStreamer pipeline, rtsp://, http://, a file
+    CAPTURE_WIDTH: Final = "CAPTURE_WIDTH"
+    CAPTURE_HEIGHT: Final = "CAPTURE_HEIGHT"
+    CAPTURE_FPS: Final = "CAPTURE_FPS"
+    CAPTURE_PIXEL_FORMAT: Final = "CAPTURE_PIXEL_FORMAT"  # MJPG | YUYV
+    CAPTURE_SAMPLE_EVERY: Final = "CAPTURE_SAMPLE_EVERY"  # infer on every Nth frame
+    CAPTURE_BUFFER_FRAMES: Final = "CAPTURE_BUFFER_FRAMES"
+
+
+class AudioEnv:
+    """Environment variables of the audio workload (set by the operator from an audio CaptureProfile)."""
+
+    AUDIO_SOURCE: Final = "AUDIO_SOURCE"  # a sounddevice name or index (e.g. hw:1,0) or a path to a WAV file
+    AUDIO_SAMPLE_RATE: Final = "AUDIO_SAMPLE_RATE"
+    AUDIO_CHANNELS: Final = "AUDIO_CHANNELS"
+    AUDIO_CHUNK_S: Final = "AUDIO_CHUNK_S"
+    AUDIO_OVERLAP_S: Final = "AUDIO_OVERLAP_S"
+    AUDIO_SILENCE_DBFS: Final = "AUDIO_SILENCE_DBFS"
+    AUDIO_LOUD_DBFS: Final = "AUDIO_LOUD_DBFS"
+    HOST: Final = "HOST"
+    PORT: Final = "PORT"
+    LOG_JSON: Final = "LOG_JSON"
+    LOG_LEVEL: Final = "LOG_LEVEL"

@@ -1,0 +1,1 @@
+"""Pieces both workload services share: one JSON error shape and one logging setup."""
