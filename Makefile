@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 5052
+PIP_VERSION ?= 26.3
 export HOST PORT
 
 .PHONY: run run-audio test lint typecheck pytest venv sysdeps tools bench lock clean
@@ -15,7 +16,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
