@@ -51,6 +51,11 @@ class VisionEnv:
     CAPTURE_PIXEL_FORMAT: Final = "CAPTURE_PIXEL_FORMAT"  # MJPG | YUYV
     CAPTURE_SAMPLE_EVERY: Final = "CAPTURE_SAMPLE_EVERY"  # infer on every Nth frame
     CAPTURE_BUFFER_FRAMES: Final = "CAPTURE_BUFFER_FRAMES"
+    CAPTURE_LOOP: Final = "CAPTURE_LOOP"  # video files: rewind at the end instead of reconnecting
+    CAPTURE_STALL_TIMEOUT_S: Final = "CAPTURE_STALL_TIMEOUT_S"  # no frame for this long = stalled
+    CAPTURE_RECONNECT_MIN_S: Final = "CAPTURE_RECONNECT_MIN_S"  # first reconnect delay, doubled per failure
+    CAPTURE_RECONNECT_MAX_S: Final = "CAPTURE_RECONNECT_MAX_S"  # cap of the reconnect delay
+    CAPTURE_MAX_RECONNECTS: Final = "CAPTURE_MAX_RECONNECTS"  # consecutive failures before "failed"; 0 = never
 
 
 class AudioEnv:
