@@ -68,6 +68,10 @@ class AudioEnv:
     AUDIO_OVERLAP_S: Final = "AUDIO_OVERLAP_S"
     AUDIO_SILENCE_DBFS: Final = "AUDIO_SILENCE_DBFS"
     AUDIO_LOUD_DBFS: Final = "AUDIO_LOUD_DBFS"
+    AUDIO_LOUD_JUMP_DB: Final = "AUDIO_LOUD_JUMP_DB"  # a jump this far over the running background is loud too
+    AUDIO_VAD_THRESHOLD: Final = "AUDIO_VAD_THRESHOLD"  # speech probability (0..1) per VAD frame
+    AUDIO_REALTIME: Final = "AUDIO_REALTIME"  # pace a WAV source in real time (true) or read it at full speed
+    AUDIO_RETRY_MAX_S: Final = "AUDIO_RETRY_MAX_S"  # longest wait between attempts to open the device
     HOST: Final = "HOST"
     PORT: Final = "PORT"
     LOG_JSON: Final = "LOG_JSON"
