@@ -1,0 +1,103 @@
+"""The one place the operator reads its configuration: `KORALL_*` environment variables, validated at start.
+
+The Helm chart sets these from values.yaml (see charts/korall/templates/deployment.yaml). Every default is
+what a stock cluster with the Coral device plugin needs; the docstring under each field says why it exists.
+
+The operator must not import workload code, so the list of models the vision image bundles is a copy shipped
+as package data (`vision_models.json`, generated from `models/manifest.json`; a test proves they agree).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+from korall_contract import DEFAULT_TPU_RESOURCE
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_VISION_IMAGE = "ghcr.io/korall-project/korall-vision:0.1.0"
+DEFAULT_AUDIO_IMAGE = "ghcr.io/korall-project/korall-audio:0.1.0"
+
+
+class BundledModel(BaseModel):
+    """A model file baked into the vision image under korall_contract.MODELS_DIR_IN_IMAGE."""
+
+    file: str
+    edgetpu: bool
+    sha256: str
+
+
+class BundledCatalog(BaseModel):
+    models: list[BundledModel]
+    labels: list[str]
+
+
+@cache
+def bundled_catalog() -> BundledCatalog:
+    """The models and labels files of the vision image at the pinned tag (package data, read once)."""
+    text = resources.files("korall_operator").joinpath("vision_models.json").read_text(encoding="utf-8")
+    return BundledCatalog.model_validate(json.loads(text))
+
+
+def _bundled_models() -> list[BundledModel]:
+    return list(bundled_catalog().models)
+
+
+def _bundled_labels() -> list[str]:
+    return list(bundled_catalog().labels)
+
+
+class OperatorSettings(BaseSettings):
+    """Operator configuration. Environment: KORALL_<FIELD NAME IN CAPITALS>, e.g. KORALL_TPU_RESOURCE."""
+
+    model_config = SettingsConfigDict(env_prefix="KORALL_", frozen=True, extra="ignore")
+
+    tpu_resource: str = DEFAULT_TPU_RESOURCE
+    """Extended resource a Coral device plugin advertises; an edgetpu pod gets a limit of 1 of it, so the
+    scheduler places at most one TPU pod per TPU. Empty means no TPU resource on this cluster: edgetpu models are
+    then refused with a clear condition instead of pods that never schedule."""
+
+    tpu_node_label: str = "korall.io/tpu"
+    """Node label whose value names the TPU interface (`usb` or `pci`); edgetpu pods get a required node affinity
+    on it. Set it by hand (`kubectl label node n1 korall.io/tpu=usb`) or with a Node Feature Discovery rule (see
+    docs/operator.md). Empty disables the affinity and relies on the extended resource alone."""
+
+    device_access: Literal["privileged", "device-plugin"] = "privileged"
+    """How a pod gets access to host devices (TPU, camera, microphone). `privileged`: the container runs privileged,
+    because a hostPath mount alone does not open the device cgroup and the USB TPU re-enumerates under a new
+    device node after its first inference. `device-plugin`: a device plugin's Allocate already grants the device
+    (e.g. squat/generic-device-plugin), so pods run unprivileged with all capabilities dropped."""
+
+    vision_image: str = DEFAULT_VISION_IMAGE
+    audio_image: str = DEFAULT_AUDIO_IMAGE
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+    run_as_user: int = Field(10001, ge=1)
+    """UID (and GID) of workload pods that need no device: the images' non-root user."""
+
+    vision_models: list[BundledModel] = Field(default_factory=_bundled_models)
+    """The model files the vision image bundles (JSON list to override, for a custom image)."""
+
+    vision_labels: list[str] = Field(default_factory=_bundled_labels)
+    """The labels files the vision image bundles."""
+
+    log_json: bool = True
+    """Workloads log JSON lines (one object per line) for the cluster's log pipeline."""
+
+    watch_namespace: str = ""
+    """Namespace to watch; empty watches all namespaces (cluster-wide mode, needs namespaces list/watch)."""
+
+    watch_server_timeout_s: int = Field(270, ge=10)
+    """Asks the API server to end each watch after this long, so a stalled watch is always renewed."""
+
+    watch_client_timeout_s: int = Field(300, ge=10)
+    """The client gives up on a watch that sends nothing for this long (a silently dead connection)."""
+
+    watch_connect_timeout_s: int = Field(30, ge=1)
+
+    def model_file(self, name: str) -> BundledModel | None:
+        """The bundled model of that file name, or None when the image does not have it."""
+        return next((m for m in self.vision_models if m.file == name), None)
