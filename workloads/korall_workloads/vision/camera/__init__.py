@@ -1,0 +1,24 @@
+"""Camera ingest for the vision service: source -> every-Nth sampler -> drop-oldest ring -> shared detector.
+
+Modules, from the device up: `settings` (the CAPTURE_* environment), `source` (the only module that talks
+to cameras, streams and files), `ring` (the bounded hand-over), `state` (the camera state machine),
+`metrics` (Prometheus), `pipeline` (the two threads), `broadcast` (live-stream fan-out), `snapshot`
+(drawing), `routes` (HTTP and the lifespan hook), `demo_video` (a video that stands in for a camera).
+"""
+
+from .pipeline import CameraPipeline, Detector, FrameResult
+from .routes import camera_ready, camera_status, router, run_camera
+from .settings import CaptureSettings
+from .state import CameraState
+
+__all__ = [
+    "CameraPipeline",
+    "CameraState",
+    "CaptureSettings",
+    "Detector",
+    "FrameResult",
+    "camera_ready",
+    "camera_status",
+    "router",
+    "run_camera",
+]

@@ -1,0 +1,151 @@
+"""HTTP surface of the camera: latest detections, a live Server-Sent Events stream, an annotated snapshot.
+
+The routes read the running pipeline from `app.state.camera` (None when no CAPTURE_SOURCE is set) and
+raise `ApiError`s, which the service maps to its one JSON error shape. `run_camera` is the lifespan
+piece the vision app enters: it starts the pipeline on the shared detector and stops it at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from korall_contract import VisionEnv
+from korall_workloads.common.errors import ApiError
+from prometheus_client import CollectorRegistry
+
+from .pipeline import CameraPipeline, Detector, FrameResult
+from .settings import CaptureSettings
+from .snapshot import draw_detections, encode_jpeg
+
+KEEPALIVE_S = 15.0
+
+
+class CameraNotConfigured(ApiError):
+    status = 404
+    code = "camera_not_configured"
+
+
+class CameraUnavailable(ApiError):
+    status = 503
+    code = "camera_unavailable"
+
+
+@contextlib.asynccontextmanager
+async def run_camera(
+    app: FastAPI,
+    detector: Detector,
+    registry: CollectorRegistry,
+    settings: CaptureSettings | None = None,
+) -> AsyncIterator[CameraPipeline | None]:
+    """Start the camera pipeline for the app's lifetime when CAPTURE_SOURCE is set (else app.state.camera = None)."""
+    settings = settings if settings is not None else CaptureSettings()
+    pipeline = CameraPipeline(settings, detector, registry) if settings.enabled else None
+    app.state.camera = pipeline
+    if pipeline is not None:
+        pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        if pipeline is not None:
+            await asyncio.to_thread(pipeline.stop)
+
+
+def camera_status(app: FastAPI) -> dict[str, Any] | None:
+    """The camera block for /health and /ready: None when no camera is configured."""
+    pipeline: CameraPipeline | None = getattr(app.state, "camera", None)
+    return None if pipeline is None else pipeline.status()
+
+
+def camera_ready(app: FastAPI) -> bool:
+    """Readiness contribution of the camera: True without a camera, else only while frames are streaming."""
+    pipeline: CameraPipeline | None = getattr(app.state, "camera", None)
+    return pipeline is None or pipeline.streaming
+
+
+def _pipeline(request: Request) -> CameraPipeline:
+    pipeline: CameraPipeline | None = getattr(request.app.state, "camera", None)
+    if pipeline is None:
+        hint = f"set {VisionEnv.CAPTURE_SOURCE} to a device, URL or video file"
+        raise CameraNotConfigured(f"no camera configured; {hint}")
+    return pipeline
+
+
+def _latest(pipeline: CameraPipeline) -> FrameResult:
+    result = pipeline.latest()
+    if result is None:
+        state = pipeline.tracker.current
+        raise CameraUnavailable(f"no camera frame has been processed yet (camera {state.state}: {state.reason})")
+    return result
+
+
+def _sse(result: FrameResult) -> str:
+    return f"event: detections\nid: {result.frame_index}\ndata: {json.dumps(result.as_json())}\n\n"
+
+
+router = APIRouter(tags=["camera"])
+
+
+@router.get("/camera")
+def get_camera(request: Request) -> dict[str, Any]:
+    """State, requested and negotiated profile, and counters of the camera."""
+    return _pipeline(request).status()
+
+
+@router.get("/detections")
+def get_detections(request: Request) -> dict[str, Any]:
+    """The latest camera result: frame index and timestamp, detections, timings."""
+    pipeline = _pipeline(request)
+    body = _latest(pipeline).as_json()
+    body["camera"] = {"state": str(pipeline.tracker.current.state)}
+    return body
+
+
+@router.get("/detections/stream")
+async def stream_detections(request: Request) -> StreamingResponse:
+    """Server-Sent Events: one `detections` event per inferred frame; a slow client skips results, never blocks."""
+    pipeline = _pipeline(request)
+    subscription = pipeline.broadcaster.subscribe()
+
+    async def events() -> AsyncIterator[str]:
+        last_sent = -1
+        try:
+            current = pipeline.latest()
+            if current is not None:
+                last_sent = current.frame_index
+                yield _sse(current)
+            while True:
+                try:
+                    item = await asyncio.wait_for(subscription.queue.get(), timeout=KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if item is None:  # the pipeline stopped
+                    return
+                if item.frame_index <= last_sent:
+                    continue
+                last_sent = item.frame_index
+                yield _sse(item)
+        finally:
+            pipeline.broadcaster.unsubscribe(subscription)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/snapshot.jpg", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def get_snapshot(
+    request: Request,
+    boxes: bool = Query(True, description="draw the detections"),
+    quality: int = Query(85, ge=10, le=100),
+) -> Response:
+    """The latest inferred frame as JPEG, with its detections drawn."""
+    result = _latest(_pipeline(request))
+    image = draw_detections(result.image, result.detections) if boxes else result.image
+    headers = {"X-Frame-Index": str(result.frame_index), "X-Frame-Timestamp": f"{result.frame_ts:.3f}"}
+    return Response(encode_jpeg(image, quality), media_type="image/jpeg", headers=headers)
