@@ -86,3 +86,36 @@ def install_error_handlers(app: FastAPI, on_error: Any = None) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error: %s", exc)
         return _respond(500, "internal_error", f"unexpected {type(exc).__name__}; see the service log")
+
+
+# Errors with a fixed status and code, shared by both services. Raise them with a message a user can act on.
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidInput(ApiError):
+    status = 422
+    code = "invalid_input"
+
+
+class NotReady(ApiError):
+    status = 503
+    code = "not_ready"
+
+
+class Timeout(ApiError):
+    status = 504
+    code = "timeout"

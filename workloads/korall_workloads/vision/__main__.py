@@ -1,0 +1,44 @@
+"""`python -m korall_workloads.vision`: validate the configuration, then serve with uvicorn (uvloop + httptools).
+
+A bad environment value stops the process here with one line naming the variable, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    from pydantic import ValidationError
+
+    from .settings import VisionSettings, describe_validation_error
+
+    try:
+        settings = VisionSettings()
+    except ValidationError as exc:
+        print(f"korall vision: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from korall_workloads.common.logs import configure_logging
+
+    from .app import create_app
+
+    configure_logging(settings.log_level, settings.log_json)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,  # keep the handlers configure_logging installed
+        access_log=False,  # /infer logs its own line with bytes, size and timings
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The vision service's HTTP layer: thin routes over the Detector, errors mapped in one place.
+
+The event loop never does heavy work: the upload is read with a limit while it streams, decoding and
+resizing run on a small decode pool, and inference runs on the detector's own thread. That keeps /health
+instant during any inference and lets the next request decode while the current one is invoked.
+
+The model loads in the background when the app starts: /health answers from the first moment and reports
+the load state (including why it failed); /ready turns 200 only after a warm-up inference passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from korall_workloads.common.errors import ApiError, NotReady, Timeout, install_error_handlers
+
+from .catalog import ModelFileError, list_models
+from .detector import Detector, DetectorNotReady
+from .metrics import RequestCounter, VisionMetrics
+from .preprocess import ImageError, prepare_image
+from .schemas import ErrorResponse, InferResponse, infer_response
+from .settings import VisionSettings
+from .upload import read_image_bytes
+
+log = logging.getLogger(__name__)
+
+LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "empty body, malformed multipart, corrupt image",
+        413: "upload over MAX_UPLOAD_BYTES or image over MAX_IMAGE_PIXELS",
+        415: "unsupported media type",
+        422: "not a decodable image, or a bad query parameter",
+        503: "model not loaded yet, or failed to load",
+        504: "inference past INFER_TIMEOUT_S",
+    }.items()
+}
+
+
+def create_app(
+    settings: VisionSettings,
+    detector: Detector | None = None,
+    lifespan_hooks: list[LifespanHook] | None = None,
+) -> FastAPI:
+    """Build the app. Pass `detector` to share an already loaded one (tests, benches); it is then not closed here.
+
+    `lifespan_hooks` are async context managers entered after the model starts loading and exited at shutdown:
+    the place for background work such as the camera loop.
+    """
+    metrics = VisionMetrics()
+    owns_detector = detector is None
+    det = detector if detector is not None else Detector(settings)
+    det.on_invoke = metrics.invoke_seconds.observe
+    hooks: list[LifespanHook] = list(lifespan_hooks or [])
+    decode_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="decode")
+
+    # --- Camera ingest attaches here --------------------------------------------------------------------------
+    # When the settings name a capture source, the camera package adds its router and a lifespan hook whose
+    # capture loop calls `det.detect(frame)` (the same Detector /infer uses), e.g.:
+    #     if getattr(settings, "capture_source", None):
+    #         from .camera import camera_lifespan, camera_router
+    #         routers.append(camera_router)
+    #         hooks.append(camera_lifespan)
+    # `routers` are included into the app below; `hooks` are entered in the lifespan, after loading started.
+    routers: list[Any] = []
+    # -----------------------------------------------------------------------------------------------------------
+
+    async def _publish_model_info() -> None:
+        await asyncio.wrap_future(det.start_loading())
+        if det.ready and det.model is not None:
+            m = det.model
+            metrics.model_info.info(
+                {"name": m.entry.name, "file": m.entry.file, "sha256": m.sha256, "accelerator": m.accelerator}
+            )
+            metrics.model_ready.set(1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        det.start_loading()
+        publisher = asyncio.create_task(_publish_model_info())
+        async with contextlib.AsyncExitStack() as stack:
+            for hook in hooks:
+                await stack.enter_async_context(hook(app))
+            yield
+        publisher.cancel()
+        decode_pool.shutdown(wait=False, cancel_futures=True)
+        if owns_detector:
+            await asyncio.to_thread(det.close)
+
+    app = FastAPI(
+        title="korall vision",
+        summary="SSD MobileNet v2 object detection on LiteRT (Edge TPU or CPU)",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.detector = det
+    app.state.metrics = metrics
+    app.state.lifespan_hooks = hooks
+    install_error_handlers(app, metrics.on_error)
+    app.add_middleware(RequestCounter, metrics=metrics)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Always 200 at once; `model.state` is loading, ready or failed (with `model.error`)."""
+        return {"status": "ok" if det.ready else det.state.value, "model": det.status()}
+
+    @app.get("/ready", responses={503: _ERRORS[503]})
+    async def ready() -> dict[str, Any]:
+        """200 once the model is loaded and a warm-up inference passed; 503 before, or if loading failed."""
+        if not det.ready:
+            raise NotReady(_not_ready_message(det))
+        return {"ready": True}
+
+    @app.post("/infer", response_model=InferResponse, responses=_ERRORS)
+    async def infer(
+        request: Request,
+        score_th: float | None = Query(None, ge=0.0, le=1.0, description="Minimum score (default SCORE_TH)."),
+        topk: int | None = Query(None, ge=1, le=100, description="Most detections (default TOPK)."),
+    ) -> InferResponse:
+        """Detect objects in an image sent as the raw body (image/jpeg, image/png...) or a multipart 'file' part."""
+        if not det.ready or det.model is None:
+            raise NotReady(_not_ready_message(det))
+        data = await read_image_bytes(request, settings.max_upload_bytes)
+        started = time.perf_counter()
+        model = det.model
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(settings.infer_timeout_s):
+                image = await loop.run_in_executor(
+                    decode_pool, prepare_image, data, model.input_size, settings.max_image_pixels
+                )
+                result = await det.detect_prepared(image, score_th=score_th, topk=topk, started=started)
+        except ImageError as exc:
+            raise ApiError(exc.message, status=exc.status, code=exc.code) from None
+        except TimeoutError:
+            raise Timeout(
+                f"inference took longer than {settings.infer_timeout_s:g} s (INFER_TIMEOUT_S); try again or send a "
+                "smaller image"
+            ) from None
+        except DetectorNotReady as exc:
+            raise NotReady(str(exc)) from None
+        metrics.request_seconds.observe(time.perf_counter() - started)
+        log.info(
+            "infer: %d bytes, %s %dx%d, %d detections, invoke %.1f ms, total %.1f ms",
+            len(data),
+            image.format,
+            image.width,
+            image.height,
+            len(result.detections),
+            result.timings.invoke_ms,
+            result.timings.total_ms,
+            extra={
+                "bytes": len(data),
+                "width": image.width,
+                "height": image.height,
+                "invoke_ms": round(result.timings.invoke_ms, 2),
+                "total_ms": round(result.timings.total_ms, 2),
+            },
+        )
+        return infer_response(result, model, image.format, len(data))
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        """The .tflite files in MODELS_DIR: name, bytes, sha256, Edge TPU or not, and which one is active."""
+        active = det.model.entry.path if det.model is not None else None
+        try:
+            found = await asyncio.to_thread(list_models, settings.models_dir, active)
+        except ModelFileError as exc:
+            raise ApiError(str(exc), status=500, code="models_dir_unreadable") from None
+        return {"models_dir": str(settings.models_dir), "models": found}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text exposition of this app's registry."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _not_ready_message(det: Detector) -> str:
+    if det.error:
+        return f"model failed to load: {det.error}"
+    return "model is loading; retry shortly"

@@ -1,0 +1,159 @@
+"""The models directory: manifest entries, checksums, Edge TPU / CPU variants and label files.
+
+Pure file-level knowledge, no interpreter: the runtime asks here which file to load and which checksum to
+expect, and GET /models lists what is here. A file missing from the manifest still works; its Edge TPU flag
+then comes from the `_edgetpu` name suffix Coral's compiler gives its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EDGETPU_SUFFIX = "_edgetpu"
+
+
+class ModelFileError(Exception):
+    """A model or labels file is missing, unreadable or fails its checksum; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What we know about one model file before loading it."""
+
+    name: str
+    file: str
+    path: Path
+    edgetpu: bool
+    sha256: str | None  # expected, from the manifest
+    labels: str | None
+    input_size: tuple[int, int] | None
+    cpu_variant: str | None
+    edgetpu_variant: str | None
+
+
+def read_manifest(models_dir: Path) -> dict[str, dict[str, Any]]:
+    """Manifest entries by file name; an absent or unreadable manifest is an empty one (logged)."""
+    path = models_dir / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(m["file"]): m for m in data.get("models", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+
+
+def is_edgetpu_file(path: Path) -> bool:
+    return path.stem.endswith(EDGETPU_SUFFIX)
+
+
+def entry_for(path: Path, manifest: dict[str, dict[str, Any]] | None = None) -> ModelEntry:
+    """The manifest entry for `path` (looked up by file name in its own folder), or one derived from the name."""
+    if manifest is None:
+        manifest = read_manifest(path.parent)
+    m = manifest.get(path.name, {})
+    edgetpu = bool(m.get("edgetpu", is_edgetpu_file(path)))
+    stem = path.stem
+    if edgetpu:
+        guess_cpu = stem[: -len(EDGETPU_SUFFIX)] + path.suffix if stem.endswith(EDGETPU_SUFFIX) else None
+        cpu_variant, edgetpu_variant = m.get("cpu_variant", guess_cpu), None
+    else:
+        cpu_variant, edgetpu_variant = None, m.get("edgetpu_variant", f"{stem}{EDGETPU_SUFFIX}{path.suffix}")
+    size = m.get("input_size")
+    return ModelEntry(
+        name=str(m.get("name", stem)),
+        file=path.name,
+        path=path,
+        edgetpu=edgetpu,
+        sha256=m.get("sha256"),
+        labels=m.get("labels"),
+        input_size=(int(size[0]), int(size[1])) if size else None,
+        cpu_variant=cpu_variant,
+        edgetpu_variant=edgetpu_variant,
+    )
+
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) so GET /models does not rehash unchanged files."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _sha_cache[key] = h.hexdigest()
+    return _sha_cache[key]
+
+
+def verify_sha256(path: Path, expected: str | None, source: str) -> str:
+    """Return the file's sha256; raise ModelFileError if `expected` is given and differs."""
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    actual = file_sha256(path)
+    if expected and actual.lower() != expected.lower():
+        raise ModelFileError(
+            f"model file {path} has sha256 {actual}, but {source} expects {expected.lower()}; refusing to load it"
+        )
+    if not expected:
+        log.warning("no expected sha256 for %s (not in manifest.json, MODEL_SHA256 unset); it is %s", path, actual)
+    return actual
+
+
+def read_labels(path: Path) -> dict[int, str]:
+    """Labels by class id. Lines are `id  name` (ids may have gaps) or just `name` (the id is the line number)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelFileError(f"labels file {path} cannot be read: {exc.strerror or exc}") from exc
+    labels: dict[int, str] = {}
+    for number, raw in enumerate(text.splitlines()):
+        line = raw.strip()
+        if not line:
+            continue
+        head, _, rest = line.partition(" ")
+        if head.isdigit() and rest.strip():
+            labels[int(head)] = rest.strip()
+        else:
+            labels[number] = line
+    if not labels:
+        raise ModelFileError(f"labels file {path} has no labels")
+    return labels
+
+
+def list_models(models_dir: Path, active: Path | None) -> list[dict[str, Any]]:
+    """Every .tflite file in the folder with name, size, sha256, Edge TPU flag and whether it is the active one."""
+    manifest = read_manifest(models_dir)
+    out = []
+    try:
+        files = sorted(p for p in models_dir.iterdir() if p.suffix == ".tflite" and p.is_file())
+    except OSError as exc:
+        raise ModelFileError(f"models directory {models_dir} cannot be listed: {exc.strerror or exc}") from exc
+    active_real = os.path.realpath(active) if active else None
+    for path in files:
+        entry = entry_for(path, manifest)
+        sha = file_sha256(path)
+        out.append(
+            {
+                "name": entry.name,
+                "file": entry.file,
+                "bytes": path.stat().st_size,
+                "sha256": sha,
+                "sha256_verified": None if entry.sha256 is None else entry.sha256.lower() == sha,
+                "edgetpu": entry.edgetpu,
+                "active": active_real is not None and os.path.realpath(path) == active_real,
+            }
+        )
+    return out

@@ -1,0 +1,160 @@
+"""Bytes in, the model's input tensor out: decode, guard, orient, convert and resize any image a user may send.
+
+Cheap where it counts: the pixel count is checked from the header before anything is decoded (decompression
+bombs), JPEGs are decoded with libjpeg's DCT scaling at the smallest size still close to the model input
+(`Image.draft`), and the image is resized straight to the input size. Since the input is square, EXIF rotation
+is applied to the small result, not the full image. Every failure becomes an `ImageError` with a status the
+service maps to JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+"""What Pillow may parse; any other format is rejected before its parser runs."""
+
+DRAFT_MIN_FRACTION = 0.8
+"""JPEG DCT scaling may shrink each side down to this fraction of the model input (640x480 decodes as 320x240)."""
+
+# EXIF orientation -> the transpose that undoes it (orientation 1 needs none).
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageError(Exception):
+    """An upload that is not an image we can use; `status` and `code` say how to answer it."""
+
+    def __init__(self, message: str, *, status: int = 422, code: str = "invalid_image") -> None:
+        super().__init__(message)
+        self.message, self.status, self.code = message, status, code
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """The model input for one image and what the response reports about it."""
+
+    tensor: np.ndarray  # [H, W, 3] uint8 at the model's input size
+    width: int  # of the image as the user sees it (after EXIF orientation)
+    height: int
+    format: str
+    decode_ms: float
+    preprocess_ms: float
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; alpha is composited over white, 16/32-bit and float data are rescaled."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im)
+        if mode == "F":
+            arr = np.clip(arr, 0.0, 255.0)
+        elif mode == "I":
+            # Pillow opens 16-bit grayscale as "I" for some formats; treat values above 255 as 16-bit data.
+            arr = np.right_shift(arr, 8) if arr.max(initial=0) > 255 else np.clip(arr, 0, 255)
+        else:
+            arr = np.right_shift(arr.astype(np.uint16), 8)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa", "RGBA"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im).convert("RGB")
+    return im.convert("RGB")  # L, 1, CMYK, YCbCr, RGBX, ...
+
+
+def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> PreparedImage:
+    """Decode `data` and return the model input at `input_size` (width, height), or raise ImageError."""
+    t0 = time.perf_counter()
+    try:
+        im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise ImageError(f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageError(
+                f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+                "(MAX_IMAGE_PIXELS)",
+                status=413,
+                code="image_too_large",
+            )
+        fmt = im.format or "unknown"
+        orientation = 1
+        if fmt in ("JPEG", "MPO", "PNG", "WEBP", "TIFF"):
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        if fmt in ("JPEG", "MPO"):
+            w_in, h_in = input_size
+            im.draft("RGB", (max(1, int(w_in * DRAFT_MIN_FRACTION)), max(1, int(h_in * DRAFT_MIN_FRACTION))))
+        im.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(str(exc), status=413, code="image_too_large") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            f"not a supported image; send one of {', '.join(f for f in SUPPORTED_FORMATS if f != 'MPO')}"
+        ) from exc
+    except MemoryError as exc:
+        raise ImageError("image too large to decode", status=413, code="image_too_large") from exc
+    except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError...
+        raise ImageError(f"corrupt or truncated image: {exc}") from exc
+    t1 = time.perf_counter()
+
+    try:
+        rgb = _to_rgb(im)
+        resized = rgb.resize(input_size, Image.Resampling.BILINEAR)
+    except Exception as exc:
+        raise ImageError(f"cannot convert a {im.mode} image to RGB: {exc}") from exc
+    transpose = _ORIENTATION.get(orientation)
+    if transpose is not None:
+        resized = resized.transpose(transpose)
+        if transpose in (
+            Image.Transpose.ROTATE_90,
+            Image.Transpose.ROTATE_270,
+            Image.Transpose.TRANSPOSE,
+            Image.Transpose.TRANSVERSE,
+        ):
+            width, height = height, width
+    tensor = np.asarray(resized)
+    t2 = time.perf_counter()
+    return PreparedImage(
+        tensor=tensor,
+        width=width,
+        height=height,
+        format=fmt,
+        decode_ms=(t1 - t0) * 1000.0,
+        preprocess_ms=(t2 - t1) * 1000.0,
+    )
+
+
+def prepare_array(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """A camera frame ([H, W, 3] uint8 RGB, any size) resized to the model input."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an [H, W, 3] uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+    if (rgb.shape[1], rgb.shape[0]) == input_size:
+        return np.ascontiguousarray(rgb)
+    return np.asarray(Image.fromarray(rgb, "RGB").resize(input_size, Image.Resampling.BILINEAR))
+
+
+# Truncated images are errors, never silently padded. Pillow's own bomb warning is noise: the pixel limit above
+# is checked first (its hard DecompressionBombError, at twice Image.MAX_IMAGE_PIXELS, still maps to 413).
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)

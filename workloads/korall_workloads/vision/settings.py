@@ -1,0 +1,152 @@
+"""The vision service's configuration: the one place that reads the environment.
+
+Every field is read from the variable named in `korall_contract.VisionEnv` (the operator sets the same names)
+and validated at start, so a typo stops the service with one clear line instead of failing on the first
+request. Fields can also be passed by name (`VisionSettings(score_th=0.3)`), which the tests and benches use.
+
+The camera helper adds its own CAPTURE_* settings next to this class; nothing here reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_FILE = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+DEFAULT_LABELS_FILE = "coco_labels.txt"
+
+
+def default_models_dir() -> Path:
+    """The repository's models/ folder when run from a checkout, else the image's /models."""
+    checkout = Path(__file__).resolve().parents[3] / "models"
+    if (checkout / "manifest.json").is_file():
+        return checkout
+    return Path(MODELS_DIR_IN_IMAGE)
+
+
+def auto_num_threads() -> int:
+    """All cores but one: the spare core decodes and resizes the next request while the model runs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+class VisionSettings(BaseSettings):
+    """Configuration of the vision service (environment names from `korall_contract.VisionEnv`)."""
+
+    model_config = SettingsConfigDict(
+        populate_by_name=True, protected_namespaces=(), extra="ignore", validate_default=True
+    )
+
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        validation_alias=VisionEnv.MODELS_DIR,
+        description="Folder with the model files and manifest.json; listed by GET /models.",
+    )
+    model_path: str = Field(
+        default=DEFAULT_MODEL_FILE,
+        validation_alias=VisionEnv.MODEL_PATH,
+        description="Model file: a path, or a bare file name inside MODELS_DIR.",
+    )
+    labels_path: str | None = Field(
+        default=None,
+        validation_alias=VisionEnv.LABELS_PATH,
+        description="Labels file (`id  name` lines); default: the manifest's labels, else coco_labels.txt.",
+    )
+    model_sha256: str | None = Field(
+        default=None,
+        validation_alias=VisionEnv.MODEL_SHA256,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected sha256 of MODEL_PATH; default: the one in manifest.json. A mismatch refuses to load.",
+    )
+    score_th: float = Field(
+        default=0.5, ge=0.0, le=1.0, validation_alias=VisionEnv.SCORE_TH, description="Minimum detection score."
+    )
+    topk: int = Field(
+        default=20, ge=1, le=100, validation_alias=VisionEnv.TOPK, description="Most detections returned."
+    )
+    accelerator: Literal["auto", "edgetpu", "cpu"] = Field(
+        default="auto",
+        validation_alias=VisionEnv.ACCELERATOR,
+        description="auto: Edge TPU if its delegate loads, else the CPU model; edgetpu: TPU or fail; cpu: CPU only.",
+    )
+    edgetpu_device: str = Field(
+        default="usb",
+        validation_alias=VisionEnv.EDGETPU_DEVICE,
+        pattern=r"^(usb|pci)(:\d+)?$",
+        description="Which Edge TPU: usb or pci (optionally :N).",
+    )
+    num_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        validation_alias=VisionEnv.NUM_THREADS,
+        description="CPU interpreter threads; 0 = all cores but one.",
+    )
+    infer_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        validation_alias=VisionEnv.INFER_TIMEOUT_S,
+        description="Deadline for one inference (decode to detections); past it the request gets 504.",
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        validation_alias=VisionEnv.MAX_UPLOAD_BYTES,
+        description="Largest request body; larger uploads get 413 while they stream in.",
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        validation_alias=VisionEnv.MAX_IMAGE_PIXELS,
+        description="Largest width*height decoded (decompression-bomb guard); larger images get 413.",
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, validation_alias=VisionEnv.HOST, description="Listen address.")
+    port: int = Field(default=VISION_PORT, ge=1, le=65535, validation_alias=VisionEnv.PORT, description="Listen port.")
+    log_json: bool = Field(
+        default=False, validation_alias=VisionEnv.LOG_JSON, description="One JSON object per log line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias=VisionEnv.LOG_LEVEL, description="Log level."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def resolved_model_path(self) -> Path:
+        path = Path(self.model_path)
+        return path if path.is_absolute() or path.parent != Path(".") else self.models_dir / path
+
+    @property
+    def resolved_num_threads(self) -> int:
+        return self.num_threads or auto_num_threads()
+
+    @property
+    def edgetpu_device_option(self) -> str:
+        """The value libedgetpu's `device` option expects (`pci` alone means the first PCIe device)."""
+        return "pci:0" if self.edgetpu_device == "pci" else self.edgetpu_device
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad variable, its value and what is wrong, for the start-up failure message."""
+    aliases = {name: field.validation_alias for name, field in VisionSettings.model_fields.items()}
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        key = str(loc[0]) if loc else "?"
+        env = aliases.get(key) or key
+        value = err.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        parts.append(f"{env}{shown}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -1,0 +1,153 @@
+"""Reading an uploaded image from a request, bounded while it streams in.
+
+The Content-Length header is checked first (an honest oversized upload is refused before one byte is read),
+then the body is counted chunk by chunk as it arrives, so a chunked or lying upload is cut off at the limit
+instead of being buffered whole. Multipart bodies go through python-multipart's streaming parser fed by the
+same bounded loop, keeping only the file part in memory (no temporary files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from korall_workloads.common.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"}
+)
+GENERIC_TYPES = frozenset({"application/octet-stream", ""})
+FILE_FIELDS = (b"file", b"image")
+
+
+def _check_media_type(media_type: str, where: str) -> None:
+    if media_type not in IMAGE_TYPES and media_type not in GENERIC_TYPES:
+        raise UnsupportedMediaType(
+            f"{where} is {media_type!r}; send image/jpeg, image/png (or another image/*), "
+            "application/octet-stream, or multipart/form-data with a 'file' part"
+        )
+
+
+async def _bounded_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest(f"invalid Content-Length header {declared!r}") from None
+        if size > limit:
+            raise PayloadTooLarge(f"body of {size} bytes is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"body is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
+            if chunk:
+                yield chunk
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before the body was complete") from None
+
+
+async def read_image_bytes(request: Request, limit: int) -> bytes:
+    """The image bytes of a raw-body or multipart upload; raises 400/413/415 ApiErrors."""
+    media_type, params = parse_options_header(request.headers.get("content-type", ""))
+    mtype = media_type.decode("latin-1").lower().strip()
+    if mtype == "multipart/form-data":
+        boundary = params.get(b"boundary")
+        if not boundary:
+            raise BadRequest("multipart/form-data without a boundary")
+        return await _read_multipart(request, limit, boundary)
+    _check_media_type(mtype, "Content-Type")
+    body = bytearray()
+    async for chunk in _bounded_chunks(request, limit):
+        body += chunk
+    if not body:
+        raise BadRequest(
+            "empty body: send the image as the request body or as a multipart 'file' part", code="empty_body"
+        )
+    return bytes(body)
+
+
+class _FilePart:
+    """Collects the first file-like part of a multipart body while the parser streams."""
+
+    def __init__(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self._field = b""
+        self._value = b""
+        self._current = bytearray()
+        self._take = False
+        self.data: bytes | None = None
+        self.content_type = ""
+        self.parts = 0
+
+    def on_part_begin(self) -> None:
+        self.headers, self._current, self._take = {}, bytearray(), False
+        self.parts += 1
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self._field.lower()] = self._value
+        self._field, self._value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        if self.data is not None:
+            return
+        _, disposition = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = disposition.get(b"name", b"")
+        self._take = name in FILE_FIELDS or b"filename" in disposition
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._take:
+            self._current += data[start:end]
+
+    def on_part_end(self) -> None:
+        if self._take and self.data is None:
+            self.data = bytes(self._current)
+            ctype, _ = parse_options_header(self.headers.get(b"content-type", b""))
+            self.content_type = ctype.decode("latin-1").lower()
+        self._current = bytearray()
+
+
+async def _read_multipart(request: Request, limit: int, boundary: bytes) -> bytes:
+    part = _FilePart()
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": part.on_part_begin,
+            "on_header_field": part.on_header_field,
+            "on_header_value": part.on_header_value,
+            "on_header_end": part.on_header_end,
+            "on_headers_finished": part.on_headers_finished,
+            "on_part_data": part.on_part_data,
+            "on_part_end": part.on_part_end,
+        },
+    )
+    received = 0
+    try:
+        async for chunk in _bounded_chunks(request, limit):
+            received += len(chunk)
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    if received == 0:
+        raise BadRequest("empty body: send the image as a multipart 'file' part", code="empty_body")
+    if part.data is None:
+        raise BadRequest(
+            f"multipart body has no file part ({part.parts} part(s)); send the image in a part named 'file'",
+            code="missing_file",
+        )
+    _check_media_type(part.content_type, "the file part's Content-Type")
+    if not part.data:
+        raise BadRequest("the multipart file part is empty", code="empty_body")
+    return part.data
