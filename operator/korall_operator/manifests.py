@@ -53,6 +53,7 @@ from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, SpecEr
 SPEC_HASH_ANNOTATION = f"{API_GROUP}/spec-hash"
 MODEL_ANNOTATION = f"{API_GROUP}/model"
 INFERENCE_MODEL_LABEL = f"{API_GROUP}/inference-model"
+STAGE_LABEL = f"{API_GROUP}/stage"
 CAPTURE_PROFILE_LABEL = f"{API_GROUP}/capture-profile"
 MANAGED_BY = "korall-operator"
 PART_OF = "korall"
@@ -115,7 +116,7 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _metadata(name: str, namespace: str, labels: dict[str, str], owner: Mapping[str, Any] | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
     if owner is not None:
         meta["ownerReferences"] = [owner_reference(owner)]
     return meta
@@ -264,7 +265,9 @@ def _deployment(
         pod_spec["nodeSelector"] = node_selector
     if affinity:
         pod_spec["affinity"] = affinity
-    template = _stamp({"metadata": {"labels": labels, "annotations": dict(template_annotations)}, "spec": pod_spec})
+    template = _stamp(
+        {"metadata": {"labels": dict(labels), "annotations": dict(template_annotations)}, "spec": pod_spec}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -444,7 +447,7 @@ def build_vision_deployment(
         "volumeMounts": mounts,
         **_probes("http"),
     }
-    return _deployment(
+    deployment = _deployment(
         name=child_name(name, component),
         namespace=namespace,
         cr_name=name,
@@ -460,6 +463,9 @@ def build_vision_deployment(
         template_annotations={MODEL_ANNOTATION: model.model.file},
         owner=owner,
     )
+    # The stage labels the Deployment only, not its pods: promoting test -> production rolls nothing out.
+    deployment["metadata"]["labels"][STAGE_LABEL] = model.stage
+    return deployment
 
 
 def build_vision_service(

@@ -87,6 +87,9 @@ class OperatorSettings(BaseSettings):
     log_json: bool = True
     """Workloads log JSON lines (one object per line) for the cluster's log pipeline."""
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the operator itself."""
+
     watch_namespace: str = ""
     """Namespace to watch; empty watches all namespaces (cluster-wide mode, needs namespaces list/watch)."""
 
