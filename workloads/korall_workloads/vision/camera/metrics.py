@@ -61,7 +61,8 @@ class CaptureMetrics:
         )
         self.frames_dropped = Counter(
             "korall_capture_frames_dropped",
-            "Sampled frames never inferred: ring_full = evicted as the oldest, superseded = skipped for a newer one.",
+            "Sampled frames never inferred: ring_full = evicted as the oldest, superseded = skipped for a newer one, "
+            "detector_not_ready = the model was not loaded yet.",
             ["reason"],
             registry=registry,
         )
@@ -88,5 +89,5 @@ class CaptureMetrics:
             "korall_capture_inferred_fps", "Frames inferred per second (3 s window).", registry=registry
         )
         inferred_fps.set_function(self.infer_rate.rate)
-        for reason in ("ring_full", "superseded"):
+        for reason in ("ring_full", "superseded", "detector_not_ready"):
             self.frames_dropped.labels(reason)

@@ -84,7 +84,7 @@ def result_payload(result: Any) -> tuple[list[dict[str, Any]], dict[str, float]]
         raise TypeError(f"unsupported detector result {type(result).__name__}")
     detections = [dict(d) for d in data.get("detections", [])]
     raw_timings = data.get("timings_ms") or data.get("timings") or {}
-    timings = {str(k): float(v) for k, v in raw_timings.items() if isinstance(v, int | float)}
+    timings = {str(k).removesuffix("_ms"): float(v) for k, v in raw_timings.items() if isinstance(v, int | float)}
     return detections, timings
 
 
@@ -307,6 +307,9 @@ class CameraPipeline:
             self._infer(taken.item)
 
     def _infer(self, frame: CapturedFrame) -> None:
+        if not getattr(self._detector, "ready", True):  # the model is still loading (or failed): nothing to run
+            self.metrics.frames_dropped.labels("detector_not_ready").inc()
+            return
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         started = time.perf_counter()
         try:

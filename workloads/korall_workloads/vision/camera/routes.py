@@ -16,8 +16,9 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from korall_contract import VisionEnv
-from korall_workloads.common.errors import ApiError
 from prometheus_client import CollectorRegistry
+
+from korall_workloads.common.errors import ApiError
 
 from .pipeline import CameraPipeline, Detector, FrameResult
 from .settings import CaptureSettings
