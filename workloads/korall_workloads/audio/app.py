@@ -1,0 +1,104 @@
+"""The HTTP side of the audio service: health, readiness, recent and live events, chunk features, metrics.
+
+Handlers only read from the capture service and the event hub; every failure goes through the shared JSON error
+shape (`korall_workloads.common.errors`). The capture thread starts with the app and stops with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from korall_workloads.audio.capture import CaptureService, CaptureState, default_source
+from korall_workloads.audio.events import EventType
+from korall_workloads.audio.hub import EventHub
+from korall_workloads.audio.metrics import AudioMetrics
+from korall_workloads.audio.settings import AudioSettings
+from korall_workloads.audio.source import AudioSource
+from korall_workloads.audio.vad import SileroVad, SpeechDetector
+from korall_workloads.common.errors import ApiError, install_error_handlers
+
+READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
+
+TypeFilter = Annotated[list[EventType] | None, Query(alias="type", description="Only these event types.")]
+
+
+def create_app(
+    settings: AudioSettings,
+    *,
+    source_factory: Callable[[AudioSettings], AudioSource] = default_source,
+    vad_factory: Callable[[], SpeechDetector] = SileroVad,
+) -> FastAPI:
+    metrics = AudioMetrics()
+    hub = EventHub(on_drop=metrics.sse_dropped.inc)
+    capture = CaptureService(settings, hub, metrics, source_factory=source_factory, vad_factory=vad_factory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        capture.start()
+        try:
+            yield
+        finally:
+            capture.stop()
+
+    app = FastAPI(title="korall audio", version="0.1.0", lifespan=lifespan)
+    app.state.capture = capture
+    app.state.hub = hub
+    app.state.metrics = metrics
+    install_error_handlers(app, on_error=lambda code: metrics.http_errors.labels(code).inc())
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Always answers: the process is alive; `capture` says what the source is doing and why not."""
+        status = capture.status()
+        return {"status": "ok" if status["error"] is None else "degraded", "capture": status}
+
+    @app.get("/ready")
+    def ready() -> dict[str, Any]:
+        """200 once audio flows (or a WAV replay has been fully processed), else 503 with the reason."""
+        status = capture.status()
+        if capture.state not in READY_STATES:
+            why = f": {status['error']}" if status["error"] else ""
+            raise ApiError(f"audio source {status['state']}{why}", status=503, code="not_ready")
+        return {"ready": True, "state": status["state"]}
+
+    @app.get("/events")
+    def events(
+        types: TypeFilter = None,
+        since_s: Annotated[float | None, Query(ge=0, description="Only events ending at or after (audio s).")] = None,
+        after_id: Annotated[int, Query(ge=0, description="Only events with a larger id (for polling).")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Recent events, oldest first (the service keeps the last 1000)."""
+        items = hub.recent(set(types) if types else None, since_s, after_id, limit)
+        return {"events": items, "count": len(items)}
+
+    @app.get("/events/stream", response_class=EventSourceResponse)
+    async def stream(request: Request, types: TypeFilter = None) -> AsyncIterator[ServerSentEvent]:
+        """Live events as Server-Sent Events (`event:` is the type, `id:` the event id, `data:` the JSON)."""
+        sub = hub.subscribe(set(types) if types else None)
+        if sub is None:
+            raise ApiError(f"too many live clients (max {hub.max_clients})", status=503, code="too_many_clients")
+        try:
+            while True:
+                record = await sub.queue.get()
+                yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
+        finally:
+            hub.unsubscribe(sub)
+
+    @app.get("/chunks")
+    def chunks(limit: Annotated[int, Query(ge=1, le=120)] = 10) -> dict[str, Any]:
+        """Features of the most recent chunks (RMS, dBFS, peak, zero-crossing rate), oldest first."""
+        return {"chunks": hub.recent_chunks(limit)}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,83 @@
+"""One chunk of new audio in, its features and the events that closed out: features -> VAD -> event detector.
+
+Chunks are `AUDIO_CHUNK_S` long and advance by `hop_s` (the chunk minus `AUDIO_OVERLAP_S`): features are taken over
+the whole (overlapping) chunk, while the VAD and the event detector see every sample exactly once, in 32 ms frames
+at 16 kHz carried over from chunk to chunk, so overlap never repeats an event and event times keep frame precision.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from korall_workloads.audio.events import AudioEvent, DetectorConfig, EventDetector
+from korall_workloads.audio.features import ChunkFeatures, FloatArray, chunk_features, decimate, frame_dbfs, to_mono
+from korall_workloads.audio.settings import VAD_SAMPLE_RATE, AudioSettings
+from korall_workloads.audio.vad import FRAME_SAMPLES, SpeechDetector
+
+
+def detector_config(settings: AudioSettings) -> DetectorConfig:
+    return DetectorConfig(
+        frame_s=FRAME_SAMPLES / VAD_SAMPLE_RATE,
+        silence_dbfs=settings.silence_dbfs,
+        loud_dbfs=settings.loud_dbfs,
+        loud_jump_db=settings.loud_jump_db,
+        vad_threshold=settings.vad_threshold,
+    )
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    features: ChunkFeatures
+    events: list[AudioEvent]
+    processing_s: float
+    audio_s: float
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.processing_s / self.audio_s if self.audio_s > 0 else 0.0
+
+
+class ChunkPipeline:
+    """Stateful across chunks of one stream: the overlap tail, the VAD's frame remainder and the detector."""
+
+    def __init__(self, settings: AudioSettings, sample_rate: int, vad: SpeechDetector) -> None:
+        if sample_rate % VAD_SAMPLE_RATE:
+            raise ValueError(f"sample rate {sample_rate} is not a multiple of {VAD_SAMPLE_RATE}")
+        self.sample_rate = sample_rate
+        self.factor = sample_rate // VAD_SAMPLE_RATE
+        self.chunk_frames = round(settings.chunk_s * sample_rate)
+        hop = round(settings.hop_s * sample_rate)
+        self.hop_frames = max(self.factor, hop - hop % self.factor)
+        self.overlap_frames = self.chunk_frames - self.hop_frames
+        self.vad = vad
+        self.detector = EventDetector(detector_config(settings))
+        self._tail = np.zeros(0, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.samples_in = 0
+
+    def process(self, block: FloatArray) -> ChunkResult:
+        """Process `hop_frames` new (frames, channels) samples (fewer only at the end of a stream)."""
+        began = time.perf_counter()
+        mono = to_mono(block)
+        window = np.concatenate([self._tail, mono]) if self.overlap_frames else mono
+        start_s = (self.samples_in + mono.size - window.size) / self.sample_rate
+        features = chunk_features(window, start_s, self.sample_rate)
+        if self.overlap_frames:
+            self._tail = window[-self.overlap_frames :]
+        self.samples_in += mono.size
+
+        pending = np.concatenate([self._pending, decimate(mono, self.factor)])
+        n_frames = pending.size // FRAME_SAMPLES
+        frames = pending[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
+        self._pending = pending[n_frames * FRAME_SAMPLES :]
+        events: list[AudioEvent] = []
+        if n_frames:
+            events = self.detector.push(frame_dbfs(frames), self.vad.probabilities(frames))
+        return ChunkResult(features, events, time.perf_counter() - began, mono.size / self.sample_rate)
+
+    def finish(self) -> list[AudioEvent]:
+        """End of stream: close whatever is open."""
+        return self.detector.flush()

@@ -1,0 +1,144 @@
+"""The audio service's configuration: the one place that reads the environment.
+
+Every field is read from the variable named in `korall_contract.AudioEnv` (the operator sets the same names from an
+audio CaptureProfile) and validated at start, so a typo stops the service with one clear line instead of failing
+later. Fields can also be passed by name (`AudioSettings(chunk_s=2.0)`), which the tests and the bench use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from korall_contract import AUDIO_PORT, AudioEnv
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAD_SAMPLE_RATE = 16_000
+"""The VAD (silero) runs at 16 kHz; capture rates must be a whole multiple of it so decimation stays exact."""
+
+SUPPORTED_SAMPLE_RATES = (16_000, 32_000, 48_000)
+
+
+class AudioSettings(BaseSettings):
+    """Configuration of the audio service (environment names from `korall_contract.AudioEnv`)."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", validate_default=True)
+
+    source: str = Field(
+        default="default",
+        min_length=1,
+        validation_alias=AudioEnv.AUDIO_SOURCE,
+        description="A sounddevice input device name or index (`python -m sounddevice` lists them; `default` is "
+        "PortAudio's default input), or a path to a WAV file (anything ending in .wav) to replay.",
+    )
+    sample_rate: int = Field(
+        default=VAD_SAMPLE_RATE,
+        validation_alias=AudioEnv.AUDIO_SAMPLE_RATE,
+        description="Capture rate in Hz for a device: 16000, 32000 or 48000 (a WAV file brings its own rate).",
+    )
+    channels: int = Field(
+        default=1, ge=1, le=8, validation_alias=AudioEnv.AUDIO_CHANNELS, description="Captured channels, mixed to mono."
+    )
+    chunk_s: float = Field(
+        default=1.0, ge=0.5, le=5.0, validation_alias=AudioEnv.AUDIO_CHUNK_S, description="Analysis chunk length (s)."
+    )
+    overlap_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        validation_alias=AudioEnv.AUDIO_OVERLAP_S,
+        description="Overlap of consecutive chunks (s), less than AUDIO_CHUNK_S; features only, events never repeat.",
+    )
+    silence_dbfs: float = Field(
+        default=-50.0,
+        ge=-120.0,
+        le=0.0,
+        validation_alias=AudioEnv.AUDIO_SILENCE_DBFS,
+        description="Frames quieter than this (dBFS, RMS re full scale) are silent.",
+    )
+    loud_dbfs: float = Field(
+        default=-6.0,
+        ge=-60.0,
+        le=0.0,
+        validation_alias=AudioEnv.AUDIO_LOUD_DBFS,
+        description="Frames at or above this level (dBFS) are loud, whatever they contain.",
+    )
+    loud_jump_db: float = Field(
+        default=30.0,
+        ge=3.0,
+        le=100.0,
+        validation_alias=AudioEnv.AUDIO_LOUD_JUMP_DB,
+        description="A non-speech frame this many dB over the running background (at least the silence floor) is "
+        "loud too.",
+    )
+    vad_threshold: float = Field(
+        default=0.5,
+        gt=0.15,
+        lt=1.0,
+        validation_alias=AudioEnv.AUDIO_VAD_THRESHOLD,
+        description="Speech probability that starts speech; it ends below this minus 0.15.",
+    )
+    realtime: bool = Field(
+        default=True,
+        validation_alias=AudioEnv.AUDIO_REALTIME,
+        description="Pace a WAV source in real time like a microphone; false reads it as fast as possible.",
+    )
+    retry_max_s: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=3600.0,
+        validation_alias=AudioEnv.AUDIO_RETRY_MAX_S,
+        description="Longest wait between attempts to open the source (backoff doubles from 0.5 s up to this).",
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, validation_alias=AudioEnv.HOST, description="Listen address.")
+    port: int = Field(default=AUDIO_PORT, ge=1, le=65535, validation_alias=AudioEnv.PORT, description="Listen port.")
+    log_json: bool = Field(
+        default=False, validation_alias=AudioEnv.LOG_JSON, description="One JSON object per log line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias=AudioEnv.LOG_LEVEL, description="Log level."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _supported_rate(cls, value: int) -> int:
+        if value not in SUPPORTED_SAMPLE_RATES:
+            rates = ", ".join(str(r) for r in SUPPORTED_SAMPLE_RATES)
+            raise ValueError(f"must be one of {rates} (the VAD runs at 16 kHz and needs a whole multiple)")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> AudioSettings:
+        if self.overlap_s >= self.chunk_s:
+            raise ValueError(f"AUDIO_OVERLAP_S ({self.overlap_s}) must be less than AUDIO_CHUNK_S ({self.chunk_s})")
+        return self
+
+    @property
+    def wav_path(self) -> Path | None:
+        """The WAV file to replay, or None when the source is a device."""
+        return Path(self.source) if self.source.lower().endswith(".wav") else None
+
+    @property
+    def hop_s(self) -> float:
+        """New audio per chunk: the chunk minus its overlap with the previous one."""
+        return self.chunk_s - self.overlap_s
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad variable, its value and what is wrong, for the start-up failure message."""
+    aliases = {name: field.validation_alias for name, field in AudioSettings.model_fields.items()}
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        key = str(loc[0]) if loc else ""
+        env = aliases.get(key) or key
+        value = err.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{env}{shown}: {message}" if env else message)
+    return "; ".join(parts)
