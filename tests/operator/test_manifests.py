@@ -1,0 +1,499 @@
+"""The pure manifest builders over many spec combinations: TPU over USB and PCIe, CPU, with and without a camera,
+audio, and every spec the operator must refuse. No server needed: the builders are functions of their inputs.
+
+Every manifest is also validated against the Kubernetes OpenAPI schema (kubernetes-validate, strict: unknown
+fields fail), so a typo in a field name cannot reach a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from korall_contract import AUDIO_PORT, VISION_PORT, AudioEnv, VisionEnv
+from korall_operator.manifests import (
+    SPEC_HASH_ANNOTATION,
+    STAGE_LABEL,
+    build_audio_deployment,
+    build_audio_service,
+    build_vision_deployment,
+    build_vision_service,
+    child_name,
+    pod_template_hash,
+    spec_hash,
+)
+from korall_operator.settings import OperatorSettings
+from korall_operator.specs import (
+    CaptureProfileSpec,
+    InferenceModelSpec,
+    SpecError,
+    parse_capture_profile,
+    parse_inference_model,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S_VERSION = "1.34.0"  # a version kubernetes-validate ships; the chart needs >= 1.30
+CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+TPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
+OWNER = {
+    "apiVersion": "korall.io/v1alpha1",
+    "kind": "InferenceModel",
+    "metadata": {"name": "front", "uid": "0b7c6f4e-1111-2222-3333-444455556666"},
+}
+VISION_ENV_NAMES = {v for k, v in vars(VisionEnv).items() if k.isupper()}
+AUDIO_ENV_NAMES = {v for k, v in vars(AudioEnv).items() if k.isupper()}
+
+
+def settings(**overrides: Any) -> OperatorSettings:
+    return OperatorSettings(**overrides)
+
+
+def tpu_model(interface: str = "usb", **extra: Any) -> InferenceModelSpec:
+    return parse_inference_model(
+        {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu", "tpuInterface": interface, **extra}
+    )
+
+
+def cpu_model(**extra: Any) -> InferenceModelSpec:
+    return parse_inference_model({"model": {"file": CPU_MODEL}, "accelerator": "cpu", **extra})
+
+
+def camera(**extra: Any) -> CaptureProfileSpec:
+    spec = {"type": "video", "device": "/dev/video0", "video": {}, **extra}
+    return parse_capture_profile(spec)
+
+
+def microphone(device: str = "hw:1,0", **extra: Any) -> CaptureProfileSpec:
+    return parse_capture_profile({"type": "audio", "device": device, "audio": {}, **extra})
+
+
+def k8s_valid(manifest: dict[str, Any]) -> None:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = pod(deployment)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env(deployment: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(deployment)["env"]}
+
+
+def host_paths(deployment: dict[str, Any]) -> dict[str, str]:
+    """hostPath volumes as {path: type}, checked to be mounted at the same path in the container."""
+    mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+    out = {}
+    for volume in pod(deployment)["volumes"]:
+        if "hostPath" in volume:
+            path = volume["hostPath"]["path"]
+            assert mounts[volume["name"]] == path
+            out[path] = volume["hostPath"]["type"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- vision / TPU
+
+
+def test_usb_tpu_with_camera_is_pinned_to_the_tpu_and_camera_node() -> None:
+    dep = build_vision_deployment(
+        "front",
+        "edge",
+        tpu_model("usb"),
+        camera(nodeSelector={"kubernetes.io/hostname": "n1"}),
+        settings(),
+        owner=OWNER,
+    )
+    k8s_valid(dep)
+    c = container(dep)
+    assert c["resources"]["limits"]["coral.ai/tpu"] == 1
+    terms = pod(dep)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "korall.io/tpu", "operator": "In", "values": ["usb"]}]}]
+    assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
+    # the whole USB bus (the accelerator re-enumerates 1a6e:089a -> 18d1:9302), and the camera's char device
+    assert host_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
+    assert c["securityContext"] == {"privileged": True}
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    e = env(dep)
+    assert e[VisionEnv.MODEL_PATH] == f"/models/{TPU_MODEL}"
+    assert e[VisionEnv.LABELS_PATH] == "/models/coco_labels.txt"
+    assert e[VisionEnv.ACCELERATOR] == "edgetpu"
+    assert e[VisionEnv.EDGETPU_DEVICE] == "usb"
+    assert e[VisionEnv.CAPTURE_SOURCE] == "/dev/video0"
+    assert e[VisionEnv.CAPTURE_WIDTH] == "640" and e[VisionEnv.CAPTURE_PIXEL_FORMAT] == "MJPG"
+    assert e[VisionEnv.PORT] == str(VISION_PORT)
+    assert set(e) <= VISION_ENV_NAMES
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == OWNER["metadata"]["uid"]
+    assert dep["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_pci_tpu_mounts_the_apex_device_only() -> None:
+    dep = build_vision_deployment("m2", "edge", tpu_model("pci"), None, settings())
+    k8s_valid(dep)
+    assert host_paths(dep) == {"/dev/apex_0": "CharDevice"}
+    assert env(dep)[VisionEnv.EDGETPU_DEVICE] == "pci"
+    match = pod(dep)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert match["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["pci"]
+    assert VisionEnv.CAPTURE_SOURCE not in env(dep)
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_edgetpu_without_interface_means_usb() -> None:
+    spec = parse_inference_model({"model": {"file": TPU_MODEL}, "accelerator": "edgetpu"})
+    dep = build_vision_deployment("m", "ns", spec, None, settings())
+    assert "/dev/bus/usb" in host_paths(dep)
+
+
+def test_cpu_model_without_camera_needs_no_device_and_runs_unprivileged() -> None:
+    dep = build_vision_deployment("cpu", "ns", cpu_model(), None, settings())
+    k8s_valid(dep)
+    p, c = pod(dep), container(dep)
+    assert host_paths(dep) == {}
+    assert "affinity" not in p and "nodeSelector" not in p
+    assert "coral.ai/tpu" not in json.dumps(c.get("resources", {}))
+    assert p["securityContext"]["runAsNonRoot"] is True and p["securityContext"]["runAsUser"] == 10001
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert p["automountServiceAccountToken"] is False
+    # no exclusive device: a surge pod can start beside the old one, zero downtime
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert env(dep)[VisionEnv.ACCELERATOR] == "cpu"
+    assert VisionEnv.EDGETPU_DEVICE not in env(dep)
+
+
+def test_cpu_model_with_network_camera_needs_no_device() -> None:
+    cam = parse_capture_profile({"type": "video", "video": {"source": "rtsp://cam:8554/s", "fps": 10}})
+    dep = build_vision_deployment("yard", "ns", cpu_model(), cam, settings())
+    k8s_valid(dep)
+    assert host_paths(dep) == {}
+    assert env(dep)[VisionEnv.CAPTURE_SOURCE] == "rtsp://cam:8554/s"
+    assert env(dep)[VisionEnv.CAPTURE_FPS] == "10"
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def test_cpu_model_with_usb_camera_is_pinned_to_the_camera_node() -> None:
+    cam = camera(
+        nodeSelector={"kubernetes.io/hostname": "n2"}, video={"source": "v4l2src device=/dev/video0 ! appsink"}
+    )
+    dep = build_vision_deployment("cpu-cam", "ns", cpu_model(nodeSelector={"zone": "porch"}), cam, settings())
+    k8s_valid(dep)
+    assert host_paths(dep) == {"/dev/video0": "CharDevice"}
+    assert pod(dep)["nodeSelector"] == {"zone": "porch", "kubernetes.io/hostname": "n2"}
+    assert "affinity" not in pod(dep)
+    assert env(dep)[VisionEnv.CAPTURE_SOURCE].startswith("v4l2src")  # the source override wins over the device
+    assert dep["spec"]["strategy"]["type"] == "Recreate"  # one process opens a camera at a time
+
+
+def test_device_plugin_mode_runs_device_pods_unprivileged() -> None:
+    dep = build_vision_deployment("front", "ns", tpu_model(), camera(), settings(device_access="device-plugin"))
+    k8s_valid(dep)
+    assert container(dep)["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "privileged" not in container(dep)["securityContext"]
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_configurable_tpu_resource_and_no_node_label() -> None:
+    dep = build_vision_deployment(
+        "m", "ns", tpu_model(), None, settings(tpu_resource="example.com/edgetpu", tpu_node_label="")
+    )
+    limits = container(dep)["resources"]["limits"]
+    assert limits == {"example.com/edgetpu": 1}
+    assert "affinity" not in pod(dep)
+
+
+def test_user_resources_are_kept_and_the_tpu_limit_added() -> None:
+    spec = tpu_model(resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "384Mi"}})
+    dep = build_vision_deployment("m", "ns", spec, None, settings())
+    k8s_valid(dep)
+    assert container(dep)["resources"] == {
+        "requests": {"cpu": "250m", "memory": "128Mi"},
+        "limits": {"memory": "384Mi", "coral.ai/tpu": 1},
+    }
+
+
+def test_probes_and_ports() -> None:
+    c = container(build_vision_deployment("m", "ns", cpu_model(), None, settings()))
+    assert c["ports"] == [{"name": "http", "containerPort": VISION_PORT, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_labels_and_selector() -> None:
+    dep = build_vision_deployment("front", "ns", tpu_model(stage="production"), None, settings(), owner=OWNER)
+    labels = dep["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "korall-vision"
+    assert labels["app.kubernetes.io/instance"] == "front"
+    assert labels["app.kubernetes.io/part-of"] == "korall"
+    assert labels["app.kubernetes.io/managed-by"] == "korall-operator"
+    assert labels["app.kubernetes.io/version"] == "0.1.0"
+    assert labels[STAGE_LABEL] == "production"
+    selector = dep["spec"]["selector"]["matchLabels"]
+    template_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= template_labels.items()
+    assert "app.kubernetes.io/version" not in selector  # the selector is immutable: never a version in it
+    assert STAGE_LABEL not in template_labels
+
+
+def test_vision_service_selects_the_vision_pods() -> None:
+    dep = build_vision_deployment("front", "ns", cpu_model(), None, settings(), owner=OWNER)
+    svc = build_vision_service("front", "ns", settings(), owner=OWNER)
+    k8s_valid(svc)
+    assert svc["metadata"]["name"] == dep["metadata"]["name"] == "front-vision"
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["ports"] == [{"name": "http", "port": VISION_PORT, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["metadata"]["ownerReferences"][0]["kind"] == "InferenceModel"
+
+
+# ---------------------------------------------------------------------------------------------- rollout hash
+
+
+def _hash(model: InferenceModelSpec, cap: CaptureProfileSpec | None = None, **kw: Any) -> str | None:
+    return pod_template_hash(build_vision_deployment("m", "ns", model, cap, settings(**kw)))
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"model": {"file": TPU_MODEL, "sha256": "1df6f563746346d656c58aa2ae801b32f2a29e4e4adee46a65aeac6decc5f887"}},
+        {"scoreThreshold": 0.6},
+        {"topK": 5},
+        {"tpuInterface": "pci"},
+        {"nodeSelector": {"zone": "a"}},
+        {"resources": {"limits": {"memory": "1Gi"}}},
+        {"captureProfileRef": {"name": "cam"}},
+    ],
+)
+def test_every_pod_affecting_change_changes_the_template_hash(changed: dict[str, Any]) -> None:
+    base = {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu", "tpuInterface": "usb"}
+    before = _hash(parse_inference_model(base))
+    after = _hash(parse_inference_model({**base, **changed}))
+    assert before is not None and after is not None and before != after
+
+
+def test_model_switch_cpu_to_tpu_changes_the_template() -> None:
+    assert _hash(cpu_model()) != _hash(tpu_model())
+
+
+def test_camera_and_image_changes_change_the_hash() -> None:
+    assert _hash(cpu_model(), camera()) != _hash(cpu_model(), camera(video={"fps": 30}))
+    assert _hash(cpu_model()) != _hash(cpu_model(), vision_image="registry.local/korall-vision:0.2.0")
+
+
+def test_replicas_and_stage_do_not_roll_pods() -> None:
+    assert _hash(cpu_model()) == _hash(cpu_model(replicas=3, stage="production"))
+
+
+def test_the_hash_is_the_digest_of_the_template_and_stable() -> None:
+    dep = build_vision_deployment("m", "ns", cpu_model(), camera(), settings())
+    again = build_vision_deployment("m", "ns", cpu_model(), camera(), settings())
+    assert dep == again
+    template = json.loads(json.dumps(dep["spec"]["template"]))
+    stamped = template["metadata"]["annotations"].pop(SPEC_HASH_ANNOTATION)
+    assert stamped == spec_hash(template)
+    assert spec_hash({"a": 1, "b": 2}) == spec_hash({"b": 2, "a": 1})
+
+
+# ---------------------------------------------------------------------------------------------- audio
+
+
+def test_audio_profile_gets_a_microphone_pod() -> None:
+    cap = microphone(nodeSelector={"kubernetes.io/hostname": "n1"}, audio={"sampleRate": 48000, "chunkSeconds": 2})
+    owner = {**OWNER, "kind": "CaptureProfile"}
+    dep = build_audio_deployment("hall", "edge", cap, settings(), owner=owner)
+    svc = build_audio_service("hall", "edge", settings(), owner=owner)
+    k8s_valid(dep)
+    k8s_valid(svc)
+    e = env(dep)
+    assert set(e) <= AUDIO_ENV_NAMES
+    assert e[AudioEnv.AUDIO_SOURCE] == "hw:1,0"
+    assert e[AudioEnv.AUDIO_SAMPLE_RATE] == "48000"
+    assert e[AudioEnv.AUDIO_CHUNK_S] == "2.0"
+    assert e[AudioEnv.AUDIO_SILENCE_DBFS] == "-50.0" and e[AudioEnv.AUDIO_LOUD_DBFS] == "-20.0"
+    assert e[AudioEnv.PORT] == str(AUDIO_PORT)
+    assert host_paths(dep) == {"/dev/snd": "Directory"}
+    assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    assert dep["metadata"]["name"] == svc["metadata"]["name"] == "hall-audio"
+    assert container(dep)["image"].endswith("korall-audio:0.1.0")
+    assert svc["spec"]["ports"][0]["port"] == AUDIO_PORT
+
+
+def test_audio_from_a_wav_file_needs_no_sound_device() -> None:
+    dep = build_audio_deployment("replay", "ns", microphone("/data/hall.wav"), settings())
+    k8s_valid(dep)
+    assert host_paths(dep) == {}
+    assert pod(dep)["securityContext"]["runAsNonRoot"] is True
+
+
+def test_audio_builder_refuses_a_video_profile() -> None:
+    with pytest.raises(SpecError) as err:
+        build_audio_deployment("cam", "ns", camera(), settings())
+    assert err.value.reason == "CaptureProfileWrongType"
+
+
+# ---------------------------------------------------------------------------------------------- refused specs
+
+
+@pytest.mark.parametrize(
+    ("model", "capture", "overrides", "reason", "in_message"),
+    [
+        ({"model": {"file": "yolo.tflite"}}, None, {}, "ModelNotInImage", "mobilenet_ssd_v2_coco_quant_postprocess"),
+        (
+            {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu"},
+            None,
+            {"tpu_resource": ""},
+            "TPUResourceNotConfigured",
+            "KORALL_TPU_RESOURCE",
+        ),
+        (
+            {"model": {"file": CPU_MODEL}, "captureProfileRef": {"name": "mic"}},
+            "audio",
+            {},
+            "CaptureProfileWrongType",
+            "'mic'",
+        ),
+        (
+            {"model": {"url": "https://x.example/m.tflite", "sha256": "a" * 64}},
+            None,
+            {},
+            "ModelSourceNotSupported",
+            "model.url",
+        ),
+        (
+            {"model": {"s3": "s3://bucket/m.tflite", "sha256": "a" * 64}},
+            None,
+            {},
+            "ModelSourceNotSupported",
+            "model.s3",
+        ),
+        ({"model": {"file": CPU_MODEL}, "accelerator": "edgetpu"}, None, {}, "ModelNotCompiledForEdgeTPU", TPU_MODEL),
+        ({"model": {"file": TPU_MODEL}, "accelerator": "cpu"}, None, {}, "ModelNeedsEdgeTPU", CPU_MODEL),
+        ({"model": {"file": CPU_MODEL}, "labels": "imagenet.txt"}, None, {}, "LabelsNotInImage", "coco_labels.txt"),
+        ({"model": {"file": CPU_MODEL, "sha256": "b" * 64}}, None, {}, "ModelChecksumMismatch", "7046f31a"),
+        (
+            {"model": {"file": CPU_MODEL}, "nodeSelector": {"kubernetes.io/hostname": "a"}},
+            "video-on-b",
+            {},
+            "NodeSelectorConflict",
+            "'a'",
+        ),
+    ],
+)
+def test_specs_only_the_operator_can_refuse(
+    model: dict[str, Any], capture: str | None, overrides: dict[str, Any], reason: str, in_message: str
+) -> None:
+    cap = None
+    if capture == "audio":
+        cap = microphone()
+    elif capture == "video-on-b":
+        cap = camera(nodeSelector={"kubernetes.io/hostname": "b"})
+    with pytest.raises(SpecError) as err:
+        build_vision_deployment("m", "ns", parse_inference_model(model), cap, settings(**overrides))
+    assert err.value.reason == reason
+    assert in_message in err.value.message
+    assert str(err.value).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("spec", "in_message"),
+    [
+        ({}, "model"),
+        ({"model": {}}, "exactly one of model.file, model.url or model.s3"),
+        ({"model": {"file": CPU_MODEL, "url": "https://x/m.tflite"}}, "exactly one of"),
+        ({"model": {"url": "https://x/m.tflite"}}, "model.url requires model.sha256"),
+        ({"model": {"file": CPU_MODEL}, "scoreThreshold": 1.5}, "scoreThreshold"),
+        ({"model": {"file": CPU_MODEL}, "topK": 0}, "topK"),
+        ({"model": {"file": CPU_MODEL}, "accelerator": "gpu"}, "accelerator"),
+        (
+            {"model": {"file": CPU_MODEL}, "tpuInterface": "pci"},
+            "tpuInterface may only be set when accelerator is edgetpu",
+        ),
+        ({"model": {"file": CPU_MODEL}, "stage": "prod"}, "stage"),
+        ({"model": {"file": "../etc/passwd"}}, "model.file"),
+        ({"model": {"file": CPU_MODEL}, "replicas": -1}, "replicas"),
+        ({"model": {"file": CPU_MODEL}, "unknownField": 1}, "unknownField"),
+    ],
+)
+def test_invalid_inference_model_specs_are_explained(spec: dict[str, Any], in_message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_inference_model(spec)
+    assert err.value.reason == "InvalidSpec"
+    assert in_message in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "in_message"),
+    [
+        ({"type": "video", "device": "/dev/video0"}, "type video requires a video block"),
+        ({"type": "video", "video": {}}, "type video requires device or video.source"),
+        ({"type": "video", "device": "video0", "video": {}}, "a video device is a path under /dev/"),
+        ({"type": "audio", "audio": {}}, "type audio requires device"),
+        (
+            {"type": "audio", "device": "hw:1,0", "video": {}, "audio": {}},
+            "type audio requires an audio block and no video",
+        ),
+        ({"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 6}}, "audio.chunkSeconds"),
+        ({"type": "audio", "device": "hw:1,0", "audio": {"sampleRate": 11025}}, "audio.sampleRate"),
+        (
+            {"type": "audio", "device": "hw:1,0", "audio": {"thresholds": {"silenceDbfs": -10, "loudDbfs": -20}}},
+            "silenceDbfs must be below loudDbfs",
+        ),
+        ({"type": "video", "device": "/dev/video0", "video": {"pixelFormat": "H264"}}, "video.pixelFormat"),
+        ({"type": "radio"}, "type"),
+    ],
+)
+def test_invalid_capture_profile_specs_are_explained(spec: dict[str, Any], in_message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_capture_profile(spec)
+    assert err.value.reason == "InvalidSpec"
+    assert in_message in err.value.message
+
+
+# ---------------------------------------------------------------------------------------------- names & settings
+
+
+def test_child_names_stay_valid_and_distinct_for_long_names() -> None:
+    long_a, long_b = "a" * 200 + "-x", "a" * 200 + "-y"
+    names = {child_name(long_a, "vision"), child_name(long_b, "vision"), child_name("front", "vision")}
+    assert len(names) == 3
+    for name in names:
+        assert len(name) <= 63 and name[0].isalpha() and name[-1].isalnum()
+    assert child_name("1st.cam", "audio")[0].isalpha()
+    dep = build_vision_deployment("9" * 100, "ns", cpu_model(), None, settings())
+    k8s_valid(dep)
+    k8s_valid(build_vision_service("9" * 100, "ns", settings()))
+
+
+def test_bundled_model_list_matches_the_vision_image_manifest() -> None:
+    manifest = json.loads((ROOT / "models" / "manifest.json").read_text())
+    s = settings()
+    assert [(m.file, m.edgetpu, m.sha256) for m in s.vision_models] == [
+        (m["file"], m["edgetpu"], m["sha256"]) for m in manifest["models"]
+    ]
+    assert s.vision_labels == sorted(manifest["labels"])
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KORALL_TPU_RESOURCE", "")
+    monkeypatch.setenv("KORALL_VISION_IMAGE", "registry.local/vision:1.2.3")
+    monkeypatch.setenv(
+        "KORALL_VISION_MODELS", json.dumps([{"file": "custom.tflite", "edgetpu": False, "sha256": "c" * 64}])
+    )
+    s = OperatorSettings()
+    assert s.tpu_resource == ""
+    assert s.vision_image == "registry.local/vision:1.2.3"
+    dep = build_vision_deployment("m", "ns", parse_inference_model({"model": {"file": "custom.tflite"}}), None, s)
+    assert env(dep)[VisionEnv.MODEL_PATH] == "/models/custom.tflite"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/version"] == "1.2.3"
