@@ -11,10 +11,12 @@ import sys
 def main() -> int:
     from pydantic import ValidationError
 
+    from .camera.settings import CaptureSettings
     from .settings import VisionSettings, describe_validation_error
 
     try:
         settings = VisionSettings()
+        capture = CaptureSettings()
     except ValidationError as exc:
         print(f"korall vision: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
@@ -26,7 +28,7 @@ def main() -> int:
     from .app import create_app
 
     configure_logging(settings.log_level, settings.log_json)
-    app = create_app(settings)
+    app = create_app(settings, capture=capture)
     uvicorn.run(
         app,
         host=settings.host,

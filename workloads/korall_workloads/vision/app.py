@@ -25,6 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from korall_workloads.common.errors import ApiError, NotReady, Timeout, install_error_handlers
 
+from .camera import CaptureSettings, camera_lifespan, camera_ready, camera_status
+from .camera import router as camera_router
 from .catalog import ModelFileError, list_models
 from .detector import Detector, DetectorNotReady
 from .metrics import RequestCounter, VisionMetrics
@@ -54,11 +56,14 @@ def create_app(
     settings: VisionSettings,
     detector: Detector | None = None,
     lifespan_hooks: list[LifespanHook] | None = None,
+    capture: CaptureSettings | None = None,
 ) -> FastAPI:
     """Build the app. Pass `detector` to share an already loaded one (tests, benches); it is then not closed here.
 
     `lifespan_hooks` are async context managers entered after the model starts loading and exited at shutdown:
     the place for background work such as the camera loop.
+
+    `capture` with a source runs the camera loop on the same detector (None or no CAPTURE_SOURCE: no camera).
     """
     metrics = VisionMetrics()
     owns_detector = detector is None
@@ -68,14 +73,11 @@ def create_app(
     decode_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="decode")
 
     # --- Camera ingest attaches here --------------------------------------------------------------------------
-    # When the settings name a capture source, the camera package adds its router and a lifespan hook whose
-    # capture loop calls `det.detect(frame)` (the same Detector /infer uses), e.g.:
-    #     if getattr(settings, "capture_source", None):
-    #         from .camera import camera_lifespan, camera_router
-    #         routers.append(camera_router)
-    #         hooks.append(camera_lifespan)
-    # `routers` are included into the app below; `hooks` are entered in the lifespan, after loading started.
-    routers: list[Any] = []
+    # The camera package's routes are always there; with a capture source, its lifespan hook runs the capture
+    # loop on `det` (the same Detector /infer uses) and reports to this app's metrics registry.
+    routers: list[Any] = [camera_router]  # always: without a camera its routes answer 404 with a hint
+    if capture is not None and capture.enabled:
+        hooks.append(camera_lifespan(det, metrics.registry, capture))
     # -----------------------------------------------------------------------------------------------------------
 
     async def _publish_model_info() -> None:
@@ -114,15 +116,21 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Always 200 at once; `model.state` is loading, ready or failed (with `model.error`)."""
-        return {"status": "ok" if det.ready else det.state.value, "model": det.status()}
+        """Always 200 at once; `model.state` is loading, ready or failed (with `model.error`); `camera` if any."""
+        body: dict[str, Any] = {"status": "ok" if det.ready else det.state.value, "model": det.status()}
+        if (camera := camera_status(app)) is not None:
+            body["camera"] = camera
+        return body
 
     @app.get("/ready", responses={503: _ERRORS[503]})
     async def ready() -> dict[str, Any]:
         """200 once the model is loaded and a warm-up inference passed; 503 before, or if loading failed."""
         if not det.ready:
             raise NotReady(_not_ready_message(det))
-        return {"ready": True}
+        camera = camera_status(app)
+        if camera is not None and not camera_ready(app):
+            raise NotReady(f"camera {camera['state']}: {camera['reason']}")
+        return {"ready": True} if camera is None else {"ready": True, "camera": camera["state"]}
 
     @app.post("/infer", response_model=InferResponse, responses=_ERRORS)
     async def infer(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
@@ -55,6 +55,19 @@ async def run_camera(
     finally:
         if pipeline is not None:
             await asyncio.to_thread(pipeline.stop)
+
+
+def camera_lifespan(
+    detector: Detector, registry: CollectorRegistry, settings: CaptureSettings
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan hook for `create_app`: runs the camera on the app's detector and metrics registry."""
+
+    @contextlib.asynccontextmanager
+    async def hook(app: FastAPI) -> AsyncIterator[None]:
+        async with run_camera(app, detector, registry, settings):
+            yield
+
+    return hook
 
 
 def camera_status(app: FastAPI) -> dict[str, Any] | None:
