@@ -58,7 +58,7 @@ class ModelSource(_Spec):
         if len(given) != 1:
             raise ValueError("exactly one of model.file, model.url or model.s3 must be set")
         if given[0] in ("url", "s3") and self.sha256 is None:
-            raise ValueError(f"model.{given[0]} requires model.sha256")
+            raise ValueError("model.url and model.s3 require model.sha256")
         return self
 
     @property

@@ -412,7 +412,7 @@ def test_specs_only_the_operator_can_refuse(
         ({}, "model"),
         ({"model": {}}, "exactly one of model.file, model.url or model.s3"),
         ({"model": {"file": CPU_MODEL, "url": "https://x/m.tflite"}}, "exactly one of"),
-        ({"model": {"url": "https://x/m.tflite"}}, "model.url requires model.sha256"),
+        ({"model": {"url": "https://x/m.tflite"}}, "model.url and model.s3 require model.sha256"),
         ({"model": {"file": CPU_MODEL}, "scoreThreshold": 1.5}, "scoreThreshold"),
         ({"model": {"file": CPU_MODEL}, "topK": 0}, "topK"),
         ({"model": {"file": CPU_MODEL}, "accelerator": "gpu"}, "accelerator"),

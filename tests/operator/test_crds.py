@@ -1,0 +1,362 @@
+"""The CRDs: one source, real validation, and the operator's spec models agreeing with them.
+
+Without an API server the openAPIV3Schema is checked with jsonschema (the structural schema translated the way the
+API server reads it: defaults applied first, unknown fields rejected as `kubectl --validate=strict` does). The CEL
+rules (`x-kubernetes-validations`) cannot run here; instead every rule is checked to name only fields that exist,
+and every rule has a bad spec below that the schema lets through and the operator's pydantic model refuses with
+the rule's own message. The kind suite (tests/e2e) sends the same bad specs to a real API server.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from korall_operator.specs import SpecError, parse_capture_profile, parse_inference_model
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = ROOT / "crds"
+CHART_CRD_DIR = ROOT / "charts" / "korall" / "crds"
+SAMPLES = sorted((ROOT / "samples").glob("*.yaml"))
+CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+SHA = "a" * 64
+
+
+def load_crd(kind: str) -> dict[str, Any]:
+    for path in CRD_DIR.glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        if doc["spec"]["names"]["kind"] == kind:
+            return dict(doc)
+    raise AssertionError(f"no CRD for {kind}")
+
+
+def version_of(crd: dict[str, Any]) -> dict[str, Any]:
+    versions = crd["spec"]["versions"]
+    assert [v["name"] for v in versions] == ["v1alpha1"]
+    return dict(versions[0])
+
+
+def spec_schema(kind: str) -> dict[str, Any]:
+    return dict(version_of(load_crd(kind))["schema"]["openAPIV3Schema"]["properties"]["spec"])
+
+
+def to_json_schema(node: Any) -> Any:
+    """A structural schema as JSON Schema: strict about unknown fields, like kubectl's default field validation."""
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """Default absent fields as the API server does before validation (recursively, after a default {} too)."""
+    if not isinstance(value, dict) or "properties" not in schema:
+        return value
+    out = dict(value)
+    for name, sub in schema["properties"].items():
+        if name not in out and "default" in sub:
+            out[name] = copy.deepcopy(sub["default"])
+        if name in out:
+            out[name] = apply_defaults(sub, out[name])
+    return out
+
+
+def schema_errors(kind: str, spec: dict[str, Any]) -> list[str]:
+    schema = spec_schema(kind)
+    validator = jsonschema.Draft7Validator(to_json_schema(schema))
+    return [e.message for e in validator.iter_errors(apply_defaults(schema, spec))]
+
+
+def cel_rules(node: Any, path: str = "spec") -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(path, schema node, rule) for every x-kubernetes-validations rule under a schema node."""
+    if isinstance(node, dict):
+        for rule in node.get("x-kubernetes-validations", []):
+            yield path, node, rule
+        for name, sub in node.get("properties", {}).items():
+            yield from cel_rules(sub, f"{path}.{name}")
+
+
+# ---------------------------------------------------------------------------------------------- one source
+
+
+def test_chart_ships_byte_identical_crds() -> None:
+    source = {p.name: p.read_bytes() for p in CRD_DIR.glob("*.yaml")}
+    shipped = {p.name: p.read_bytes() for p in CHART_CRD_DIR.glob("*.yaml")}
+    assert set(source) == {"inferencemodels.korall.io.yaml", "captureprofiles.korall.io.yaml"}
+    assert shipped == source
+
+
+@pytest.mark.parametrize("kind", ["InferenceModel", "CaptureProfile"])
+def test_crd_is_a_valid_kubernetes_object(kind: str) -> None:
+    crd = load_crd(kind)
+    kubernetes_validate.validate(crd, "1.34.0", strict=True)
+    spec = crd["spec"]
+    assert spec["group"] == "korall.io" and spec["scope"] == "Namespaced"
+    assert "korall" in spec["names"]["categories"]
+    assert crd["metadata"]["name"] == f"{spec['names']['plural']}.korall.io"
+    version = version_of(crd)
+    assert version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert {"observedGeneration", "conditions", "readyReplicas", "lastFailure"} <= set(status)
+    assert set(status["lastFailure"]["properties"]) == {"reason", "message", "time"}
+    assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_short_names() -> None:
+    assert load_crd("InferenceModel")["spec"]["names"]["shortNames"] == ["im"]
+    assert load_crd("CaptureProfile")["spec"]["names"]["shortNames"] == ["cap"]
+
+
+def test_inference_model_printer_columns_read_as_a_catalog() -> None:
+    columns = version_of(load_crd("InferenceModel"))["additionalPrinterColumns"]
+    default_view = [c["name"] for c in columns if not c.get("priority")]
+    assert default_view[:4] == ["Stage", "Accelerator", "Model", "Ready"]
+    assert default_view[-1] == "Age"
+    by_name = {c["name"]: c["jsonPath"] for c in columns}
+    assert by_name["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert by_name["Model"] == ".spec.model.file"
+
+
+# ---------------------------------------------------------------------------------------------- samples
+
+
+def sample_objects() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in SAMPLES:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                out.append((f"{path.name}:{doc['metadata']['name']}", doc))
+    return out
+
+
+def test_samples_cover_the_documented_setups() -> None:
+    names = {p.name for p in SAMPLES}
+    assert {"usb-coral-webcam.yaml", "cpu-only.yaml", "audio.yaml"} <= names
+    kinds = [(doc["kind"], doc["spec"].get("type"), doc["spec"].get("accelerator")) for _, doc in sample_objects()]
+    assert ("InferenceModel", None, "edgetpu") in kinds
+    assert ("InferenceModel", None, "cpu") in kinds
+    assert ("CaptureProfile", "audio", None) in kinds
+
+
+@pytest.mark.parametrize(("where", "doc"), sample_objects(), ids=lambda v: v if isinstance(v, str) else "")
+def test_sample_is_valid_for_the_crd_and_the_operator(where: str, doc: dict[str, Any]) -> None:
+    assert doc["apiVersion"] == "korall.io/v1alpha1"
+    assert schema_errors(doc["kind"], doc["spec"]) == []
+    if doc["kind"] == "InferenceModel":
+        parse_inference_model(doc["spec"])
+    else:
+        parse_capture_profile(doc["spec"])
+
+
+def test_sample_references_resolve() -> None:
+    objects = {(doc["kind"], doc["metadata"]["name"]): doc for _, doc in sample_objects()}
+    for (kind, _), doc in objects.items():
+        ref = doc["spec"].get("captureProfileRef")
+        if kind == "InferenceModel" and ref:
+            assert objects[("CaptureProfile", ref["name"])]["spec"]["type"] == "video"
+
+
+# ---------------------------------------------------------------------------------------------- defaults agree
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec"),
+    [
+        ("InferenceModel", {"model": {"file": CPU_MODEL}}),
+        ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {}}),
+        ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {}}),
+    ],
+)
+def test_crd_defaults_equal_the_model_defaults(kind: str, spec: dict[str, Any]) -> None:
+    parse = parse_inference_model if kind == "InferenceModel" else parse_capture_profile
+    defaulted = apply_defaults(spec_schema(kind), spec)
+    assert defaulted != spec  # the CRD filled something in
+    assert parse(defaulted) == parse(spec)
+    # and every field the CRD defaults has the same default in the model (dumped by alias, camelCase)
+    dumped = parse(spec).model_dump(by_alias=True)
+
+    def contained(small: Any, big: Any) -> bool:
+        if isinstance(small, dict):
+            return all(k in big and contained(v, big[k]) for k, v in small.items())
+        return bool(small == big)
+
+    assert contained(defaulted, dumped)
+
+
+# ---------------------------------------------------------------------------------------------- good and bad specs
+
+SCHEMA_REJECTS = [
+    ("InferenceModel", {}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": 1.01}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": -0.1}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "topK": 0}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "topK": 101}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "accelerator": "gpu"}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "tpuInterface": "pcie"}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "stage": "staging"}),
+    ("InferenceModel", {"model": {"file": "model.onnx"}}),
+    ("InferenceModel", {"model": {"file": "../../etc/passwd.tflite"}}),
+    ("InferenceModel", {"model": {"url": "ftp://x/m.tflite", "sha256": SHA}}),
+    ("InferenceModel", {"model": {"s3": "s3:/bucket", "sha256": SHA}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL, "sha256": "ABC"}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "replicas": 101}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "captureProfileRef": {}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "captureProfileRef": {"name": "Bad_Name"}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "nodeSelector": {"zone": 1}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "labels": "labels.csv"}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "typo": True}),
+    ("CaptureProfile", {}),
+    ("CaptureProfile", {"type": "radio"}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"width": 100}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"fps": 0}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"pixelFormat": "H264"}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"sampleEvery": 0}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"bufferFrames": 65}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 0.4}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 5.5}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"sampleRate": 44000}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"channels": 9}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"thresholds": {"loudDbfs": 3}}}),
+]
+
+
+@pytest.mark.parametrize(("kind", "spec"), SCHEMA_REJECTS)
+def test_schema_and_model_both_reject(kind: str, spec: dict[str, Any]) -> None:
+    assert schema_errors(kind, spec), "the CRD schema accepted it"
+    parse = parse_inference_model if kind == "InferenceModel" else parse_capture_profile
+    with pytest.raises(SpecError):
+        parse(spec)
+
+
+SCHEMA_ACCEPTS = [
+    ("InferenceModel", {"model": {"file": CPU_MODEL}}),
+    ("InferenceModel", {"model": {"url": "https://models.example/ssd.tflite", "sha256": SHA}}),
+    ("InferenceModel", {"model": {"s3": "s3://models/ssd/v2.tflite", "sha256": SHA}}),
+    (
+        "InferenceModel",
+        {
+            "model": {"file": CPU_MODEL},
+            "accelerator": "edgetpu",
+            "tpuInterface": "pci",
+            "scoreThreshold": 0,
+            "topK": 100,
+            "replicas": 0,
+            "resources": {"requests": {"cpu": "250m", "memory": 134217728}, "limits": {"memory": "1Gi"}},
+            "nodeSelector": {"kubernetes.io/hostname": "n1"},
+            "captureProfileRef": {"name": "cam.front-1"},
+            "stage": "production",
+        },
+    ),
+    ("CaptureProfile", {"type": "video", "video": {"source": "rtsp://cam/s"}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video2", "video": {"pixelFormat": "YUYV", "fps": 120}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"sampleRate": 48000, "chunkSeconds": 0.5}}),
+]
+
+
+@pytest.mark.parametrize(("kind", "spec"), SCHEMA_ACCEPTS)
+def test_schema_and_model_both_accept(kind: str, spec: dict[str, Any]) -> None:
+    assert schema_errors(kind, spec) == []
+    parse = parse_inference_model if kind == "InferenceModel" else parse_capture_profile
+    parse(spec)
+
+
+def test_bad_resource_quantity_is_rejected_by_the_schema() -> None:
+    assert schema_errors("InferenceModel", {"model": {"file": CPU_MODEL}, "resources": {"limits": {"memory": "lots"}}})
+
+
+# ---------------------------------------------------------------------------------------------- CEL rules
+
+# For every CEL rule (by its message): a spec the openAPI schema alone accepts but the rule forbids.
+CEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tpuInterface may only be set when accelerator is edgetpu": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL}, "accelerator": "cpu", "tpuInterface": "usb"},
+    ),
+    "exactly one of model.file, model.url or model.s3 must be set": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL, "s3": "s3://models/k.tflite", "sha256": SHA}},
+    ),
+    "model.url and model.s3 require model.sha256": ("InferenceModel", {"model": {"url": "https://x/m.tflite"}}),
+    "type video requires a video block and no audio block": (
+        "CaptureProfile",
+        {"type": "video", "device": "/dev/video0", "audio": {}},
+    ),
+    "type audio requires an audio block and no video block": (
+        "CaptureProfile",
+        {"type": "audio", "device": "hw:1,0", "video": {}},
+    ),
+    "type video requires device or video.source": ("CaptureProfile", {"type": "video", "video": {}}),
+    "a video device is a path under /dev/, e.g. /dev/video0": (
+        "CaptureProfile",
+        {"type": "video", "device": "video0", "video": {}},
+    ),
+    "type audio requires device (an ALSA name such as hw:1,0, or a WAV path)": (
+        "CaptureProfile",
+        {"type": "audio", "audio": {}},
+    ),
+    "audio.overlapSeconds must be below chunkSeconds": (
+        "CaptureProfile",
+        {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 1, "overlapSeconds": 1}},
+    ),
+    "audio.thresholds.silenceDbfs must be below loudDbfs": (
+        "CaptureProfile",
+        {"type": "audio", "device": "hw:1,0", "audio": {"thresholds": {"silenceDbfs": -10, "loudDbfs": -30}}},
+    ),
+}
+
+
+def all_cel_rules() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    return [
+        (kind, path, node, rule)
+        for kind in ("InferenceModel", "CaptureProfile")
+        for path, node, rule in cel_rules(spec_schema(kind))
+    ]
+
+
+def test_every_cel_rule_has_a_case() -> None:
+    messages = [rule["message"] for _, _, _, rule in all_cel_rules()]
+    assert len(messages) == len(set(messages)), "CEL messages must be unique to be traceable"
+    assert sorted(messages) == sorted(CEL_CASES)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "node", "rule"), all_cel_rules(), ids=[r[3]["message"][:40] for r in all_cel_rules()]
+)
+def test_cel_rule_names_only_existing_fields(kind: str, path: str, node: dict[str, Any], rule: dict[str, Any]) -> None:
+    expr = rule["rule"]
+    assert expr.count("(") == expr.count(")") and expr.count("'") % 2 == 0
+    for chain in re.findall(r"self((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", expr):
+        schema = node
+        for field in chain.strip(".").split("."):
+            if field in ("startsWith", "size", "matches", "endsWith", "contains"):
+                break
+            assert field in schema.get("properties", {}), f"{path}: {expr!r} names unknown field {field!r}"
+            schema = schema["properties"][field]
+    if "fieldPath" in rule:
+        assert rule["fieldPath"].lstrip(".") in node["properties"]
+
+
+@pytest.mark.parametrize("message", sorted(CEL_CASES))
+def test_cel_rule_is_enforced_by_the_operator_with_the_same_message(message: str) -> None:
+    kind, spec = CEL_CASES[message]
+    assert schema_errors(kind, spec) == [], "the openAPI schema alone must accept it: only the CEL rule forbids it"
+    parse = parse_inference_model if kind == "InferenceModel" else parse_capture_profile
+    with pytest.raises(SpecError) as err:
+        parse(spec)
+    assert message in err.value.message
