@@ -1,0 +1,5 @@
+"""Entry point: `python -m korall_operator` (see main.py)."""
+
+from korall_operator.main import main
+
+main()

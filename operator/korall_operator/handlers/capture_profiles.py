@@ -1,0 +1,120 @@
+"""CaptureProfile lifecycle: audio profiles get their own Deployment; every profile pokes its InferenceModels.
+
+A video profile is an input of the InferenceModels that reference it. When a profile appears, changes or goes
+away, its models must be reconciled again (a model waiting for a missing profile recovers; a camera change
+rolls the vision pods out). kopf re-runs a handler only on a change of the object it serves, so the profile
+handlers *poke* each referencing model: they patch the `korall.io/capture-profile-seen` annotation with the
+profile's uid and generation (`absent` when deleted). That is a real change of the model, its update handler
+runs, no polling, no restart. The models are found through a kopf index (in memory, kept current by the watch).
+
+Deletion is seen as a raw watch event, not with a delete handler, so kopf puts no finalizer on profiles; the
+audio children go with their profile through their ownerReferences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from korall_operator import status as st
+from korall_operator.handlers._common import (
+    API,
+    CAPTURE_PROFILE_SEEN,
+    CAPTURE_PROFILES,
+    INFERENCE_MODELS,
+    RETRY_DELAY_S,
+    failure_of,
+    rejected,
+    state,
+)
+from korall_operator.k8s import NotFound
+from korall_operator.manifests import build_audio_deployment, build_audio_service, pod_template_hash
+from korall_operator.specs import SpecError, parse_capture_profile
+
+GROUP, VERSION = API.split("/")
+
+
+async def _poke_models(memo: Any, index: kopf.Index[Any, Any], namespace: str, name: str, seen: str) -> None:
+    korall = state(memo)
+    for model in list(index.get((namespace, name), [])):
+        patch = {"metadata": {"annotations": {CAPTURE_PROFILE_SEEN: seen}}}
+        with contextlib.suppress(NotFound):  # deleted meanwhile: nothing to reconcile
+            await korall.kube.merge_patch(API, INFERENCE_MODELS, namespace, model, patch)
+
+
+@kopf.on.create(GROUP, VERSION, CAPTURE_PROFILES)
+@kopf.on.update(GROUP, VERSION, CAPTURE_PROFILES)
+@kopf.on.resume(GROUP, VERSION, CAPTURE_PROFILES)
+async def reconcile_capture_profile(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    name: str,
+    namespace: str | None,
+    patch: kopf.Patch,
+    memo: Any,
+    reason: str,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    assert namespace is not None  # the CRD is namespaced
+    korall = state(memo)
+    generation = int(meta.get("generation", 1))
+    previous = dict(status)
+    if reason != "resume":  # on resume the models' own resume handlers already reconcile them
+        seen = f"{meta.get('uid')}/{generation}"
+        await _poke_models(memo, kwargs["inference_models_by_capture_profile"], namespace, name, seen)
+
+    try:
+        profile = parse_capture_profile(spec)
+        if profile.type != "audio":
+            patch.status.update({"observedGeneration": generation})
+            return
+        deployment = build_audio_deployment(name, namespace, profile, korall.settings, owner=body)
+        service = build_audio_service(name, namespace, korall.settings, owner=body)
+        try:
+            await korall.kube.apply(service)
+            applied = await korall.kube.apply(deployment)
+        except ApiException as e:
+            refused = rejected(e, "audio Deployment or Service")
+            if refused is None:
+                raise kopf.TemporaryError(f"API error {e.status} while applying children", delay=RETRY_DELAY_S) from e
+            raise refused from e
+    except SpecError as e:
+        failure = failure_of(e)
+        patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
+        kopf.warn(body, reason=failure.reason, message=failure.message)
+        logger.warning(f"not served: {failure.reason}: {failure.message}")
+        return
+
+    expected = pod_template_hash(deployment) or ""
+    patch.status.update(
+        st.reconciled_status(
+            generation=generation, expected_hash=expected, deployment=applied, previous=previous, noun="capture"
+        )
+    )
+    if reason == "create" or not previous:
+        child = deployment["metadata"]["name"]
+        kopf.event(body, type="Normal", reason="Created", message=f"audio Deployment {child} applied")
+    elif previous.get("specHash") != expected:
+        kopf.event(body, type="Normal", reason="RollingOut", message=f"audio pod template changed to {expected}")
+
+
+@kopf.on.event(GROUP, VERSION, CAPTURE_PROFILES)
+async def forget_capture_profile(
+    type: str,
+    name: str,
+    namespace: str | None,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    """The profile is gone: its models must report CaptureProfileNotFound (children cascade by themselves).
+
+    A raw watch-event handler rather than `on.delete`: a delete handler would need a finalizer on every profile.
+    """
+    if type == "DELETED" and namespace is not None:
+        await _poke_models(memo, kwargs["inference_models_by_capture_profile"], namespace, name, "absent")

@@ -1,0 +1,71 @@
+"""Status follows the child Deployment: every change of a korall-managed Deployment updates its parent.
+
+A raw watch-event handler (no state, no finalizer, no annotations written on the Deployment): it reads the
+parent fresh, computes the status with status.followed_status() and writes it with the parent's
+resourceVersion as a precondition, so a concurrent write by the reconcile handler is never overwritten with a
+stale view (on 409 it reads again). It writes nothing when nothing changed, so a status write never loops.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import kopf
+
+from korall_operator import status as st
+from korall_operator.handlers._common import API, PLURALS, state
+from korall_operator.k8s import Conflict, NotFound
+from korall_operator.manifests import MANAGED_BY
+
+ATTEMPTS = 3
+
+
+def _controller(body: kopf.Body) -> dict[str, Any] | None:
+    """The korall CR that controls this Deployment (its controller ownerReference), if any."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("apiVersion") == API and ref.get("kind") in PLURALS:
+            return dict(ref)
+    return None
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def follow_deployment(
+    type: str, body: kopf.Body, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    owner = _controller(body)
+    if owner is None or type == "DELETED" or namespace is None:
+        return
+    korall = state(memo)
+    plural = PLURALS[owner["kind"]]
+    noun = "model" if owner["kind"] == "InferenceModel" else "capture"
+    for _attempt in range(ATTEMPTS):
+        parent = await korall.kube.get(API, plural, namespace, owner["name"])
+        if parent is None or parent.get("metadata", {}).get("uid") != owner.get("uid"):
+            return  # the owner is gone (or replaced): the garbage collector takes the Deployment
+        before = parent.get("status") or {}
+        fields = st.followed_status(before, body, noun=noun)
+        if fields is None:
+            return
+        try:
+            await korall.kube.merge_patch_status(
+                API, plural, namespace, owner["name"], fields, resource_version=parent["metadata"]["resourceVersion"]
+            )
+        except Conflict:
+            continue
+        except NotFound:
+            return
+        _announce(parent, before, fields)
+        return
+    logger.debug(f"status of {owner['kind']} {owner['name']} kept changing; the next Deployment event updates it")
+
+
+def _announce(parent: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Events on transitions only: a rollout that completed, a rollout that failed."""
+    obj = kopf.Body(cast(kopf.RawBody, parent))
+    was = {c["type"]: c for c in before.get("conditions") or []}
+    now = {c["type"]: c for c in after.get("conditions") or []}
+    ready, degraded = now.get(st.READY, {}), now.get(st.DEGRADED, {})
+    if ready.get("status") == "True" and was.get(st.READY, {}).get("status") != "True":
+        kopf.event(obj, type="Normal", reason="RolloutComplete", message=ready.get("message", ""))
+    if degraded.get("status") == "True" and was.get(st.DEGRADED, {}).get("status") != "True":
+        kopf.event(obj, type="Warning", reason=degraded.get("reason", "Degraded"), message=degraded.get("message", ""))

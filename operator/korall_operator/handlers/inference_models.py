@@ -1,0 +1,128 @@
+"""InferenceModel lifecycle: create, update and resume all converge on one idempotent reconcile.
+
+Reconcile = parse the spec, resolve its CaptureProfile, build the vision Deployment and Service (pure builders
+in manifests.py), server-side apply them with an ownerReference to the InferenceModel, and write the status.
+
+Error policy (no exception storms, no restart needed):
+- a spec the operator cannot serve (invalid field, model not in the image, TPU without a TPU resource, missing
+  or wrong CaptureProfile, a child the API server refuses) -> Degraded condition + Warning Event, and the handler
+  *returns*: kopf marks it handled and waits for the next change. A fixed spec is a change; a CaptureProfile
+  that appears pokes the models that wait for it (see capture_profiles.py), which is also a change.
+- a transient failure (API server unavailable, 5xx) -> `kopf.TemporaryError`, retried by kopf after a delay.
+
+No delete handler and so no finalizer: the children carry ownerReferences, so Kubernetes' garbage collector
+deletes them with the InferenceModel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from korall_operator import status as st
+from korall_operator.handlers._common import (
+    API,
+    CAPTURE_PROFILES,
+    INFERENCE_MODELS,
+    RETRY_DELAY_S,
+    State,
+    failure_of,
+    rejected,
+    state,
+)
+from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
+from korall_operator.specs import CaptureProfileSpec, SpecError, parse_capture_profile, parse_inference_model
+
+GROUP, VERSION = API.split("/")
+
+
+@kopf.index(GROUP, VERSION, INFERENCE_MODELS)
+def inference_models_by_capture_profile(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], str] | None:
+    """(namespace, CaptureProfile name) -> the InferenceModels that reference it; read by the profile handlers."""
+    ref = spec.get("captureProfileRef") or {}
+    profile = ref.get("name") if isinstance(ref, dict) else None
+    return {(namespace or "", profile): name} if isinstance(profile, str) and profile else None
+
+
+async def _capture_profile(korall: State, namespace: str, name: str) -> CaptureProfileSpec:
+    body = await korall.kube.get(API, CAPTURE_PROFILES, namespace, name)
+    if body is None:
+        raise SpecError(
+            "CaptureProfileNotFound",
+            f"captureProfileRef {name!r}: no CaptureProfile of that name in namespace {namespace!r}; "
+            "create it (this model then recovers by itself) or remove spec.captureProfileRef",
+        )
+    try:
+        return parse_capture_profile(body.get("spec") or {})
+    except SpecError as e:
+        raise SpecError("CaptureProfileInvalid", f"CaptureProfile {name!r} is invalid: {e.message}") from e
+
+
+@kopf.on.resume(GROUP, VERSION, INFERENCE_MODELS)
+@kopf.on.create(GROUP, VERSION, INFERENCE_MODELS)
+@kopf.on.update(GROUP, VERSION, INFERENCE_MODELS)
+async def reconcile_inference_model(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    name: str,
+    namespace: str | None,
+    patch: kopf.Patch,
+    memo: Any,
+    reason: str,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    assert namespace is not None  # the CRD is namespaced
+    korall = state(memo)
+    generation = int(meta.get("generation", 1))
+    previous = dict(status)
+    try:
+        model = parse_inference_model(spec)
+        capture = None
+        if model.capture_profile_ref is not None:
+            capture = await _capture_profile(korall, namespace, model.capture_profile_ref.name)
+        deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
+        service = build_vision_service(name, namespace, korall.settings, owner=body)
+        expected = pod_template_hash(deployment) or ""
+        try:
+            await korall.kube.apply(service)
+            applied = await korall.kube.apply(deployment)
+        except ApiException as e:
+            refused = rejected(e, "vision Deployment or Service")
+            if refused is None:
+                raise kopf.TemporaryError(f"API error {e.status} while applying children", delay=RETRY_DELAY_S) from e
+            raise refused from e
+    except SpecError as e:
+        failure = failure_of(e)
+        patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
+        kopf.warn(body, reason=failure.reason, message=failure.message)
+        logger.warning(f"not served: {failure.reason}: {failure.message}")
+        return
+
+    new_status = st.reconciled_status(
+        generation=generation, expected_hash=expected, deployment=applied, previous=previous, noun="model"
+    )
+    patch.status.update(new_status)
+    _announce(body, reason, previous, expected, model.model.display, deployment["metadata"]["name"])
+
+
+def _announce(body: kopf.Body, reason: str, previous: dict[str, Any], expected: str, model: str, child: str) -> None:
+    """Normal Events for what a human wants in `kubectl describe`: created, rollout started, recovered."""
+    old_hash = previous.get("specHash")
+    if reason == "create" or not previous:
+        kopf.event(body, type="Normal", reason="Created", message=f"Deployment {child} applied, serving {model}")
+    elif old_hash != expected:
+        if st.spec_failure(previous) is not None:
+            kopf.event(body, type="Normal", reason="Recovered", message=f"the spec is valid again; rolling out {model}")
+        kopf.event(
+            body,
+            type="Normal",
+            reason="RollingOut",
+            message=f"pod template of {child} changed ({old_hash or 'none'} -> {expected}); rolling out {model}",
+        )

@@ -1,0 +1,63 @@
+"""Operator start-up and shutdown: kopf settings, one API client, nothing else.
+
+Settings that matter for a long-running operator (see docs/operator-runtime.md):
+- watch timeouts: the server ends every watch after `watch_server_timeout_s` and the client gives up on a silent
+  one after `watch_client_timeout_s`, so a watch stalled by a dead connection or a proxy is always renewed;
+- progress and diff-base in `korall.io/` annotations (not `status.kopf`), so the status holds only our fields;
+- only warnings and errors of kopf's own log become Events; our Normal Events are posted explicitly;
+- no finalizers are needed (no delete handlers), so deleting a CR never waits for the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from korall_contract import API_GROUP
+
+from korall_operator.handlers._common import State, load_settings
+from korall_operator.k8s import KubeClient
+from korall_operator.settings import OperatorSettings
+
+
+def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None:
+    """Apply korall's choices to kopf's settings (pure: also used by tests and the bench)."""
+    settings.watching.server_timeout = korall.watch_server_timeout_s
+    settings.watching.client_timeout = korall.watch_client_timeout_s
+    settings.watching.connect_timeout = korall.watch_connect_timeout_s
+    settings.posting.level = logging.WARNING
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    settings.execution.max_workers = 4  # sync handlers only (ours are async); keeps the thread pool small
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The same credentials as the child-object client (k8s.py): the service account in a pod, else $KUBECONFIG.
+
+    kopf's default login through kubernetes_asyncio reads the kubeconfig path frozen at import time, so a
+    `$KUBECONFIG` set later (tests, tools) would be ignored; these two read it when called.
+    """
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_service_account(**kwargs)
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    korall = load_settings()
+    configure(settings, korall)
+    memo.korall = State(settings=korall, kube=await KubeClient.from_environment())
+    logger.info(f"korall operator configured: TPU resource {korall.tpu_resource or '(none)'}")
+
+
+@kopf.on.cleanup()
+async def stop(memo: Any, **_: Any) -> None:
+    korall = getattr(memo, "korall", None)
+    if isinstance(korall, State):
+        await korall.kube.close()

@@ -1,0 +1,225 @@
+"""The status of korall's custom resources, computed by pure functions from what the operator knows.
+
+Two writers share a parent's status, and both call into here, so they can never disagree on the meaning:
+
+- the reconcile handler (after it applied the children): `reconciled_status()` or, for a spec it cannot
+  serve, `failed_status()`;
+- the Deployment watcher (whenever the child Deployment changes): `followed_status()`.
+
+Fields (the CRD's status schema mirrors them):
+
+- `observedGeneration`: the spec generation the operator last acted on (only the reconcile handler sets it);
+- `specHash`: the pod-template hash the current spec asks for (`korall.io/spec-hash`);
+- `conditions`: `Ready`, `Progressing`, `Degraded`, each with `status`, `reason`, `message`,
+  `lastTransitionTime` (kept while the status does not flip) and `observedGeneration`;
+- `replicas` (desired), `readyReplicas`, `updatedReplicas`;
+- `activeModel`: the model the ready pods actually run (unchanged while a rollout is under way);
+- `lastFailure`: `{reason, message, time}` of the last failure; kept after recovery, as a record.
+
+Ready means: the Deployment observed its latest spec, its pod template carries the hash the current spec asks
+for, and at least `replicas` pods are updated and ready. A spec failure (`Degraded` with a reason that is not a
+Deployment failure) belongs to the reconcile handler: the watcher leaves those conditions alone until a fixed
+spec is reconciled.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from korall_operator.manifests import MODEL_ANNOTATION, pod_template_hash
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+# Reasons set from the child Deployment (the others on a Degraded condition come from the spec).
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+REPLICA_FAILURE = "ReplicaFailure"
+DEPLOYMENT_REASONS = frozenset({PROGRESS_DEADLINE_EXCEEDED, REPLICA_FAILURE})
+NOTHING_TO_ROLL_OUT = "nothing to roll out until the spec is fixed"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a parent cannot be served: `reason` is a CamelCase word (condition reason, Event reason)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where the child Deployment stands against the pod template the spec asks for."""
+
+    desired: int
+    ready: int
+    updated: int
+    current: bool  # the Deployment observed its spec and its template has the expected hash
+    failure: Failure | None
+    model: str | None  # the model of the Deployment's pod template
+
+    @property
+    def complete(self) -> bool:
+        return self.current and self.failure is None and self.updated >= self.desired and self.ready >= self.desired
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rollout_of(deployment: Mapping[str, Any], expected_hash: str | None) -> Rollout:
+    """Read a Deployment (spec and status, as the API returns it) against the expected pod-template hash."""
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    meta = deployment.get("metadata") or {}
+    desired = int(spec.get("replicas", 1))
+    observed = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 1))
+    current = observed and expected_hash is not None and pod_template_hash(deployment) == expected_hash
+    failure = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+            failure = Failure(PROGRESS_DEADLINE_EXCEEDED, cond.get("message") or "the rollout did not progress")
+        elif cond.get("type") == REPLICA_FAILURE and cond.get("status") == "True":
+            failure = Failure(REPLICA_FAILURE, cond.get("message") or "pods could not be created")
+    annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    return Rollout(
+        desired=desired,
+        ready=int(status.get("readyReplicas", 0)),
+        updated=int(status.get("updatedReplicas", 0)),
+        current=current,
+        failure=failure,
+        model=annotations.get(MODEL_ANNOTATION),
+    )
+
+
+def _condition(
+    type_: str, ok: bool, reason: str, message: str, previous: Mapping[str, Any], generation: int | None
+) -> dict[str, Any]:
+    """A condition; `lastTransitionTime` only moves when the status flips."""
+    status = "True" if ok else "False"
+    old = next((c for c in previous.get("conditions") or [] if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else None
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or now_iso(),
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    elif old and "observedGeneration" in old:
+        cond["observedGeneration"] = old["observedGeneration"]
+    return cond
+
+
+def condition(status: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    """The condition of that type in a status, if any."""
+    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
+def spec_failure(status: Mapping[str, Any] | None) -> Failure | None:
+    """The spec failure the reconcile handler reported and no fixed spec has cleared yet."""
+    degraded = condition(status, DEGRADED)
+    if degraded and degraded.get("status") == "True" and degraded.get("reason") not in DEPLOYMENT_REASONS:
+        return Failure(degraded.get("reason", "Unknown"), degraded.get("message", ""))
+    return None
+
+
+def _rollout_fields(rollout: Rollout, previous: Mapping[str, Any], generation: int | None, noun: str) -> dict[str, Any]:
+    progress = f"{rollout.updated}/{rollout.desired} pods updated, {rollout.ready}/{rollout.desired} ready"
+    if rollout.failure is not None:
+        ready = _condition(READY, False, rollout.failure.reason, rollout.failure.message, previous, generation)
+        progressing = _condition(PROGRESSING, False, rollout.failure.reason, progress, previous, generation)
+        degraded = _condition(DEGRADED, True, rollout.failure.reason, rollout.failure.message, previous, generation)
+    elif rollout.complete:
+        message = f"{progress}" + (f"; serving {rollout.model}" if rollout.model else "")
+        ready = _condition(READY, True, "Available", message, previous, generation)
+        progressing = _condition(PROGRESSING, False, "RolloutComplete", progress, previous, generation)
+        degraded = _condition(DEGRADED, False, "AsExpected", f"the {noun} is healthy", previous, generation)
+    else:
+        ready = _condition(READY, False, "RollingOut", progress, previous, generation)
+        progressing = _condition(PROGRESSING, True, "RollingOut", progress, previous, generation)
+        degraded = _condition(DEGRADED, False, "AsExpected", "no failure so far", previous, generation)
+    fields: dict[str, Any] = {
+        "conditions": [ready, progressing, degraded],
+        "replicas": rollout.desired,
+        "readyReplicas": rollout.ready,
+        "updatedReplicas": rollout.updated,
+    }
+    if rollout.complete and rollout.model:
+        fields["activeModel"] = rollout.model
+    if rollout.failure is not None:
+        fields["lastFailure"] = {
+            "reason": rollout.failure.reason,
+            "message": rollout.failure.message,
+            "time": now_iso(),
+        }
+    return fields
+
+
+def reconciled_status(
+    *,
+    generation: int,
+    expected_hash: str,
+    deployment: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    noun: str = "workload",
+) -> dict[str, Any]:
+    """The status after the reconcile handler applied the children (`deployment` as the API returned it)."""
+    previous = previous or {}
+    fields = _rollout_fields(rollout_of(deployment, expected_hash), previous, generation, noun)
+    return {"observedGeneration": generation, "specHash": expected_hash, **fields}
+
+
+def failed_status(*, generation: int, failure: Failure, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status for a spec the operator cannot serve. Nothing is rolled out; what ran before keeps running."""
+    previous = previous or {}
+    return {
+        "observedGeneration": generation,
+        "specHash": None,
+        "conditions": [
+            _condition(READY, False, failure.reason, failure.message, previous, generation),
+            _condition(PROGRESSING, False, failure.reason, NOTHING_TO_ROLL_OUT, previous, generation),
+            _condition(DEGRADED, True, failure.reason, failure.message, previous, generation),
+        ],
+        "lastFailure": {"reason": failure.reason, "message": failure.message, "time": now_iso()},
+    }
+
+
+def followed_status(
+    parent_status: Mapping[str, Any] | None, deployment: Mapping[str, Any], noun: str = "workload"
+) -> dict[str, Any] | None:
+    """The status patch after the child Deployment changed, or None when there is nothing to change.
+
+    The parent's `specHash` (written by the reconcile handler) is what the Deployment must be running.
+    """
+    previous = parent_status or {}
+    if spec_failure(previous) is not None or not previous.get("specHash"):
+        return None
+    fields = _rollout_fields(rollout_of(deployment, previous["specHash"]), previous, None, noun)
+    if _same(previous, fields):
+        return None
+    return fields
+
+
+def _same(previous: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    """True when applying `fields` would change nothing but timestamps (so the watcher does not write)."""
+
+    def strip(conds: Any) -> list[tuple[Any, ...]]:
+        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds or []]
+
+    for key, value in fields.items():
+        if key == "conditions":
+            if strip(previous.get("conditions")) != strip(value):
+                return False
+        elif key == "lastFailure":
+            old = previous.get("lastFailure") or {}
+            if (old.get("reason"), old.get("message")) != (value.get("reason"), value.get("message")):
+                return False
+        elif previous.get(key) != value:
+            return False
+    return True
