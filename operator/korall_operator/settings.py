@@ -75,7 +75,7 @@ class OperatorSettings(BaseSettings):
     audio_image: str = DEFAULT_AUDIO_IMAGE
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
-    run_as_user: int = Field(10001, ge=1)
+    run_as_user: int = Field(default=10001, ge=1)
     """UID (and GID) of workload pods that need no device: the images' non-root user."""
 
     vision_models: list[BundledModel] = Field(default_factory=_bundled_models)
@@ -93,13 +93,13 @@ class OperatorSettings(BaseSettings):
     watch_namespace: str = ""
     """Namespace to watch; empty watches all namespaces (cluster-wide mode, needs namespaces list/watch)."""
 
-    watch_server_timeout_s: int = Field(270, ge=10)
+    watch_server_timeout_s: int = Field(default=270, ge=10)
     """Asks the API server to end each watch after this long, so a stalled watch is always renewed."""
 
-    watch_client_timeout_s: int = Field(300, ge=10)
+    watch_client_timeout_s: int = Field(default=300, ge=10)
     """The client gives up on a watch that sends nothing for this long (a silently dead connection)."""
 
-    watch_connect_timeout_s: int = Field(30, ge=1)
+    watch_connect_timeout_s: int = Field(default=30, ge=1)
 
     def model_file(self, name: str) -> BundledModel | None:
         """The bundled model of that file name, or None when the image does not have it."""

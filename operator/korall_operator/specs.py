@@ -47,10 +47,12 @@ class _Spec(BaseModel):
 class ModelSource(_Spec):
     """Where the model comes from: a file bundled in the vision image, or (later) a URL or S3 URI with a sha256."""
 
-    file: str | None = Field(None, pattern=MODEL_FILE_RE, description="A .tflite file in the image's /models.")
-    url: str | None = Field(None, pattern=r"^https?://\S+$", max_length=2048)
-    s3: str | None = Field(None, pattern=r"^s3://[a-z0-9.-]{3,63}/\S+$", max_length=2048)
-    sha256: str | None = Field(None, pattern=SHA256_RE, description="Expected checksum; required for url and s3.")
+    file: str | None = Field(default=None, pattern=MODEL_FILE_RE, description="A .tflite file in the image's /models.")
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    s3: str | None = Field(default=None, pattern=r"^s3://[a-z0-9.-]{3,63}/\S+$", max_length=2048)
+    sha256: str | None = Field(
+        default=None, pattern=SHA256_RE, description="Expected checksum; required for url and s3."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
@@ -85,13 +87,13 @@ class InferenceModelSpec(_Spec):
     """spec of an InferenceModel: one vision Deployment serving one model."""
 
     model: ModelSource
-    labels: str = Field("coco_labels.txt", pattern=LABELS_FILE_RE)
-    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    top_k: int = Field(10, ge=1, le=100)
+    labels: str = Field(default="coco_labels.txt", pattern=LABELS_FILE_RE)
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    top_k: int = Field(default=10, ge=1, le=100)
     accelerator: Literal["edgetpu", "cpu"] = "cpu"
     tpu_interface: Literal["usb", "pci"] | None = None
     capture_profile_ref: CaptureProfileRef | None = None
-    replicas: int = Field(1, ge=0, le=100)
+    replicas: int = Field(default=1, ge=0, le=100)
     node_selector: dict[str, str] = Field(default_factory=dict)
     stage: Literal["test", "demo", "production"] = "test"
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
@@ -112,18 +114,18 @@ class InferenceModelSpec(_Spec):
 
 
 class VideoSpec(_Spec):
-    width: int = Field(640, ge=160, le=7680)
-    height: int = Field(480, ge=120, le=4320)
-    fps: int = Field(15, ge=1, le=120)
+    width: int = Field(default=640, ge=160, le=7680)
+    height: int = Field(default=480, ge=120, le=4320)
+    fps: int = Field(default=15, ge=1, le=120)
     pixel_format: Literal["MJPG", "YUYV"] = "MJPG"
-    sample_every: int = Field(1, ge=1, le=1000)
-    buffer_frames: int = Field(2, ge=1, le=64)
-    source: str | None = Field(None, min_length=1, max_length=4096)
+    sample_every: int = Field(default=1, ge=1, le=1000)
+    buffer_frames: int = Field(default=2, ge=1, le=64)
+    source: str | None = Field(default=None, min_length=1, max_length=4096)
 
 
 class AudioThresholds(_Spec):
-    silence_dbfs: float = Field(-50.0, ge=-120.0, le=0.0)
-    loud_dbfs: float = Field(-20.0, ge=-120.0, le=0.0)
+    silence_dbfs: float = Field(default=-50.0, ge=-120.0, le=0.0)
+    loud_dbfs: float = Field(default=-20.0, ge=-120.0, le=0.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> AudioThresholds:
@@ -134,9 +136,9 @@ class AudioThresholds(_Spec):
 
 class AudioSpec(_Spec):
     sample_rate: Literal[8000, 16000, 22050, 32000, 44100, 48000] = 16000
-    channels: int = Field(1, ge=1, le=8)
-    chunk_seconds: float = Field(1.0, ge=0.5, le=5.0)
-    overlap_seconds: float = Field(0.0, ge=0.0, le=2.5)
+    channels: int = Field(default=1, ge=1, le=8)
+    chunk_seconds: float = Field(default=1.0, ge=0.5, le=5.0)
+    overlap_seconds: float = Field(default=0.0, ge=0.0, le=2.5)
     thresholds: AudioThresholds = Field(default_factory=lambda: AudioThresholds.model_validate({}))
 
     @model_validator(mode="after")
@@ -150,7 +152,7 @@ class CaptureProfileSpec(_Spec):
     """spec of a CaptureProfile: a camera that feeds InferenceModels, or a microphone with its own Deployment."""
 
     type: Literal["video", "audio"]
-    device: str | None = Field(None, min_length=1, max_length=256)
+    device: str | None = Field(default=None, min_length=1, max_length=256)
     video: VideoSpec | None = None
     audio: AudioSpec | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)

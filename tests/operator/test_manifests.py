@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.34.0"  # a version kubernetes-validate ships; the chart needs >= 1.30
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 TPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
-OWNER = {
+OWNER: dict[str, Any] = {
     "apiVersion": "korall.io/v1alpha1",
     "kind": "InferenceModel",
     "metadata": {"name": "front", "uid": "0b7c6f4e-1111-2222-3333-444455556666"},
