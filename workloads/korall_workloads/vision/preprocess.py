@@ -15,10 +15,20 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import (  # noqa: F401  (importing a plugin registers its format; Image.open(formats=...) needs them)
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
-"""What Pillow may parse; any other format is rejected before its parser runs."""
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+"""What Pillow may parse (JPEG includes multi-picture MPO); any other format is rejected before its parser runs."""
 
 DRAFT_MIN_FRACTION = 0.8
 """JPEG DCT scaling may shrink each side down to this fraction of the model input (640x480 decodes as 320x240)."""
@@ -110,7 +120,7 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
         raise ImageError(str(exc), status=413, code="image_too_large") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
-            f"not a supported image; send one of {', '.join(f for f in SUPPORTED_FORMATS if f != 'MPO')}"
+            f"not a supported image; send one of {', '.join(SUPPORTED_FORMATS)}"
         ) from exc
     except MemoryError as exc:
         raise ImageError("image too large to decode", status=413, code="image_too_large") from exc

@@ -1,0 +1,128 @@
+"""Decoding and preprocessing of every image layout a user may send, on real Pillow-encoded files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from korall_workloads.vision.preprocess import ImageError, prepare_array, prepare_image
+from PIL import Image
+from vision_helpers import encode, photo_rgb
+
+SIZE = (300, 300)
+BIG = 10**8
+
+
+def _prep(data: bytes, max_pixels: int = BIG):
+    return prepare_image(data, SIZE, max_pixels)
+
+
+def test_rgb_jpeg_is_resized_to_the_model_input_and_keeps_its_size() -> None:
+    p = _prep(encode(photo_rgb("chelsea")))
+    assert p.tensor.shape == (300, 300, 3) and p.tensor.dtype == np.uint8
+    assert (p.width, p.height, p.format) == (451, 300, "JPEG")
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "colour", "expected"),
+    [
+        ("L", "PNG", 200, (200, 200, 200)),
+        ("1", "PNG", 1, (255, 255, 255)),
+        ("LA", "PNG", (100, 255), (100, 100, 100)),
+        ("LA", "PNG", (0, 0), (255, 255, 255)),  # fully transparent: composited over white
+        ("RGBA", "PNG", (10, 20, 30, 255), (10, 20, 30)),
+        ("RGBA", "PNG", (10, 20, 30, 0), (255, 255, 255)),
+        ("CMYK", "JPEG", (0, 255, 255, 0), (255, 0, 0)),
+        ("CMYK", "TIFF", (0, 0, 0, 255), (0, 0, 0)),
+        ("RGB", "BMP", (1, 2, 3), (1, 2, 3)),
+        ("RGB", "WEBP", (0, 0, 255), (0, 0, 255)),
+    ],
+)
+def test_every_layout_becomes_rgb(mode: str, fmt: str, colour: object, expected: tuple[int, int, int]) -> None:
+    data = encode(Image.new(mode, (64, 48), colour), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    p = _prep(data)
+    centre = p.tensor[150, 150].astype(int)
+    tolerance = 6 if fmt == "JPEG" else 1
+    assert np.abs(centre - np.array(expected)).max() <= tolerance, (mode, fmt, centre)
+    assert (p.width, p.height) == (64, 48)
+
+
+def test_palette_png_with_transparency() -> None:
+    im = Image.new("P", (20, 20), 1)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.info["transparency"] = 0
+    assert tuple(_prep(encode(im, "PNG")).tensor[10, 10]) == (255, 0, 0)
+    im.paste(0, (0, 0, 20, 20))  # all pixels now the transparent index
+    assert tuple(_prep(encode(im, "PNG", transparency=0)).tensor[10, 10]) == (255, 255, 255)
+
+
+def test_16_bit_grayscale_is_rescaled_not_clipped() -> None:
+    arr = np.full((32, 32), 32768, np.uint16)
+    im = Image.fromarray(arr)
+    p = _prep(encode(im, "PNG"))
+    assert tuple(p.tensor[150, 150]) == (128, 128, 128)
+
+
+def test_gif_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert tuple(_prep(data).tensor[0, 0]) == (255, 0, 0)
+
+
+def test_exif_orientation_rotates_and_swaps_the_reported_size() -> None:
+    im = Image.new("RGB", (400, 200), (0, 0, 0))
+    im.paste((255, 0, 0), (0, 0, 100, 200))  # red stripe on the left of the stored image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: display = stored rotated 90 degrees clockwise
+    p = _prep(encode(im, "JPEG", exif=exif.tobytes(), quality=95))
+    assert (p.width, p.height) == (200, 400)
+    top, bottom = p.tensor[10, 150].astype(int), p.tensor[290, 150].astype(int)
+    assert top[0] > 200 and top[1] < 60  # the stripe is now at the top
+    assert bottom[0] < 60
+
+
+def test_large_jpeg_decodes_at_reduced_size() -> None:
+    big = np.asarray(Image.fromarray(photo_rgb("chelsea")).resize((2400, 1600)))
+    p = _prep(encode(big))
+    assert (p.width, p.height) == (2400, 1600)  # reported as sent ...
+    # ... but libjpeg's DCT scaling did the shrinking: decoding a 2400x1600 JPEG in full takes several times longer
+    full = Image.open(__import__("io").BytesIO(encode(big)))
+    full.draft("RGB", (240, 240))
+    assert full.size == (600, 400)
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"hello, this is text", 422),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, 422),
+        (b"GIF89a", 422),
+    ],
+)
+def test_non_images_are_rejected(data: bytes, status: int) -> None:
+    with pytest.raises(ImageError) as err:
+        _prep(data)
+    assert err.value.status == status
+
+
+def test_truncated_jpeg_is_rejected() -> None:
+    data = encode(photo_rgb("coffee"))
+    with pytest.raises(ImageError) as err:
+        _prep(data[: len(data) // 2])
+    assert err.value.status == 422 and "truncated" in err.value.message
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    data = encode(Image.new("L", (2000, 2000)), "PNG")
+    with pytest.raises(ImageError) as err:
+        _prep(data, max_pixels=1_000_000)
+    assert (err.value.status, err.value.code) == (413, "image_too_large")
+    assert "2000x2000" in err.value.message
+
+
+def test_camera_frames_any_size() -> None:
+    frame = photo_rgb("astronaut")
+    assert prepare_array(frame, SIZE).shape == (300, 300, 3)
+    same = np.zeros((300, 300, 3), np.uint8)
+    assert prepare_array(same, SIZE).shape == (300, 300, 3)
+    with pytest.raises(ValueError):
+        prepare_array(np.zeros((10, 10), np.uint8), SIZE)
