@@ -11,7 +11,8 @@ once, when it ends. Hysteresis makes one utterance or one bang one event:
 - loud_noise: frames at or above `loud_dbfs`, or non-speech frames `loud_jump_db` over the running background
   (a slow average of non-speech frame levels, never below the silence floor). Once loud, a frame stays loud down to
   `loud_release_db` below the trigger level; the event ends after `loud_hangover_s` of quiet. A loud stretch that
-  turns into speech within `loud_speech_guard_s` is a voice onset the VAD had not confirmed yet, not a noise.
+  turns into speech within `loud_speech_guard_s` is a voice onset the VAD had not confirmed yet, not a noise
+  (unless it reached `loud_dbfs`: a shout is reported as both speech and loud_noise).
 - silence: at least `min_silence_s` of frames under `silence_dbfs` while no speech or loud noise is open. Silence
   is an event too (with start and end), so a stream is a sequence of events with gaps only where the level sat
   between the silence floor and anything recognised.
@@ -55,7 +56,7 @@ class DetectorConfig:
     frame_s: float = 0.032
     silence_dbfs: float = -50.0
     loud_dbfs: float = -6.0
-    loud_jump_db: float = 30.0
+    loud_jump_db: float = 25.0
     vad_threshold: float = 0.5
     vad_release: float = 0.15
     min_speech_s: float = 0.25
@@ -84,6 +85,7 @@ class EventDetector:
         self._loud_last_end = 0.0
         self._loud_trigger_jump: float = 0.0
         self._loud_peak = -np.inf
+        self._loud_absolute = False
         # silence
         self._silent_run_start: float | None = None
         self._silence_start: float | None = None
@@ -177,6 +179,7 @@ class EventDetector:
                 self._loud_start = t0
                 self._loud_trigger_jump = jump_level
                 self._loud_peak = -np.inf
+                self._loud_absolute = False
         else:
             is_loud = level >= cfg.loud_dbfs - cfg.loud_release_db or (
                 not speechy and level >= self._loud_trigger_jump - cfg.loud_release_db
@@ -184,13 +187,15 @@ class EventDetector:
         if is_loud:
             self._loud_last_end = t1
             self._loud_peak = max(self._loud_peak, level)
+            self._loud_absolute = self._loud_absolute or level >= cfg.loud_dbfs
         elif self._loud_start is not None and t1 - self._loud_last_end >= cfg.loud_hangover_s - 1e-9:
             self._close_loud(out)
 
     def _close_loud(self, out: list[AudioEvent]) -> None:
         assert self._loud_start is not None
         voice_onset = (
-            self._speech_start is not None
+            not self._loud_absolute
+            and self._speech_start is not None
             and self._speech_start <= self._loud_last_end + self.config.loud_speech_guard_s
             and self._speech_start >= self._loud_start
         )

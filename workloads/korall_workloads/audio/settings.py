@@ -64,7 +64,7 @@ class AudioSettings(BaseSettings):
         description="Frames at or above this level (dBFS) are loud, whatever they contain.",
     )
     loud_jump_db: float = Field(
-        default=30.0,
+        default=25.0,
         ge=3.0,
         le=100.0,
         validation_alias=AudioEnv.AUDIO_LOUD_JUMP_DB,
