@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from korall_workloads.audio.synth import Scene, Segment, add_background, build_scene, tools_missing, write_wav
 
 SCENE = [

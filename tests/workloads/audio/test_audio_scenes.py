@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from korall_workloads.audio.capture import CaptureService, CaptureState
 from korall_workloads.audio.hub import EventHub
 from korall_workloads.audio.metrics import AudioMetrics
@@ -64,7 +63,7 @@ def test_overlapping_chunks_change_features_not_events(scene_wav: tuple[Path, Sc
 
 def test_48k_stereo_file_gives_the_same_events(scene_wav: tuple[Path, Scene], audio_dir: Path) -> None:
     """The decimation path: a 48 kHz two-channel file (each sample repeated, the second channel at half level)."""
-    path, scene = scene_wav
+    _, scene = scene_wav
     upsampled = np.repeat(scene.samples, 3)
     stereo = np.stack([upsampled, upsampled * 0.5], axis=1)
     pcm = (np.clip(stereo, -1, 1) * 32767).astype("<i2")

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from korall_workloads.audio.events import DetectorConfig, EventDetector
 from korall_workloads.audio.features import FLOOR_DBFS, chunk_features, decimate, frame_dbfs, to_dbfs, to_mono
 from korall_workloads.audio.ringbuffer import RingBuffer
