@@ -3,7 +3,8 @@
 There is no camera on this machine: video files stand in for it (OpenCV reads them through the same
 VideoCapture as a device, paced at their native fps). Where a test needs a camera behaviour a file cannot
 show (a stream that hangs), or a detector behaviour the real one does not have (being slow on purpose,
-or recording what reached it), the double is named and explained in the test's docstring.
+or recording what reached it), the double is named and explained in the test's docstring. The `detector`
+fixture (conftest) is the service's real Detector on the bundled CPU model.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from korall_workloads.vision.camera.source import (
 )
 from korall_workloads.vision.camera.state import CameraState
 from korall_workloads.vision.detector import Detector
-from korall_workloads.vision.settings import VisionSettings
 from pydantic import ValidationError
 
 
@@ -42,15 +42,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def detector() -> Iterator[Detector]:
-    """The service's real detector on the bundled CPU model."""
-    det = Detector(VisionSettings(accelerator="cpu"))
-    det.load()
-    yield det
-    det.close()
 
 
 @pytest.fixture
