@@ -97,9 +97,9 @@ class DeviceSource:
             sd.check_input_settings(device=device, channels=self.channels, samplerate=self.sample_rate, dtype="float32")
         except ValueError as exc:  # no such name or index, or too many channels
             raise SourceError(f"input device {self.source!r} unusable: {exc}. Available inputs: {available}") from exc
-        except Exception as exc:  # sd.PortAudioError: e.g. Invalid sample rate
+        except Exception as exc:  # sd.PortAudioError: an unsupported rate or channel count, a vanished index
             raise SourceError(
-                f"input device {self.source!r} refuses {self.sample_rate} Hz x {self.channels} ch float32: {exc}. "
+                f"input device {self.source!r} rejects {self.sample_rate} Hz x {self.channels} ch float32: {exc}. "
                 f"Available inputs: {available}"
             ) from exc
         try:

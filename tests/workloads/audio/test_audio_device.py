@@ -1,0 +1,192 @@
+"""Device paths: no PortAudio (for real on a machine without libportaudio2), and, simulated with a fake
+`sounddevice` module (audio_fakes.py; no microphone exists here), a bad device name or index, an unsupported
+rate, no input device at all, a stream that delivers real speech with overflow flags, and a device that dies.
+In every case the service stays up, says why in its status, and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, cast
+
+import numpy as np
+import pytest
+from audio_fakes import FakeDevice, FakeSoundDevice
+
+from korall_workloads.audio import capture as capture_module
+from korall_workloads.audio.capture import CaptureService, CaptureState
+from korall_workloads.audio.device import DeviceSource, load_sounddevice, parse_device
+from korall_workloads.audio.hub import EventHub
+from korall_workloads.audio.metrics import AudioMetrics
+from korall_workloads.audio.settings import AudioSettings
+from korall_workloads.audio.source import SourceError
+from korall_workloads.audio.synth import Scene
+
+
+def portaudio_loads() -> bool:
+    try:
+        load_sounddevice()
+    except SourceError:
+        return False
+    return True
+
+
+def fake_loader(fake: FakeSoundDevice) -> Callable[[], ModuleType]:
+    return lambda: cast(ModuleType, fake)
+
+
+def device_source(fake: FakeSoundDevice, source: str = "default", rate: int = 16_000, channels: int = 1) -> Any:
+    return DeviceSource(source, rate, channels, loader=fake_loader(fake), stall_s=1.0)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture_module, "BACKOFF_START_S", 0.05)
+
+
+def test_device_argument_parsing() -> None:
+    assert parse_device("default") is None
+    assert parse_device("2") == 2
+    assert parse_device("hw:1,0") == "hw:1,0"
+    assert parse_device("USB Audio") == "USB Audio"
+
+
+@pytest.mark.skipif(portaudio_loads(), reason="libportaudio2 is installed here; the fake covers this path instead")
+def test_missing_portaudio_is_a_clear_error_for_real() -> None:
+    """Real: sounddevice's import fails on this machine because libportaudio2 is not installed."""
+    assert importlib.util.find_spec("sounddevice") is not None
+    with pytest.raises(SourceError, match=r"PortAudio library not found.*libportaudio2"):
+        DeviceSource("default", 16_000, 1).open()
+
+
+def test_missing_portaudio_keeps_the_service_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real where PortAudio is missing; where it is present, its absence is simulated by the same OSError."""
+
+    def no_portaudio() -> ModuleType:
+        raise SourceError("PortAudio library not found: install the libportaudio2 package")
+
+    loader = load_sounddevice if not portaudio_loads() else no_portaudio
+    settings = AudioSettings(source="default", retry_max_s=0.1)
+    capture = CaptureService(
+        settings,
+        EventHub(),
+        AudioMetrics(),
+        source_factory=lambda s: DeviceSource(s.source, s.sample_rate, s.channels, loader=loader),
+    )
+    capture.start()
+    try:
+        wait_for(lambda: capture.attempts >= 3)
+        status = capture.status()
+        assert status["state"] == "error"
+        assert "PortAudio library not found" in status["error"]
+        assert status["next_retry_s"] <= 0.1
+    finally:
+        capture.stop()
+
+
+def test_no_input_device_at_all() -> None:
+    fake = FakeSoundDevice(devices=[FakeDevice("HDMI output", max_input_channels=0)])
+    with pytest.raises(SourceError, match="no audio input device found.*map /dev/snd"):
+        device_source(fake).open()
+
+
+def test_a_bad_device_name_lists_the_available_inputs() -> None:
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device"), FakeDevice("pulse")])
+    with pytest.raises(SourceError) as err:
+        device_source(fake, "Blue Yeti").open()
+    message = str(err.value)
+    assert "'Blue Yeti' unusable: No input device matching 'Blue Yeti'" in message
+    assert "Available inputs: 0: USB PnP Sound Device; 1: pulse" in message
+
+
+def test_a_bad_device_index() -> None:
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device")])
+    with pytest.raises(SourceError, match="'7' rejects 16000 Hz x 1 ch float32: Error querying device 7"):
+        device_source(fake, "7").open()
+
+
+def test_an_unsupported_sample_rate_or_channel_count() -> None:
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device", max_input_channels=1, rates=(48_000,))])
+    with pytest.raises(SourceError, match="rejects 16000 Hz x 1 ch float32: .*Invalid sample rate"):
+        device_source(fake, "USB").open()
+    with pytest.raises(SourceError, match="Invalid number of channels"):
+        device_source(fake, "USB", rate=48_000, channels=2).open()
+    fmt = device_source(fake, "USB", rate=48_000).open()
+    assert (fmt.sample_rate, fmt.channels, fmt.description) == (48_000, 1, "device 'USB PnP Sound Device'")
+
+
+def run_device(fake: FakeSoundDevice, **overrides: Any) -> tuple[CaptureService, EventHub, AudioMetrics]:
+    settings = AudioSettings(source="USB", retry_max_s=0.2, **overrides)
+    hub, metrics = EventHub(), AudioMetrics()
+    capture = CaptureService(
+        settings,
+        hub,
+        metrics,
+        source_factory=lambda s: DeviceSource(s.source, s.sample_rate, s.channels, loader=fake_loader(fake)),
+    )
+    capture.start()
+    return capture, hub, metrics
+
+
+def test_a_device_stream_runs_real_speech_through_the_same_pipeline(scene_wav: tuple[Path, Scene]) -> None:
+    """The callback path: blocks from PortAudio's thread, input_overflow flags counted, events as from a WAV."""
+    _, scene = scene_wav
+    stereo48k = np.repeat(scene.samples, 3)
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device")], samples=stereo48k, overflow_every=50)
+    capture, hub, metrics = run_device(fake, sample_rate=48_000, channels=2)
+    try:
+        wait_for(lambda: fake.finished_blocks and len(hub.recent()) >= 4)
+        wait_for(lambda: capture.status()["overflows"]["portaudio"] == fake.flagged)
+    finally:
+        capture.stop()
+    status = capture.status()
+    assert status["state"] == "stopped"
+    assert status["source_description"] == "device 'USB PnP Sound Device'"
+    got = [(e["type"], e["start_s"], e["end_s"]) for e in hub.recent()]
+    want = scene.truth[:4]  # the last silence stays open: a microphone never ends
+    assert [g[0] for g in got] == [t.type for t in want]
+    for (_, start, end), truth in zip(got, want, strict=True):
+        assert abs(start - truth.start_s) <= 0.25 and abs(end - truth.end_s) <= 0.25
+    assert fake.flagged == len(range(0, stereo48k.size, fake.block * 50))
+    assert status["overflows"] == {"ring": 0, "portaudio": fake.flagged}
+    assert metrics.overflows.labels("portaudio")._value.get() == fake.flagged
+
+
+def test_a_dying_device_is_reopened_with_backoff() -> None:
+    fake = FakeSoundDevice(
+        devices=[FakeDevice("USB PnP Sound Device")], samples=np.zeros(16_000 * 60, np.float32), die_after_blocks=20
+    )
+    capture, _, metrics = run_device(fake)
+    try:
+        wait_for(lambda: capture.attempts >= 3)
+        wait_for(lambda: capture.state is CaptureState.CAPTURING)
+    finally:
+        capture.stop()
+    assert len(fake.streams) >= 3
+    assert metrics.source_errors._value.get() >= 2
+
+
+def test_a_device_that_appears_later_is_picked_up() -> None:
+    """No device at first (error state, retrying), then one is plugged in: capturing without a restart."""
+    fake = FakeSoundDevice(devices=[], samples=np.zeros(16_000 * 60, np.float32))
+    capture, _, _ = run_device(fake)
+    try:
+        wait_for(lambda: capture.attempts >= 2)
+        assert capture.state is CaptureState.ERROR
+        assert "no audio input device found" in (capture.error or "")
+        fake.devices.append(FakeDevice("USB PnP Sound Device"))
+        wait_for(lambda: capture.state is CaptureState.CAPTURING)
+        assert capture.error is None
+    finally:
+        capture.stop()
