@@ -1,0 +1,99 @@
+"""`python -m korall_workloads.vision` (what `make run` and the image start) as a real process on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from korall_contract import VisionEnv
+from vision_helpers import ROOT, encode, free_port, photo_rgb
+
+
+def _start(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if k not in vars(VisionEnv).values()}
+    base["PYTHONPATH"] = os.pathsep.join(str(ROOT / d) for d in ("contract", "operator", "workloads"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "korall_workloads.vision"],
+        env={**base, VisionEnv.PORT: str(port), VisionEnv.NUM_THREADS: "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _wait(url: str, proc: subprocess.Popen[str], path: str, want: int) -> httpx.Response:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            r = httpx.get(url + path, timeout=5)
+            if r.status_code == want:
+                return r
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never gave {want}")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+@pytest.fixture(scope="module")
+def json_service() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    proc, url = _start({VisionEnv.LOG_JSON: "true"})
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+
+
+def test_the_service_starts_serves_a_photo_and_logs_it(json_service: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = json_service
+    first = _wait(url, proc, "/health", 200)  # answers while (or after) the model loads
+    assert first.json()["model"]["state"] in ("loading", "ready")
+    _wait(url, proc, "/ready", 200)
+    photo = encode(photo_rgb("chelsea"))
+    r = httpx.post(url + "/infer", content=photo, headers={"content-type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 200 and r.json()["detections"][0]["label"] == "cat"
+    out = _stop(proc)
+    # graceful stop on SIGTERM (uvicorn re-raises the signal after shutting down, hence -15)
+    assert proc.returncode in (0, -15)
+    assert "Application shutdown complete" in out
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    ready = next(rec for rec in records if rec["msg"].startswith("model ready"))
+    assert ready["sha256"] == r.json()["model"]["sha256"] and ready["accelerator"] == "cpu"
+    assert ready["input_shape"] == [1, 300, 300, 3] and ready["model"] == "ssd_mobilenet_v2_coco"
+    assert any(rec["level"] == "warning" and "libedgetpu" in rec["msg"] for rec in records)  # why it runs on CPU
+    infer = next(rec for rec in records if rec["msg"].startswith("infer:"))
+    assert infer["bytes"] == len(photo) and (infer["width"], infer["height"]) == (451, 300)
+    assert infer["invoke_ms"] > 0
+
+
+def test_edgetpu_without_a_tpu_is_reported_not_served() -> None:
+    """No Edge TPU here: under ACCELERATOR=edgetpu the model never loads; /health says why, /ready stays 503."""
+    proc, url = _start({VisionEnv.ACCELERATOR: "edgetpu"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            health = _wait(url, proc, "/health", 200).json()
+            if health["model"]["state"] != "loading" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert health["status"] == "failed" and "ACCELERATOR=edgetpu" in health["model"]["error"]
+        ready = httpx.get(url + "/ready", timeout=5)
+        assert ready.status_code == 503 and "libedgetpu" in ready.json()["error"]["message"]
+    finally:
+        out = _stop(proc)
+    assert "model failed to load: ACCELERATOR=edgetpu" in out
