@@ -81,7 +81,7 @@ class FakeSoundDevice:
         if samplerate not in dev.rates:
             raise PortAudioError("Error opening InputStream: Invalid sample rate [PaErrorCode -9997]")
 
-    def InputStream(self, **kwargs: Any) -> FakeStream:  # noqa: N802 - sounddevice's name
+    def InputStream(self, **kwargs: Any) -> FakeStream:
         stream = FakeStream(self, **kwargs)
         self.streams.append(stream)
         return stream

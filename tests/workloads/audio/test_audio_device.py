@@ -16,7 +16,6 @@ from typing import Any, cast
 import numpy as np
 import pytest
 from audio_fakes import FakeDevice, FakeSoundDevice
-
 from korall_workloads.audio import capture as capture_module
 from korall_workloads.audio.capture import CaptureService, CaptureState
 from korall_workloads.audio.device import DeviceSource, load_sounddevice, parse_device

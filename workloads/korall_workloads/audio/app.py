@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query
 from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -79,12 +79,21 @@ def create_app(
         items = hub.recent(set(types) if types else None, since_s, after_id, limit)
         return {"events": items, "count": len(items)}
 
-    @app.get("/events/stream", response_class=EventSourceResponse)
-    async def stream(request: Request, types: TypeFilter = None) -> AsyncIterator[ServerSentEvent]:
-        """Live events as Server-Sent Events (`event:` is the type, `id:` the event id, `data:` the JSON)."""
-        sub = hub.subscribe(set(types) if types else None)
-        if sub is None:
+    def room_for_a_client() -> None:
+        """Refuse before the stream starts (a 503 with the JSON error), not after a 200 has gone out."""
+        if hub.subscribers >= hub.max_clients:
             raise ApiError(f"too many live clients (max {hub.max_clients})", status=503, code="too_many_clients")
+
+    @app.get("/events/stream", response_class=EventSourceResponse, dependencies=[Depends(room_for_a_client)])
+    async def stream(types: TypeFilter = None) -> AsyncIterator[ServerSentEvent]:
+        """Live events as Server-Sent Events (`event:` is the type, `id:` the event id, `data:` the JSON record).
+
+        Each client has a bounded queue; a client too slow to drain it loses its oldest events (counted in
+        korall_audio_sse_dropped_total). FastAPI sends a keep-alive comment while nothing happens.
+        """
+        sub = hub.subscribe(set(types) if types else None)
+        if sub is None:  # lost a race for the last place
+            return
         try:
             while True:
                 record = await sub.queue.get()
