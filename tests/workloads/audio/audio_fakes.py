@@ -111,8 +111,7 @@ class FakeStream:
 
     def _run(self) -> None:
         samples = self.fake.samples if self.fake.samples is not None else np.zeros(0, dtype=np.float32)
-        n = 0
-        for at in range(0, samples.size, self.fake.block):
+        for n, at in enumerate(range(0, samples.size, self.fake.block)):
             if self._stop.is_set():
                 return
             if self.fake.die_after_blocks is not None and n >= self.fake.die_after_blocks:
@@ -123,7 +122,6 @@ class FakeStream:
             flags = Flags(input_overflow=bool(self.fake.overflow_every) and n % self.fake.overflow_every == 0)
             self.callback(block, len(block), None, flags)
             self.fake.flagged += flags.input_overflow
-            n += 1
             time.sleep(0.0005)  # much faster than real time, though slower than the consumer
         self.fake.finished_blocks = True
 

@@ -96,7 +96,7 @@ def test_missing_portaudio_keeps_the_service_retrying(monkeypatch: pytest.Monkey
 
 def test_no_input_device_at_all() -> None:
     fake = FakeSoundDevice(devices=[FakeDevice("HDMI output", max_input_channels=0)])
-    with pytest.raises(SourceError, match="no audio input device found.*map /dev/snd"):
+    with pytest.raises(SourceError, match=r"no audio input device found.*map /dev/snd"):
         device_source(fake).open()
 
 
@@ -117,7 +117,7 @@ def test_a_bad_device_index() -> None:
 
 def test_an_unsupported_sample_rate_or_channel_count() -> None:
     fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device", max_input_channels=1, rates=(48_000,))])
-    with pytest.raises(SourceError, match="rejects 16000 Hz x 1 ch float32: .*Invalid sample rate"):
+    with pytest.raises(SourceError, match=r"rejects 16000 Hz x 1 ch float32: .*Invalid sample rate"):
         device_source(fake, "USB").open()
     with pytest.raises(SourceError, match="Invalid number of channels"):
         device_source(fake, "USB", rate=48_000, channels=2).open()
