@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -54,7 +54,7 @@ class KubeClient:
         self._api = api
 
     @classmethod
-    async def from_environment(cls) -> KubeClient:
+    async def from_environment(cls) -> Self:
         """In a pod: the service account; elsewhere: `$KUBECONFIG` (or ~/.kube/config), as kopf does."""
         configuration = client.Configuration()
         if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(_SERVICE_ACCOUNT_TOKEN):  # noqa: ASYNC240

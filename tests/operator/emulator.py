@@ -33,6 +33,7 @@ import bisect
 import copy
 import datetime
 import json
+import re
 import secrets
 import threading
 import uuid
@@ -45,7 +46,7 @@ import attrs
 import jsonpatch
 import kmock
 import yaml
-from kmock._internal import apps, enums, rendering
+from kmock._internal import apps, enums, parsing, rendering
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,6 +63,7 @@ BUILTIN_RESOURCES: tuple[tuple[str, str, str, str, bool, tuple[str, ...]], ...] 
 )
 
 ResourceKey = tuple[str, str, str]  # group, version, plural
+NAMESPACE_URL = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+)(?:/(?P<sub>status|finalize))?)?/?$")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -447,6 +449,42 @@ class RealisticEmulator(kmock.KubernetesEmulator):
 
     # --- dispatch -----------------------------------------------------------------------------------------
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock 0.8 cannot parse the Namespace resource's own URLs (`/api/v1/namespaces[/name]`: it takes the
+        word for the namespace prefix of a namespaced URL); parse those here, leave all others to kmock."""
+        match = NAMESPACE_URL.match(raw_request.path)
+        if match is None:
+            return await super().__call__(raw_request)
+        await raw_request.read()
+        try:
+            try:
+                data = await raw_request.json()
+            except ValueError:
+                data = None
+            method = enums.method(raw_request.method)
+            name = match.group("name")
+            query = dict(raw_request.query)
+            action = parsing.guess_k8s(parsing.ParsedPath("", "v1", "namespaces", None, name), method, query)
+            request = rendering.Request(
+                id=len(self._requests),
+                raw_request=raw_request,
+                url=raw_request.url,
+                method=raw_request.method,
+                params=query,
+                headers=dict(raw_request.headers),
+                data=data,
+                body=await raw_request.read(),
+                action=action,
+                resource=kmock.resource("", "v1", "namespaces"),
+                namespace=None,
+                name=name,
+                subresource=match.group("sub"),
+            )
+            self._requests.append(request)
+            return await self._handle(request)
+        except Exception as e:
+            return await self._render_error(e)
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and request.action in (
             enums.action.CREATE,
@@ -506,6 +544,10 @@ class EmulatedCluster:
                 }
             )
         )
+
+    def create_namespace(self, name: str) -> None:
+        namespaces = kmock.resource("", "v1", "namespaces")
+        self.call(self.emulator._create(namespaces, None, {"metadata": {"name": name}}))
 
     def stop(self) -> None:
         async def _astop() -> None:

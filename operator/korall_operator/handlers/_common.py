@@ -38,7 +38,7 @@ class State:
 
 def load_settings() -> OperatorSettings:
     """The operator's settings from the environment (the one place they are read; see settings.py)."""
-    return OperatorSettings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the env
+    return OperatorSettings()
 
 
 def state(memo: Any) -> State:

@@ -3,7 +3,7 @@
 Settings that matter for a long-running operator (see docs/operator-runtime.md):
 - watch timeouts: the server ends every watch after `watch_server_timeout_s` and the client gives up on a silent
   one after `watch_client_timeout_s`, so a watch stalled by a dead connection or a proxy is always renewed;
-- progress and diff-base in `korall.io/` annotations (not `status.kopf`), so the status holds only our fields;
+- progress and diff-base in `kopf.korall.io/` annotations (not `status.kopf`), so the status holds only our fields;
 - only warnings and errors of kopf's own log become Events; our Normal Events are posted explicitly;
 - no finalizers are needed (no delete handlers), so deleting a CR never waits for the operator.
 """
@@ -21,6 +21,10 @@ from korall_operator.handlers._common import State, load_settings
 from korall_operator.k8s import KubeClient
 from korall_operator.settings import OperatorSettings
 
+KOPF_PREFIX = f"kopf.{API_GROUP}"
+"""kopf's own annotations (progress, diff-base, `kopf-managed`). Not `korall.io/` itself: kopf leaves every
+annotation under a prefix it manages out of the diff, and `korall.io/capture-profile-seen` must be seen."""
+
 
 def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None:
     """Apply korall's choices to kopf's settings (pure: also used by tests and the bench)."""
@@ -28,10 +32,10 @@ def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None
     settings.watching.client_timeout = korall.watch_client_timeout_s
     settings.watching.connect_timeout = korall.watch_connect_timeout_s
     settings.posting.level = logging.WARNING
-    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.execution.max_workers = 4  # sync handlers only (ours are async); keeps the thread pool small
 
