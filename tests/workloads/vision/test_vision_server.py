@@ -83,19 +83,22 @@ async def test_timeout_gives_504_and_the_next_request_is_served(
     detector: Detector, slow_png: bytes, jpegs: dict[str, bytes]
 ) -> None:
     """The deadline is set between a normal photo (tens of ms) and the slow PNG, measured here on this machine."""
-    started = time.perf_counter()
-    prepare_image(slow_png, (300, 300), 40_000_000)
-    slow_s = time.perf_counter() - started
-    timeout = max(slow_s / 2, 0.1)
+    runs = []
+    for _ in range(2):  # the faster of two runs: the first pays for page faults the server will not pay again
+        started = time.perf_counter()
+        prepare_image(slow_png, (300, 300), 40_000_000)
+        runs.append(time.perf_counter() - started)
+    slow_s = min(runs)
+    timeout = max(slow_s * 0.4, 0.08)
     app = create_app(settings(max_upload_bytes=4 * 1024 * 1024, infer_timeout_s=timeout), detector=detector)
     with ThreadedServer(app) as srv:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
             r = await client.post("/infer", content=slow_png)
-            assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+            assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", (r.text, slow_s, timeout)
             assert (await client.get("/health")).json()["model"]["state"] == "ready"
             await asyncio.sleep(slow_s)  # the abandoned decode finishes in the background meanwhile
             ok = await client.post("/infer", content=jpegs["chelsea"])
-            assert ok.status_code == 200, ok.text
+            assert ok.status_code == 200, (ok.text, slow_s, timeout)
             assert ok.json()["detections"][0]["label"] == "cat"
 
 
