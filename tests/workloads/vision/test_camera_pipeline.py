@@ -358,3 +358,44 @@ def test_camera_state_enum_matches_the_documented_states() -> None:
         "failed",
         "stopped",
     ]
+
+
+class BrokenDriverSource(HangingSource):
+    """Stands in for a camera driver that raises something other than our SourceError (an OpenCV error)."""
+
+    def read(self) -> np.ndarray:
+        if self._left > 0:
+            return super().read()
+        raise RuntimeError("driver exploded")
+
+
+class FlakyDetector:
+    """Test double: a detector whose first two calls fail (as an inference timeout would), then succeed."""
+
+    ready = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def detect(self, rgb: np.ndarray) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls <= 2:
+            raise TimeoutError("inference took longer than 10 s")
+        return {"detections": [], "timings_ms": {"invoke": 0.0}}
+
+
+def test_unexpected_errors_in_the_source_or_the_detector_do_not_end_the_pipeline(
+    run_pipeline: Callable[..., CameraPipeline],
+) -> None:
+    settings = CaptureSettings(source="/dev/video0", reconnect_min_s=5, reconnect_max_s=5)
+    flaky = FlakyDetector()
+    pipeline = run_pipeline(
+        settings, flaky, source_opener=lambda _: BrokenDriverSource(frames=6, hang_s=0), stream_queue_size=2
+    )
+    wait_for(lambda: pipeline.status()["state"] == "reconnecting", 5, "the driver error")
+    status = pipeline.status()
+    assert "unexpected RuntimeError reading: driver exploded" in status["reason"]
+    wait_for(lambda: pipeline.status()["frames_inferred"] >= 1, 5, "an inference after the failures")
+    status = pipeline.status()
+    assert status["detect_errors"] == 2
+    assert status["frames_inferred"] + status["detect_errors"] + sum(status["frames_dropped"].values()) == 6

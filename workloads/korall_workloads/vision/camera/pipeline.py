@@ -221,8 +221,11 @@ class CameraPipeline:
             first = False
             try:
                 source = self._open(self.settings)
-            except SourceError as exc:
+            except Exception as exc:
                 failures += 1
+                if not isinstance(exc, SourceError):
+                    log.exception("unexpected error opening the camera source")
+                    exc = SourceError(f"unexpected {type(exc).__name__} opening the source: {exc}")
                 if not self._after_failure(exc, failures):
                     return
                 continue
@@ -247,6 +250,9 @@ class CameraPipeline:
                 image = source.read()
             except SourceError as exc:
                 return _ReadOutcome(got_frames, exc)
+            except Exception as exc:  # an OpenCV or driver error: treat it as a lost source, never die of it
+                log.exception("unexpected error reading the camera source")
+                return _ReadOutcome(got_frames, SourceError(f"unexpected {type(exc).__name__} reading: {exc}"))
             now = time.monotonic()
             got_frames = True
             with self._lock:
@@ -304,7 +310,10 @@ class CameraPipeline:
                 continue
             if taken.superseded:
                 self.metrics.frames_dropped.labels("superseded").inc(taken.superseded)
-            self._infer(taken.item)
+            try:
+                self._infer(taken.item)
+            except Exception:  # a bug in publishing must not end the worker; the log shows it
+                log.exception("camera inference worker: unexpected error on frame %d", taken.item.index)
 
     def _infer(self, frame: CapturedFrame) -> None:
         if not getattr(self._detector, "ready", True):  # the model is still loading (or failed): nothing to run
