@@ -1,20 +1,25 @@
 """The CRDs: one source, real validation, and the operator's spec models agreeing with them.
 
 Without an API server the openAPIV3Schema is checked with jsonschema (the structural schema translated the way the
-API server reads it: defaults applied first, unknown fields rejected as `kubectl --validate=strict` does). The CEL
-rules (`x-kubernetes-validations`) cannot run here; instead every rule is checked to name only fields that exist,
-and every rule has a bad spec below that the schema lets through and the operator's pydantic model refuses with
-the rule's own message. The kind suite (tests/e2e) sends the same bad specs to a real API server.
+API server reads it: defaults applied first, unknown fields rejected as `kubectl --validate=strict` does), and the
+CEL rules (`x-kubernetes-validations`) are evaluated with cel-python on the defaulted object, each rule at its own
+node with `self` bound to the value there and numbers typed by the schema, as the API server does. Every rule has a
+bad spec below that only that rule forbids, and the operator's pydantic model refuses it with the rule's own message;
+over a grid of field combinations, "schema and CEL accept" equals "the model accepts". The kind suite (tests/e2e)
+sends the same bad specs to a real API server.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -29,6 +34,7 @@ CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 SHA = "a" * 64
 
 
+@cache
 def load_crd(kind: str) -> dict[str, Any]:
     for path in CRD_DIR.glob("*.yaml"):
         doc = yaml.safe_load(path.read_text())
@@ -76,10 +82,64 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return out
 
 
+@cache
+def _validator(kind: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(to_json_schema(spec_schema(kind)))
+
+
 def schema_errors(kind: str, spec: dict[str, Any]) -> list[str]:
+    return [e.message for e in _validator(kind).iter_errors(apply_defaults(spec_schema(kind), spec))]
+
+
+@cache
+def _cel_program(expr: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(expr))
+
+
+def to_cel(schema: dict[str, Any], value: Any) -> Any:
+    """A JSON value as the CEL value the API server binds: `number` fields are doubles even when written as 1."""
+    kind = schema.get("type")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return celpy.celtypes.MapType(
+            {
+                celpy.celtypes.StringType(k): to_cel(props.get(k, extra if isinstance(extra, dict) else {}), v)
+                for k, v in value.items()
+            }
+        )
+    if isinstance(value, list):
+        return celpy.celtypes.ListType([to_cel(schema.get("items", {}), v) for v in value])
+    if isinstance(value, bool):
+        return celpy.celtypes.BoolType(value)
+    if kind == "number" and isinstance(value, int | float):
+        return celpy.celtypes.DoubleType(value)
+    return celpy.json_to_cel(value)
+
+
+def cel_failures(kind: str, spec: dict[str, Any]) -> list[str]:
+    """Messages of the CEL rules the defaulted spec breaks (rules run only where their field is present)."""
     schema = spec_schema(kind)
-    validator = jsonschema.Draft7Validator(to_json_schema(schema))
-    return [e.message for e in validator.iter_errors(apply_defaults(schema, spec))]
+    failures: list[str] = []
+
+    def walk(node: dict[str, Any], value: Any) -> None:
+        for rule in node.get("x-kubernetes-validations", []):
+            result = _cel_program(rule["rule"]).evaluate({"self": to_cel(node, value)})
+            if not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+                failures.append(rule["message"])
+        if isinstance(value, dict):
+            for name, sub in node.get("properties", {}).items():
+                if name in value:
+                    walk(sub, value[name])
+
+    walk(schema, apply_defaults(schema, spec))
+    return failures
+
+
+def admitted(kind: str, spec: dict[str, Any]) -> bool:
+    """Would a real API server admit this spec: the openAPI schema and then the CEL rules."""
+    return not schema_errors(kind, spec) and not cel_failures(kind, spec)
 
 
 def cel_rules(node: Any, path: str = "spec") -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -158,6 +218,7 @@ def test_samples_cover_the_documented_setups() -> None:
 def test_sample_is_valid_for_the_crd_and_the_operator(where: str, doc: dict[str, Any]) -> None:
     assert doc["apiVersion"] == "korall.io/v1alpha1"
     assert schema_errors(doc["kind"], doc["spec"]) == []
+    assert cel_failures(doc["kind"], doc["spec"]) == []
     if doc["kind"] == "InferenceModel":
         parse_inference_model(doc["spec"])
     else:
@@ -272,6 +333,7 @@ SCHEMA_ACCEPTS = [
 @pytest.mark.parametrize(("kind", "spec"), SCHEMA_ACCEPTS)
 def test_schema_and_model_both_accept(kind: str, spec: dict[str, Any]) -> None:
     assert schema_errors(kind, spec) == []
+    assert cel_failures(kind, spec) == []
     parse = parse_inference_model if kind == "InferenceModel" else parse_capture_profile
     parse(spec)
 
@@ -356,7 +418,50 @@ def test_cel_rule_names_only_existing_fields(kind: str, path: str, node: dict[st
 def test_cel_rule_is_enforced_by_the_operator_with_the_same_message(message: str) -> None:
     kind, spec = CEL_CASES[message]
     assert schema_errors(kind, spec) == [], "the openAPI schema alone must accept it: only the CEL rule forbids it"
+    assert cel_failures(kind, spec) == [message], "exactly this CEL rule must forbid it"
     parse = parse_inference_model if kind == "InferenceModel" else parse_capture_profile
     with pytest.raises(SpecError) as err:
         parse(spec)
     assert message in err.value.message
+
+
+def _inference_model_grid() -> Iterator[dict[str, Any]]:
+    sources = {"file": CPU_MODEL, "url": "https://models.example/m.tflite", "s3": "s3://models/m.tflite", "sha256": SHA}
+    for present in itertools.product([False, True], repeat=4):
+        model = {k: v for (k, v), on in zip(sources.items(), present, strict=True) if on}
+        for accelerator, interface in itertools.product([None, "cpu", "edgetpu"], [None, "usb", "pci"]):
+            spec: dict[str, Any] = {"model": model}
+            if accelerator:
+                spec["accelerator"] = accelerator
+            if interface:
+                spec["tpuInterface"] = interface
+            yield spec
+
+
+def _capture_profile_grid() -> Iterator[dict[str, Any]]:
+    devices = [None, "/dev/video0", "hw:1,0"]
+    videos = [None, {}, {"source": "rtsp://cam/s"}]
+    audios = [None, {}, {"chunkSeconds": 1, "overlapSeconds": 1.5}, {"thresholds": {"silenceDbfs": -20}}]
+    for kind, device, video, audio in itertools.product(["video", "audio"], devices, videos, audios):
+        spec: dict[str, Any] = {"type": kind}
+        for key, value in (("device", device), ("video", video), ("audio", audio)):
+            if value is not None:
+                spec[key] = value
+        yield spec
+
+
+@pytest.mark.parametrize(
+    ("kind", "grid"), [("InferenceModel", _inference_model_grid), ("CaptureProfile", _capture_profile_grid)]
+)
+def test_admission_and_operator_agree_on_every_combination(kind: str, grid: Any) -> None:
+    parse = parse_inference_model if kind == "InferenceModel" else parse_capture_profile
+    verdicts = {"accepted": 0, "refused": 0}
+    for spec in grid():
+        try:
+            parse(spec)
+            model_ok = True
+        except SpecError:
+            model_ok = False
+        assert admitted(kind, spec) == model_ok, f"API server and operator disagree on {spec}"
+        verdicts["accepted" if model_ok else "refused"] += 1
+    assert verdicts["accepted"] >= 5 and verdicts["refused"] >= 5  # the grid covers both sides
