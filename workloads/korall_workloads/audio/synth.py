@@ -54,7 +54,8 @@ def speak(text: str, voice: str, workdir: Path) -> FloatArray:
     raw = workdir / "espeak.wav"
     out = workdir / "speech16k.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True)
+    # 3 dB of headroom so that resampling never clips (the peak is normalised below anyway).
+    subprocess.run(["sox", "-v", "0.7", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True)
     samples, _ = read_wav(out)
     loud = np.flatnonzero(np.abs(samples) > 0.02 * np.max(np.abs(samples)))
     voiced = samples[loud[0] : loud[-1] + 1]
