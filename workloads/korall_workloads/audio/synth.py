@@ -65,7 +65,7 @@ def speak(text: str, voice: str, workdir: Path) -> FloatArray:
 def sox_noise(seconds: float, workdir: Path, kind: str = "whitenoise", volume: float = 0.9) -> FloatArray:
     """`sox -n out.wav synth SECONDS KIND vol VOLUME` at 16 kHz mono."""
     out = workdir / f"{kind}.wav"
-    command = ["sox", "-n", "-r", str(RATE), "-c", "1", "-b", "16", str(out)]
+    command = ["sox", "-r", str(RATE), "-n", "-c", "1", "-b", "16", str(out)]
     subprocess.run([*command, "synth", f"{seconds}", kind, "vol", f"{volume}"], check=True)
     return read_wav(out)[0]
 
