@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from korall_workloads.vision.app import create_app
 from korall_workloads.vision.camera.broadcast import Broadcaster
 from korall_workloads.vision.camera.settings import CaptureSettings
 from korall_workloads.vision.detector import Detector
-from vision_helpers import ROOT, ThreadedServer, settings
+from vision_helpers import ROOT, ThreadedServer, free_port, settings
 
 
 def poll(url: str, check: Callable[[httpx.Response], bool], timeout: float, what: str) -> httpx.Response:
@@ -244,3 +245,46 @@ async def test_a_slow_stream_client_loses_old_results_and_blocks_nobody() -> Non
     broadcaster.unsubscribe(slow)
     broadcaster.unsubscribe(fast)
     assert broadcaster.subscribers == 0
+
+
+def test_the_service_with_a_video_camera_serves_and_stops_promptly_with_a_stream_open(photo_video: Path) -> None:
+    """`CAPTURE_SOURCE=video make run` in a real process; SIGINT with an SSE client connected ends it in seconds."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'contract'}:{ROOT / 'workloads'}",
+        VisionEnv.CAPTURE_SOURCE: str(photo_video),
+        VisionEnv.CAPTURE_LOOP: "true",
+        VisionEnv.PORT: str(port),
+        VisionEnv.NUM_THREADS: "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "korall_workloads.vision"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/detections", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the service did not come up"
+            time.sleep(0.1)
+        with httpx.stream("GET", f"{url}/detections/stream", timeout=10) as reply:
+            lines = reply.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))
+            proc.send_signal(signal.SIGINT)
+            stopped = time.monotonic()
+            for _ in lines:  # the server ends the stream instead of waiting for the client
+                pass
+        proc.wait(timeout=15)
+        assert time.monotonic() - stopped < 4
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = proc.stderr.read() if proc.stderr else ""
+    assert "camera streaming -> stopped: service shutting down" in log
+    assert "Traceback" not in log and "graceful shutdown exceeded" not in log

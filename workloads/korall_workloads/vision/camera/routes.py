@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -48,13 +50,47 @@ async def run_camera(
     settings = settings if settings is not None else CaptureSettings()
     pipeline = CameraPipeline(settings, detector, registry) if settings.enabled else None
     app.state.camera = pipeline
-    if pipeline is not None:
-        pipeline.start()
+    if pipeline is None:
+        yield None
+        return
+    pipeline.start()
+    restore = _close_streams_on_exit_signals(pipeline)
     try:
         yield pipeline
     finally:
-        if pipeline is not None:
-            await asyncio.to_thread(pipeline.stop)
+        restore()
+        await asyncio.to_thread(pipeline.stop)
+
+
+def _close_streams_on_exit_signals(pipeline: CameraPipeline) -> Callable[[], None]:
+    """End the live streams as soon as SIGINT/SIGTERM arrives, then let the server's own handler run.
+
+    uvicorn waits for open responses to finish before it runs the lifespan shutdown, and a live stream never
+    finishes by itself: without this, every connected SSE client would hold shutdown up to
+    `timeout_graceful_shutdown` and end in a cancelled task. Signal handlers can only be set on the main
+    thread (uvicorn.run); elsewhere (a server in a test thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    installed: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):  # nobody handles it gracefully: leave the default behaviour alone
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            pipeline.broadcaster.close()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, previous)
+
+    def restore() -> None:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+
+    return restore
 
 
 def camera_lifespan(
