@@ -22,8 +22,9 @@ what Coral's own Docker instructions (`--privileged -v /dev/bus/usb:/dev/bus/usb
 The USB accelerator makes it worse: it enumerates as 1a6e:089a, loads its firmware on the first inference and
 re-enumerates as 18d1:9302 under a NEW node in /dev/bus/usb, so a single `--device` node would go stale; the
 whole bus is mounted. When a device plugin grants the device instead (settings.device_access == "device-plugin",
-e.g. squat/generic-device-plugin, which adds the cgroup rule in its Allocate), pods run unprivileged. Pods without
-any device always run non-root, with all capabilities dropped and a read-only root filesystem.
+e.g. squat/generic-device-plugin, which adds the cgroup rule in its Allocate), pods run unprivileged. All pods run as
+the images' non-root user with a read-only root filesystem; device pods also get the host groups that own device
+nodes (settings.device_groups); pods without any device also drop all capabilities.
 
 Rollout strategy: a pod holding a TPU (or a camera / microphone, which one process opens at a time) uses
 `Recreate`: a RollingUpdate surge pod could never schedule beside the old one on a node with one TPU (the extended
@@ -200,16 +201,27 @@ def _probes(port_name: str) -> dict[str, Any]:
 
 
 def _security_context(needs_device: bool, settings: OperatorSettings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pod securityContext, container securityContext): the smallest that works; see the module docstring."""
+    """(pod securityContext, container securityContext): the smallest that works; see the module docstring.
+
+    Every pod runs as the images' non-root user. A pod with a device also gets the host groups that own device
+    nodes as supplementalGroups (the device cgroup decides whether the device may be opened at all, the file mode
+    whether this user may); `device_run_as_user: 0` is the escape hatch for nodes whose device nodes are root-only.
+    """
+    pod: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if needs_device and settings.device_run_as_user is not None:
+        pod["runAsUser"] = settings.device_run_as_user
+    else:
+        pod.update(
+            runAsNonRoot=True,
+            runAsUser=settings.run_as_user,
+            runAsGroup=settings.run_as_user,
+            fsGroup=settings.run_as_user,
+        )
+    if needs_device and settings.device_groups:
+        pod["supplementalGroups"] = list(settings.device_groups)
     if needs_device and settings.device_access == "privileged":
-        return {"seccompProfile": {"type": "RuntimeDefault"}}, {"privileged": True}
-    pod: dict[str, Any] = {
-        "runAsNonRoot": True,
-        "runAsUser": settings.run_as_user,
-        "runAsGroup": settings.run_as_user,
-        "fsGroup": settings.run_as_user,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+        # privileged is what opens the device cgroup for hostPath devices; it excludes allowPrivilegeEscalation=false
+        return pod, {"privileged": True, "readOnlyRootFilesystem": True}
     container = {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,

@@ -71,6 +71,15 @@ class OperatorSettings(BaseSettings):
     device node after its first inference. `device-plugin`: a device plugin's Allocate already grants the device
     (e.g. squat/generic-device-plugin), so pods run unprivileged with all capabilities dropped."""
 
+    device_groups: list[int] = Field(default_factory=lambda: [29, 44, 46])
+    """Host GIDs that own device nodes, given to device pods as supplementalGroups so that the non-root user may
+    open them. Debian/Ubuntu: audio 29 (/dev/snd), video 44 (/dev/video*), plugdev 46 (the Coral USB accelerator,
+    through the udev rule that Coral's packages install). JSON list in the environment, e.g. `[29,44,46]`."""
+
+    device_run_as_user: int | None = Field(default=None, ge=0)
+    """UID of pods with a device; None runs them as run_as_user. 0 (root) only for nodes whose device nodes are
+    root-only (no udev rule for the accelerator)."""
+
     vision_image: str = DEFAULT_VISION_IMAGE
     audio_image: str = DEFAULT_AUDIO_IMAGE
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"

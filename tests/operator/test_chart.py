@@ -117,14 +117,22 @@ def test_image_tags_are_pinned_and_match_the_operator_defaults(tools_bin: Path) 
         assert image.endswith(f":{chart['appVersion']}")
 
 
-def test_every_env_var_is_an_operator_setting_with_its_default(tools_bin: Path) -> None:
-    """The chart's defaults must mean the same as the operator's: each KORALL_* parses to the setting's default."""
+def test_every_env_var_is_an_operator_setting_with_its_default(
+    tools_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's defaults must mean the same as the operator's: its KORALL_* environment parses to the defaults."""
     env = {e["name"]: e["value"] for e in operator_container(render(tools_bin))["env"]}
     fields = OperatorSettings.model_fields
     for name in env:
         assert name.startswith("KORALL_") and name[7:].lower() in fields, name
-    from_chart = OperatorSettings.model_validate({k[7:].lower(): v for k, v in env.items()})
-    assert from_chart == OperatorSettings()
+    defaults = OperatorSettings()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert OperatorSettings() == defaults
+    # and a changed value really arrives
+    env = {e["name"]: e["value"] for e in operator_container(render(tools_bin, "workloads.deviceRunAsUser=0"))["env"]}
+    monkeypatch.setenv("KORALL_DEVICE_RUN_AS_USER", env["KORALL_DEVICE_RUN_AS_USER"])
+    assert OperatorSettings().device_run_as_user == 0
 
 
 def test_rbac_is_least_privilege(tools_bin: Path) -> None:

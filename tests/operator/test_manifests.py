@@ -121,7 +121,10 @@ def test_usb_tpu_with_camera_is_pinned_to_the_tpu_and_camera_node() -> None:
     assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
     # the whole USB bus (the accelerator re-enumerates 1a6e:089a -> 18d1:9302), and the camera's char device
     assert host_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
-    assert c["securityContext"] == {"privileged": True}
+    assert c["securityContext"] == {"privileged": True, "readOnlyRootFilesystem": True}
+    security = pod(dep)["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert security["supplementalGroups"] == [29, 44, 46]  # audio, video, plugdev: the groups of the device nodes
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     e = env(dep)
     assert e[VisionEnv.MODEL_PATH] == f"/models/{TPU_MODEL}"
@@ -202,6 +205,16 @@ def test_device_plugin_mode_runs_device_pods_unprivileged() -> None:
     assert container(dep)["securityContext"]["allowPrivilegeEscalation"] is False
     assert "privileged" not in container(dep)["securityContext"]
     assert dep["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_device_pods_can_run_as_root_where_device_nodes_are_root_only() -> None:
+    dep = build_vision_deployment("m", "ns", tpu_model("pci"), None, settings(device_run_as_user=0, device_groups=[]))
+    k8s_valid(dep)
+    assert pod(dep)["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}, "runAsUser": 0}
+    # a pod without a device never does
+    cpu = build_vision_deployment("c", "ns", cpu_model(), None, settings(device_run_as_user=0))
+    assert cpu["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert "supplementalGroups" not in cpu["spec"]["template"]["spec"]["securityContext"]
 
 
 def test_configurable_tpu_resource_and_no_node_label() -> None:
@@ -487,12 +500,14 @@ def test_bundled_model_list_matches_the_vision_image_manifest() -> None:
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KORALL_TPU_RESOURCE", "")
+    monkeypatch.setenv("KORALL_DEVICE_GROUPS", "[46]")
     monkeypatch.setenv("KORALL_VISION_IMAGE", "registry.local/vision:1.2.3")
     monkeypatch.setenv(
         "KORALL_VISION_MODELS", json.dumps([{"file": "custom.tflite", "edgetpu": False, "sha256": "c" * 64}])
     )
     s = OperatorSettings()
     assert s.tpu_resource == ""
+    assert s.device_groups == [46]
     assert s.vision_image == "registry.local/vision:1.2.3"
     dep = build_vision_deployment("m", "ns", parse_inference_model({"model": {"file": "custom.tflite"}}), None, s)
     assert env(dep)[VisionEnv.MODEL_PATH] == "/models/custom.tflite"
