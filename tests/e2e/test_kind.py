@@ -89,7 +89,7 @@ def test_cpu_model_serves_a_real_photo(kind_cluster: KindCluster) -> None:
     forward = subprocess.Popen(
         [str(kind_cluster.bin / "kubectl"), "--kubeconfig", str(kind_cluster.kubeconfig), "port-forward", "-n", NS,
          "svc/e2e-cpu-vision", f"{port}:5052"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
