@@ -27,8 +27,10 @@ sysdeps:
 run: venv
 	$(PY) -m korall_workloads.vision
 
+# The audio service has its own port (5053); AUDIO_PORT overrides it, the vision PORT does not leak into it.
+AUDIO_PORT ?= 5053
 run-audio: venv
-	$(PY) -m korall_workloads.audio
+	PORT=$(AUDIO_PORT) $(PY) -m korall_workloads.audio
 
 lint: venv
 	$(PY) -m ruff check .
