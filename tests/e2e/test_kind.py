@@ -160,11 +160,13 @@ def test_tpu_pods_are_pinned_and_exclusive(kind_cluster: KindCluster) -> None:
 def test_deleting_the_model_deletes_its_children(kind_cluster: KindCluster) -> None:
     kind_cluster.kubectl("delete", "im/e2e-cpu", "-n", NS, "--wait=true", "--timeout=120s", timeout=150)
     deadline = time.monotonic() + 120
-    while (
-        kind_cluster.kubectl("get", "deployment/e2e-cpu-vision", "svc/e2e-cpu-vision", "-n", NS, check=False).returncode
-        == 0
-    ):
-        assert time.monotonic() < deadline, "the vision Deployment and Service outlived their InferenceModel"
+    while True:
+        left = kind_cluster.kubectl(
+            "get", "deployment/e2e-cpu-vision", "service/e2e-cpu-vision", "-n", NS, "--ignore-not-found", "-o", "name"
+        ).stdout.split()
+        if not left:
+            break
+        assert time.monotonic() < deadline, f"{left} outlived their InferenceModel"
         time.sleep(2)
 
 
