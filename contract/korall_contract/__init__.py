@@ -56,6 +56,8 @@ class VisionEnv:
     CAPTURE_RECONNECT_MIN_S: Final = "CAPTURE_RECONNECT_MIN_S"  # first reconnect delay, doubled per failure
     CAPTURE_RECONNECT_MAX_S: Final = "CAPTURE_RECONNECT_MAX_S"  # cap of the reconnect delay
     CAPTURE_MAX_RECONNECTS: Final = "CAPTURE_MAX_RECONNECTS"  # consecutive failures before "failed"; 0 = never
+    CAPTURE_MOTION_MIN_CHANGE: Final = "CAPTURE_MOTION_MIN_CHANGE"  # skip inference below this changed share; 0 off
+    CAPTURE_MOTION_MAX_SKIP_S: Final = "CAPTURE_MOTION_MAX_SKIP_S"  # infer at least this often even without motion
 
 
 class AudioEnv:
