@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import korall_workloads.vision.app as app_module
+import korall_workloads.vision.detector as detector_module
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -133,7 +133,7 @@ def test_unexpected_failure_is_a_json_500(
     def broken(*_: object) -> None:
         raise KeyError("simulated bug")
 
-    monkeypatch.setattr(app_module, "prepare_image", broken)
+    monkeypatch.setattr(detector_module, "prepare_image", broken)
     # raise_server_exceptions=False: answer like a real server instead of re-raising into the test
     with TestClient(create_app(settings(), detector=detector), raise_server_exceptions=False) as c:
         msg = _error(c.post("/infer", content=jpegs["chelsea"]), 500, "internal_error")

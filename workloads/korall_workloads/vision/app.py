@@ -1,8 +1,8 @@
 """The vision service's HTTP layer: thin routes over the Detector, errors mapped in one place.
 
-The event loop never does heavy work: the upload is read with a limit while it streams, decoding and
-resizing run on a small decode pool, and inference runs on the detector's own thread. That keeps /health
-instant during any inference and lets the next request decode while the current one is invoked.
+The event loop never does heavy work: the upload is read with a limit while it streams, then decoding,
+resizing and inference run on one of the detector's worker threads. That keeps /health instant during any
+inference and lets the next request decode while the current one is invoked.
 
 The model loads in the background when the app starts: /health answers from the first moment and reports
 the load state (including why it failed); /ready turns 200 only after a warm-up inference passed.
@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -30,7 +28,7 @@ from .camera import router as camera_router
 from .catalog import ModelFileError, list_models
 from .detector import Detector, DetectorNotReady
 from .metrics import RequestCounter, VisionMetrics
-from .preprocess import ImageError, prepare_image
+from .preprocess import ImageError
 from .schemas import ErrorResponse, InferResponse, infer_response
 from .settings import VisionSettings
 from .upload import read_image_bytes
@@ -70,7 +68,6 @@ def create_app(
     det = detector if detector is not None else Detector(settings)
     det.on_invoke = metrics.invoke_seconds.observe
     hooks: list[LifespanHook] = list(lifespan_hooks or [])
-    decode_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="decode")
 
     # --- Camera ingest attaches here --------------------------------------------------------------------------
     # The camera package's routes are always there; with a capture source, its lifespan hook runs the capture
@@ -98,7 +95,6 @@ def create_app(
                 await stack.enter_async_context(hook(app))
             yield
         publisher.cancel()
-        decode_pool.shutdown(wait=False, cancel_futures=True)
         if owns_detector:
             await asyncio.to_thread(det.close)
 
@@ -144,13 +140,15 @@ def create_app(
         data = await read_image_bytes(request, settings.max_upload_bytes)
         started = time.perf_counter()
         model = det.model
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(settings.infer_timeout_s):
-                image = await loop.run_in_executor(
-                    decode_pool, prepare_image, data, model.input_size, settings.max_image_pixels
-                )
-                result = await det.detect_prepared(image, score_th=score_th, topk=topk, started=started)
+            result, image = await det.detect_encoded(
+                data,
+                max_pixels=settings.max_image_pixels,
+                score_th=score_th,
+                topk=topk,
+                started=started,
+                timeout_s=settings.infer_timeout_s,
+            )
         except ImageError as exc:
             raise ApiError(exc.message, status=exc.status, code=exc.code) from None
         except TimeoutError:

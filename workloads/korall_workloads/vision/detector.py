@@ -1,11 +1,12 @@
-"""One model, one interpreter, one thread that touches it: the detector every caller shares.
+"""One model, one interpreter, one lock: the detector every caller shares.
 
-A LiteRT interpreter is not thread-safe, and the service has two callers: /infer requests on the event loop
-and the camera loop on its own thread. Both go through `Detector`, which owns a single-thread executor: the
-interpreter is created, warmed up and invoked only on that thread, so calls are serialized by construction and
-no failed or timed-out call can leave it half-used (a queued call that times out is cancelled before it runs;
-a running one finishes and its result is dropped). While one image is being invoked, the next request's
-decoding runs on another core, which is where the service's throughput comes from.
+A LiteRT interpreter is not thread-safe, and the service has two callers: /infer requests and the camera loop
+on its own thread. Both go through `Detector`, whose lock serializes every use of the interpreter; a waiter
+gives up at its deadline and no path can leave the interpreter half-used (set, invoke and read happen inside
+one `with lock`). For /infer, each image is handled start to finish on one worker of a small pool: decode and
+resize, wait for the lock, invoke, decode the boxes. So while one worker invokes, the next one decodes on the
+other core, and a request costs only two thread hand-offs (event loop -> worker -> event loop), which matters
+on a busy two-core machine where every wake-up waits for a CPU slice.
 
 There is no reload: a new model means a new process (the operator rolls the pod).
 """
@@ -16,6 +17,7 @@ import asyncio
 import concurrent.futures
 import enum
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .postprocess import Detection, decode_ssd
-from .preprocess import PreparedImage, prepare_array
+from .preprocess import PreparedImage, prepare_array, prepare_image
 from .runtime import LoadedModel, ModelLoadError, open_model
 from .settings import VisionSettings
 
@@ -79,16 +81,19 @@ class Detector:
         self.state = ModelState.LOADING
         self.error: str | None = None
         self.model: LoadedModel | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="litert-invoke")
-        self._lock = threading.Lock()  # the executor already serializes; the lock makes it explicit and cheap
+        self._lock = threading.Lock()  # held for every use of the interpreter
+        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="infer"
+        )
         self._load_future: concurrent.futures.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start_loading(self) -> concurrent.futures.Future[None]:
-        """Load and warm up on the invoke thread; returns at once. Idempotent."""
+        """Load and warm up on a background thread; returns at once. Idempotent."""
         if self._load_future is None:
-            self._load_future = self._executor.submit(self._load)
+            self._load_future = self._loader.submit(self._load)
         return self._load_future
 
     def load(self) -> None:
@@ -102,7 +107,7 @@ class Detector:
             model = open_model(self.settings)
             self.model = model
             warm = np.full(model.input_shape[1:], 128, dtype=np.uint8)
-            out = self._invoke(warm)
+            out = self._invoke(warm, time.monotonic() + 600)
             if out.boxes.shape[-1] != 4 or not np.isfinite(out.scores).all():
                 raise ModelLoadError(f"warm-up inference of {model.entry.file} gave malformed outputs")
         except ModelLoadError as exc:
@@ -137,8 +142,9 @@ class Detector:
         log.error("model failed to load: %s", message)
 
     def close(self) -> None:
-        """Stop the invoke thread after the call in progress; queued calls are cancelled."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the worker threads after the calls in progress; queued calls are cancelled."""
+        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._loader.shutdown(wait=True, cancel_futures=True)
 
     @property
     def ready(self) -> bool:
@@ -174,23 +180,30 @@ class Detector:
 
     # -- inference -------------------------------------------------------------------------------------------
 
-    def _invoke(self, tensor: np.ndarray, submitted: float | None = None) -> RawOutput:
-        """Runs on the invoke thread only."""
+    def _invoke(self, tensor: np.ndarray, deadline: float) -> RawOutput:
+        """Run the interpreter on one input tensor, waiting for the lock at most until `deadline` (monotonic)."""
         model = self.model
         assert model is not None
         interp = model.interpreter
-        start = time.perf_counter()
-        with self._lock:
+        waited = time.perf_counter()
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("gave up waiting for the interpreter")
+        try:
+            start = time.perf_counter()
+            if time.monotonic() > deadline:
+                raise TimeoutError("deadline passed while waiting for the interpreter")
             interp.set_tensor(model.input_index, tensor[np.newaxis])
             interp.invoke()
             invoked = time.perf_counter()
             b, c, s, n = (interp.get_tensor(i) for i in model.output_indices)
+        finally:
+            self._lock.release()
         invoke_s = invoked - start
         if self.on_invoke is not None:
             self.on_invoke(invoke_s)
-        return RawOutput(b, c, s, n, (start - submitted) * 1000.0 if submitted else 0.0, invoke_s * 1000.0)
+        return RawOutput(b, c, s, n, (start - waited) * 1000.0, invoke_s * 1000.0)
 
-    def _decode(
+    def _detections(
         self, raw: RawOutput, size: tuple[int, int], score_th: float | None, topk: int | None
     ) -> list[Detection]:
         model = self._ready_model()
@@ -211,40 +224,55 @@ class Detector:
         Raises DetectorNotReady, ValueError for a wrong array, TimeoutError past INFER_TIMEOUT_S.
         """
         t0 = time.perf_counter()
+        deadline = time.monotonic() + self.settings.infer_timeout_s
         model = self._ready_model()
-        if threading.current_thread().name.startswith("litert-invoke"):
-            raise RuntimeError("detect() called from the invoke thread would deadlock")
         tensor = prepare_array(rgb, model.input_size)
         t1 = time.perf_counter()
-        future = self._executor.submit(self._invoke, tensor, time.perf_counter())
-        try:
-            raw = future.result(timeout=self.settings.infer_timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"inference took longer than {self.settings.infer_timeout_s} s") from None
+        raw = self._invoke(tensor, deadline)
         t2 = time.perf_counter()
-        detections = self._decode(raw, (rgb.shape[1], rgb.shape[0]), score_th, topk)
+        detections = self._detections(raw, (rgb.shape[1], rgb.shape[0]), score_th, topk)
         t3 = time.perf_counter()
         timings = Timings(0.0, (t1 - t0) * 1000, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000)
         return DetectionResult(detections, rgb.shape[1], rgb.shape[0], timings)
 
-    async def detect_prepared(
-        self, image: PreparedImage, *, score_th: float | None = None, topk: int | None = None, started: float
-    ) -> DetectionResult:
-        """Detect on an image already decoded by `prepare_image`, without blocking the event loop.
-
-        The caller bounds the time (asyncio.timeout): cancelling this coroutine cancels a call still queued
-        for the interpreter, so timed-out requests never pile up work behind a slow one.
-        """
-        self._ready_model()
-        loop = asyncio.get_running_loop()
-        raw = await asyncio.wrap_future(
-            self._executor.submit(self._invoke, image.tensor, time.perf_counter()), loop=loop
-        )
+    def _detect_encoded(
+        self, data: bytes, max_pixels: int, score_th: float | None, topk: int | None, deadline: float, t0: float
+    ) -> tuple[DetectionResult, PreparedImage]:
+        model = self._ready_model()
+        image = prepare_image(data, model.input_size, max_pixels)
+        raw = self._invoke(image.tensor, deadline)
         t2 = time.perf_counter()
-        detections = self._decode(raw, (image.width, image.height), score_th, topk)
+        detections = self._detections(raw, (image.width, image.height), score_th, topk)
         t3 = time.perf_counter()
         timings = Timings(
-            image.decode_ms, image.preprocess_ms, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - started) * 1000
+            image.decode_ms, image.preprocess_ms, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000
         )
-        return DetectionResult(detections, image.width, image.height, timings)
+        return DetectionResult(detections, image.width, image.height, timings), image
+
+    async def detect_encoded(
+        self,
+        data: bytes,
+        *,
+        max_pixels: int,
+        score_th: float | None = None,
+        topk: int | None = None,
+        started: float | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[DetectionResult, PreparedImage]:
+        """Decode an uploaded image and detect objects in it on a worker thread, without blocking the event loop.
+
+        Raises ImageError for bad data, DetectorNotReady, and TimeoutError past INFER_TIMEOUT_S: a timed-out
+        call still queued is cancelled, one waiting for the interpreter gives up at the deadline, one already
+        invoking finishes and its result is dropped. `started` (perf_counter) is where timings.total
+        begins; `timeout_s` defaults to INFER_TIMEOUT_S.
+        """
+        self._ready_model()
+        timeout = self.settings.infer_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter() if started is None else started
+        future = loop.run_in_executor(
+            self._workers, self._detect_encoded, data, max_pixels, score_th, topk, deadline, t0
+        )
+        async with asyncio.timeout(timeout):
+            return await future

@@ -119,9 +119,7 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
     except Image.DecompressionBombError as exc:
         raise ImageError(str(exc), status=413, code="image_too_large") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(
-            f"not a supported image; send one of {', '.join(SUPPORTED_FORMATS)}"
-        ) from exc
+        raise ImageError(f"not a supported image; send one of {', '.join(SUPPORTED_FORMATS)}") from exc
     except MemoryError as exc:
         raise ImageError("image too large to decode", status=413, code="image_too_large") from exc
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError...
