@@ -69,6 +69,22 @@ def test_missing_portaudio_is_a_clear_error_for_real() -> None:
         DeviceSource("default", 16_000, 1).open()
 
 
+def real_inputs() -> list[str] | None:
+    """The real input devices, or None without PortAudio."""
+    if not portaudio_loads():
+        return None
+    from korall_workloads.audio.device import list_input_devices
+
+    return list_input_devices(load_sounddevice())
+
+
+@pytest.mark.skipif(real_inputs() != [], reason="needs libportaudio2 and no input device; the fake covers this path")
+def test_no_input_device_is_a_clear_error_for_real() -> None:
+    """Real where libportaudio2 is installed on a machine without a sound card (PortAudio lists no input)."""
+    with pytest.raises(SourceError, match=r"no audio input device found.*map /dev/snd"):
+        DeviceSource("default", 16_000, 1).open()
+
+
 def test_missing_portaudio_keeps_the_service_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
     """Real where PortAudio is missing; where it is present, its absence is simulated by the same OSError."""
 
