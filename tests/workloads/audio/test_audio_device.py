@@ -205,3 +205,36 @@ def test_a_device_that_appears_later_is_picked_up() -> None:
         assert capture.error is None
     finally:
         capture.stop()
+
+
+def test_processing_that_falls_behind_drops_and_counts_ring_overflows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A VAD slowed down on purpose and a 2 s ring: the callback keeps writing, never waits, and counts the loss."""
+    from korall_workloads.audio.vad import SileroVad
+
+    class SlowVad(SileroVad):
+        def probabilities(self, frames: Any) -> Any:
+            time.sleep(0.2)
+            return super().probabilities(frames)
+
+    monkeypatch.setattr(capture_module, "RING_SECONDS", 2.0)
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device")], samples=np.zeros(16_000 * 30, np.float32))
+    settings = AudioSettings(source="USB")
+    metrics = AudioMetrics()
+    capture = CaptureService(
+        settings,
+        EventHub(),
+        metrics,
+        source_factory=lambda s: DeviceSource(s.source, s.sample_rate, s.channels, loader=fake_loader(fake)),
+        vad_factory=SlowVad,
+    )
+    capture.start()
+    try:
+        wait_for(lambda: capture.status()["overflows"]["ring"] >= 3)
+    finally:
+        capture.stop()
+    ring_overflows = capture.status()["overflows"]["ring"]
+    assert metrics.overflows.labels("ring")._value.get() == ring_overflows
+    assert any("ring buffer overflow" in r.getMessage() for r in caplog.records)
+    assert capture.status()["chunks"] < 30  # most of the 30 s never reached the pipeline

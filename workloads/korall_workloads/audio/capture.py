@@ -140,7 +140,7 @@ class CaptureService:
                     pipeline = ChunkPipeline(self.settings, fmt.sample_rate, vad)
                 else:
                     vad.reset()  # a gap in the audio: the VAD's memory no longer matches
-                ring = RingBuffer(int(RING_SECONDS * fmt.sample_rate), fmt.channels)
+                ring = RingBuffer(max(int(RING_SECONDS * fmt.sample_rate), 2 * pipeline.hop_frames), fmt.channels)
                 source.start(ring)
             except SourceError as exc:
                 source.close()
