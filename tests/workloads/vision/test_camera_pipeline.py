@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from camera_media import read_stamp, write_photo_video, write_stamped_video
 from korall_contract import VisionEnv
+from korall_workloads.vision.camera.demo_video import moving_photo_frames, write_video
+from korall_workloads.vision.camera.motion import MotionGate
 from korall_workloads.vision.camera.pipeline import CameraPipeline, FrameResult
 from korall_workloads.vision.camera.ring import FrameRing
 from korall_workloads.vision.camera.settings import CaptureSettings
@@ -143,7 +145,7 @@ def test_sampling_takes_exactly_every_nth_frame(
     wait_for(lambda: len(results) >= len(expected), 5, f"{len(expected)} results")
     status = pipeline.status()
     assert status["frames_captured"] == frames
-    assert status["frames_dropped"] == {"ring_full": 0, "superseded": 0}
+    assert status["frames_dropped"] == {"ring_full": 0, "superseded": 0, "detector_not_ready": 0}
     assert [r.frame_index for r in results] == expected
     assert recorder.stamps == expected  # the pixels that reached the detector are those frames
     assert status["frames_sampled"] == status["frames_inferred"] == len(expected)
@@ -399,3 +401,41 @@ def test_unexpected_errors_in_the_source_or_the_detector_do_not_end_the_pipeline
     status = pipeline.status()
     assert status["detect_errors"] == 2
     assert status["frames_inferred"] + status["detect_errors"] + sum(status["frames_dropped"].values()) == 6
+
+
+# -- motion gating ---------------------------------------------------------------------------------------------
+
+
+def still_then_moving_video(path: Path, still: int, moving: int, fps: float) -> Path:
+    sliding = list(moving_photo_frames(moving, photos=("chelsea",)))
+    write_video(path, iter([sliding[0]] * still + sliding), fps)
+    return path
+
+
+def test_motion_gate_lets_changes_through_and_refreshes_a_still_scene() -> None:
+    frames = list(moving_photo_frames(10, photos=("chelsea",)))
+    gate = MotionGate(min_change=0.005, max_skip_s=1.0)
+    assert gate.admit(frames[0], now=0.0)  # the first frame is the reference
+    assert not gate.admit(frames[0].copy(), now=0.1) and gate.last_change == 0.0
+    assert gate.admit(frames[3], now=0.2) and gate.last_change > 0.05  # the cat moved
+    assert not gate.admit(frames[3], now=1.1)
+    assert gate.admit(frames[3], now=1.25)  # max_skip_s since the last inference: refresh
+
+
+def test_motion_gating_skips_still_frames_and_infers_moving_ones(
+    tmp_path: Path, detector: Detector, run_pipeline: Callable[..., CameraPipeline]
+) -> None:
+    video = still_then_moving_video(tmp_path / "still.avi", still=20, moving=20, fps=20)
+    results: list[FrameResult] = []
+    settings = CaptureSettings(
+        source=str(video), motion_min_change=0.005, reconnect_min_s=30, reconnect_max_s=30, buffer_frames=40
+    )
+    pipeline = run_pipeline(settings, detector, on_result=results.append)
+    wait_for(lambda: pipeline.status()["frames_captured"] >= 40, 10, "the whole video")
+    done = pipeline.status
+    wait_for(lambda: done()["frames_inferred"] + done()["frames_still"] >= 40, 5, "the last frame")
+    status = pipeline.status()
+    assert status["motion_gating"] and status["frames_still"] >= 18
+    assert [r.frame_index for r in results if r.frame_index < 20] == [0]
+    assert len([r for r in results if r.frame_index >= 20]) >= 15
+    assert all(max(r.detections, key=lambda d: d["score"])["label"] == "cat" for r in results)

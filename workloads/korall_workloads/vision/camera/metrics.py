@@ -66,6 +66,11 @@ class CaptureMetrics:
             ["reason"],
             registry=registry,
         )
+        self.frames_still = Counter(
+            "korall_capture_frames_still",
+            "Sampled frames not inferred because nothing moved since the last inferred one (motion gating).",
+            registry=registry,
+        )
         self.detect_errors = Counter(
             "korall_capture_detect_errors", "Detector failures on camera frames.", registry=registry
         )

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from .broadcast import Broadcaster
 from .metrics import CaptureMetrics
+from .motion import MotionGate
 from .ring import FrameRing
 from .settings import CaptureSettings
 from .source import FrameSource, Negotiated, SourceError, open_source, redact
@@ -117,6 +118,9 @@ class CameraPipeline:
         self.tracker = StateTracker(on_change=lambda s: self.metrics.state.state(str(s)))
         self.ring: FrameRing[CapturedFrame] = FrameRing(settings.buffer_frames)
         self.broadcaster = Broadcaster(stream_queue_size)
+        self._gate = (
+            MotionGate(settings.motion_min_change, settings.motion_max_skip_s) if settings.motion_min_change else None
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -126,6 +130,8 @@ class CameraPipeline:
         self._sampled = 0
         self._inferred = 0
         self._detect_errors = 0
+        self._not_ready = 0
+        self._still = 0
         self._reconnects = 0
         self._last_frame_monotonic: float | None = None
 
@@ -195,7 +201,13 @@ class CameraPipeline:
                 "frames_captured": self._frames,
                 "frames_sampled": self._sampled,
                 "frames_inferred": self._inferred,
-                "frames_dropped": {"ring_full": counters.dropped_full, "superseded": counters.superseded},
+                "frames_dropped": {
+                    "ring_full": counters.dropped_full,
+                    "superseded": counters.superseded,
+                    "detector_not_ready": self._not_ready,
+                },
+                "frames_still": self._still,
+                "motion_gating": self._gate is not None,
                 "detect_errors": self._detect_errors,
                 "reconnects": self._reconnects,
                 "queue_depth": len(self.ring),
@@ -317,7 +329,14 @@ class CameraPipeline:
 
     def _infer(self, frame: CapturedFrame) -> None:
         if not getattr(self._detector, "ready", True):  # the model is still loading (or failed): nothing to run
+            with self._lock:
+                self._not_ready += 1
             self.metrics.frames_dropped.labels("detector_not_ready").inc()
+            return
+        if self._gate is not None and not self._gate.admit(frame.image, frame.captured_monotonic):
+            with self._lock:
+                self._still += 1
+            self.metrics.frames_still.inc()
             return
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         started = time.perf_counter()

@@ -71,6 +71,22 @@ class CaptureSettings(BaseSettings):
         "(a USB camera may be plugged back in).",
     )
 
+    motion_min_change: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias=VisionEnv.CAPTURE_MOTION_MIN_CHANGE,
+        description="motion gating: skip inference when less than this share of the picture changed since the "
+        "last inferred frame (0.005 = 0.5 %); 0 turns gating off.",
+    )
+    motion_max_skip_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        validation_alias=VisionEnv.CAPTURE_MOTION_MAX_SKIP_S,
+        description="motion gating: infer at least this often even in a still scene, so results stay fresh.",
+    )
+
     @field_validator("source", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
