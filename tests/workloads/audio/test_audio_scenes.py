@@ -4,6 +4,7 @@ features, silero VAD, the event detector. Only the pacing differs from productio
 
 from __future__ import annotations
 
+import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,18 @@ def test_loud_burst_over_background_noise_is_one_event(make_scene: Callable[...,
     path, scene = make_scene("bangs", segments, snr_db=20)
     events, _ = run_wav(path)
     assert_matches(events, scene)
+
+
+def test_realtime_replay_is_paced_like_a_microphone(audio_dir: Path) -> None:
+    """AUDIO_REALTIME=true (what `make run-audio` uses) delivers 2 s of audio in about 2 s, not at full speed."""
+    path = write_wav(audio_dir / "two_seconds.wav", np.zeros(2 * RATE, dtype=np.float32))
+    began = time.monotonic()
+    settings = AudioSettings(source=str(path), realtime=True)
+    capture = CaptureService(settings, EventHub(), AudioMetrics())
+    capture.start()
+    try:
+        assert capture.wait_done(10)
+    finally:
+        capture.stop()
+    assert 1.8 <= time.monotonic() - began <= 4.0
+    assert capture.status()["audio_s"] == pytest.approx(2.0)
