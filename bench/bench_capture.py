@@ -1,6 +1,6 @@
 """Capture-to-result bench of the camera pipeline, and the decode cost of MJPG against YUYV.
 
-    .venv/bin/python bench/bench_capture.py              # N = 1, 3, 5; 12 s each (about a minute in all)
+    .venv/bin/python bench/bench_capture.py              # N = 1, 3, 5 (12 s each) and gating: ~70 s
     .venv/bin/python bench/bench_capture.py --seconds 30 --every 1 2
 
 Part 1: the real pipeline (capture thread, every-Nth sampler, ring, inference worker) on the real Detector with
@@ -13,6 +13,9 @@ Part 2: what a V4L2 camera's two usual pixel formats cost the CPU per 640x480 fr
 same frames: MJPG (a JPEG per frame, decoded with cv2.imdecode, as OpenCV does for an MJPG device) against YUYV
 (raw 4:2:2, converted with cv2.cvtColor(COLOR_YUV2BGR_YUYV)). The ratio is what matters; the bytes per frame are
 what the USB link carries.
+
+Part 3: motion gating on a scene that is still half of the time: inferred fps, CPU share and whether the cat is
+still found, with gating off and on, in the same run; gating must cut the CPU to <= 0.75x to count as paying.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from korall_workloads.vision.camera.demo_video import moving_photo_frames, write_video
+from korall_workloads.vision.camera.motion import MotionGate
 from korall_workloads.vision.camera.pipeline import CameraPipeline, FrameResult
 from korall_workloads.vision.camera.settings import CaptureSettings
 from korall_workloads.vision.detector import Detector
@@ -46,9 +50,19 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def run_pipeline(video: Path, detector: Detector, every: int, seconds: float, warmup: float) -> dict[str, float]:
+def run_pipeline(
+    video: Path, detector: Detector, every: int, seconds: float, warmup: float, motion_min_change: float = 0.0
+) -> dict[str, float]:
     results: list[FrameResult] = []
-    settings = CaptureSettings(source=str(video), width=WIDTH, height=HEIGHT, fps=FPS, sample_every=every, loop=True)
+    settings = CaptureSettings(
+        source=str(video),
+        width=WIDTH,
+        height=HEIGHT,
+        fps=FPS,
+        sample_every=every,
+        loop=True,
+        motion_min_change=motion_min_change,
+    )
     pipeline = CameraPipeline(settings, detector, on_result=results.append)
     pipeline.start()
     try:
@@ -79,7 +93,17 @@ def run_pipeline(video: Path, detector: Detector, every: int, seconds: float, wa
         "buffer": s1["buffer_frames"],
         "cpu_share": (cpu1 - cpu0) / wall,
         "reconnects": s1["reconnects"],
+        "still": s1["frames_still"] - s0["frames_still"],
+        "cat_share": sum(any(d["label"] == "cat" for d in r.detections) for r in window) / max(1, len(window)),
     }
+
+
+def gate_cost_ms(frames: list[np.ndarray]) -> float:
+    gate = MotionGate(min_change=0.005, max_skip_s=1e9)
+    started = time.perf_counter()
+    for i, frame in enumerate(frames * 3):
+        gate.admit(frame, now=float(i))
+    return (time.perf_counter() - started) * 1000 / (3 * len(frames))
 
 
 def decode_costs(frames: list[np.ndarray], repeats: int) -> dict[str, float]:
@@ -113,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="measured seconds per N")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--decode-frames", type=int, default=60)
+    parser.add_argument("--motion-seconds", type=float, default=8.0, help="measured seconds per motion-gating run")
     args = parser.parse_args()
 
     detector = Detector(VisionSettings(accelerator="cpu"))
@@ -125,6 +150,16 @@ def main() -> None:
         for every in args.every:
             print(f"running N={every} for {args.warmup + args.seconds:.0f} s ...", flush=True)
             rows.append((every, run_pipeline(video, detector, every, args.seconds, args.warmup)))
+        # Motion gating: a scene that is still half of the time (4 s still, 4 s of the cat sliding), N = 1.
+        half = int(FPS * 4)
+        sliding = list(moving_photo_frames(half, width=WIDTH, height=HEIGHT, photos=("chelsea",)))
+        still_video = Path(tmp) / "still.avi"
+        write_video(still_video, iter([sliding[0]] * half + sliding), FPS)
+        gating = {}
+        for change in (0.0, 0.005):
+            mode = "on" if change else "off"
+            print(f"running motion gating {mode} for {args.warmup + args.motion_seconds:.0f} s ...", flush=True)
+            gating[change] = run_pipeline(still_video, detector, 1, args.motion_seconds, args.warmup, change)
     detector.close()
 
     print(
@@ -178,6 +213,22 @@ def main() -> None:
         f"  MJPG / YUYV decode time ratio: {ratio:.1f}x; at {FPS:g} fps MJPG costs {d['mjpg_ms'] * FPS / 10:.1f}% "
         f"of a core, YUYV {d['yuyv_ms'] * FPS / 10:.1f}%; YUYV needs {d['yuyv_bytes'] * FPS / 1e6 * 8:.0f} Mbit/s "
         f"on the wire, MJPG {d['mjpg_bytes'] * FPS / 1e6 * 8:.0f} Mbit/s"
+    )
+    off, on = gating[0.0], gating[0.005]
+    cost = gate_cost_ms(sliding[:30])
+    cpu_ratio = on["cpu_share"] / off["cpu_share"] if off["cpu_share"] else float("nan")
+    pays = cpu_ratio <= 0.75 and on["cat_share"] >= off["cat_share"] - 0.05
+    all_ok = all_ok and pays
+    print("\nMotion gating (CAPTURE_MOTION_MIN_CHANGE=0.005), N=1, a scene still half of the time, same run")
+    print(f"  {'':<10} {'inferred fps':>12} {'still frames':>12} {'CPU share':>10} {'results with the cat':>21}")
+    for name, r in (("off", off), ("on", on)):
+        print(
+            f"  {name:<10} {r['inferred_fps']:>12.2f} {r['still']:>12.0f} {100 * r['cpu_share']:>9.0f}% "
+            f"{100 * r['cat_share']:>20.0f}%"
+        )
+    print(f"  gate cost {cost:.2f} ms per sampled frame against invoke p50 {off['invoke_p50']:.1f} ms")
+    print(
+        f"  CPU with gating / without: {cpu_ratio:.2f} (target <= 0.75 on this scene, cat still found) {verdict(pays)}"
     )
     print(f"\noverall: {verdict(all_ok)}")
 
