@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from korall_workloads.vision.preprocess import ImageError, prepare_array, prepare_image
-from PIL import Image
+from PIL import Image, ImageOps
 from vision_helpers import encode, photo_rgb
 
 SIZE = (300, 300)
@@ -80,12 +82,26 @@ def test_exif_orientation_rotates_and_swaps_the_reported_size() -> None:
     assert bottom[0] < 60
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_exif_transpose(orientation: int) -> None:
+    stored = np.zeros((60, 90, 3), np.uint8)
+    stored[:20, :30], stored[40:, 60:], stored[:20, 60:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(stored), "PNG", exif=exif.tobytes())
+    p = _prep(data)
+    reference = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    assert (p.width, p.height) == reference.size
+    expected = np.asarray(reference.resize(SIZE, Image.Resampling.NEAREST)).astype(int)
+    assert np.abs(p.tensor.astype(int) - expected).mean() < 3  # only interpolation at the colour edges differs
+
+
 def test_large_jpeg_decodes_at_reduced_size() -> None:
     big = np.asarray(Image.fromarray(photo_rgb("chelsea")).resize((2400, 1600)))
     p = _prep(encode(big))
     assert (p.width, p.height) == (2400, 1600)  # reported as sent ...
     # ... but libjpeg's DCT scaling did the shrinking: decoding a 2400x1600 JPEG in full takes several times longer
-    full = Image.open(__import__("io").BytesIO(encode(big)))
+    full = Image.open(io.BytesIO(encode(big)))
     full.draft("RGB", (240, 240))
     assert full.size == (600, 400)
 

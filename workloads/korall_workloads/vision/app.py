@@ -133,7 +133,7 @@ def create_app(
         request: Request,
         score_th: float | None = Query(None, ge=0.0, le=1.0, description="Minimum score (default SCORE_TH)."),
         topk: int | None = Query(None, ge=1, le=100, description="Most detections (default TOPK)."),
-    ) -> InferResponse:
+    ) -> Response:
         """Detect objects in an image sent as the raw body (image/jpeg, image/png...) or a multipart 'file' part."""
         if not det.ready or det.model is None:
             raise NotReady(_not_ready_message(det))
@@ -176,7 +176,9 @@ def create_app(
                 "total_ms": round(result.timings.total_ms, 2),
             },
         )
-        return infer_response(result, model, image.format, len(data))
+        # Serialized here, once: returning the model would make FastAPI validate it again against response_model.
+        body = infer_response(result, model, image.format, len(data)).model_dump_json()
+        return Response(body, media_type="application/json")
 
     @app.get("/models")
     async def models() -> dict[str, Any]:

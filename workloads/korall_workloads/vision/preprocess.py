@@ -2,9 +2,9 @@
 
 Cheap where it counts: the pixel count is checked from the header before anything is decoded (decompression
 bombs), JPEGs are decoded with libjpeg's DCT scaling at the smallest size still close to the model input
-(`Image.draft`), and the image is resized straight to the input size. Since the input is square, EXIF rotation
-is applied to the small result, not the full image. Every failure becomes an `ImageError` with a status the
-service maps to JSON.
+(`Image.draft`), and the image is resized straight to the input size (OpenCV: a tenth of Pillow's time). Since
+the input is square, EXIF rotation is applied to the small result, not the full image. Every failure becomes
+an `ImageError` with a status the service maps to JSON.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import (  # noqa: F401  (importing a plugin registers its format; Image.open(formats=...) needs them)
     BmpImagePlugin,
@@ -33,16 +35,17 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DRAFT_MIN_FRACTION = 0.8
 """JPEG DCT scaling may shrink each side down to this fraction of the model input (640x480 decodes as 320x240)."""
 
-# EXIF orientation -> the transpose that undoes it (orientation 1 needs none).
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+# EXIF orientation -> how to turn the stored pixels upright, on an [H, W, C] array (orientation 1: as stored).
+_ORIENTATION: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
 }
+_SWAPS_AXES = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -127,21 +130,15 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
     t1 = time.perf_counter()
 
     try:
-        rgb = _to_rgb(im)
-        resized = rgb.resize(input_size, Image.Resampling.BILINEAR)
+        rgb = np.asarray(_to_rgb(im))
     except Exception as exc:
         raise ImageError(f"cannot convert a {im.mode} image to RGB: {exc}") from exc
-    transpose = _ORIENTATION.get(orientation)
-    if transpose is not None:
-        resized = resized.transpose(transpose)
-        if transpose in (
-            Image.Transpose.ROTATE_90,
-            Image.Transpose.ROTATE_270,
-            Image.Transpose.TRANSPOSE,
-            Image.Transpose.TRANSVERSE,
-        ):
+    tensor = resize_rgb(rgb, input_size)
+    upright = _ORIENTATION.get(orientation)
+    if upright is not None:
+        tensor = np.ascontiguousarray(upright(tensor))
+        if orientation in _SWAPS_AXES:
             width, height = height, width
-    tensor = np.asarray(resized)
     t2 = time.perf_counter()
     return PreparedImage(
         tensor=tensor,
@@ -153,13 +150,25 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
     )
 
 
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an [H, W, 3] uint8 array to `size` (width, height) with OpenCV, several times faster than Pillow.
+
+    Bilinear when the image shrinks by at most 2x (the usual case after JPEG draft decoding), area averaging
+    beyond that, so that large PNGs are not aliased.
+    """
+    height, width = rgb.shape[:2]
+    if (width, height) == size:
+        return np.ascontiguousarray(rgb)
+    shrink = max(width / size[0], height / size[1])
+    interpolation = cv2.INTER_AREA if shrink > 2.0 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interpolation)
+
+
 def prepare_array(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     """A camera frame ([H, W, 3] uint8 RGB, any size) resized to the model input."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an [H, W, 3] uint8 RGB array, got {rgb.shape} {rgb.dtype}")
-    if (rgb.shape[1], rgb.shape[0]) == input_size:
-        return np.ascontiguousarray(rgb)
-    return np.asarray(Image.fromarray(rgb, "RGB").resize(input_size, Image.Resampling.BILINEAR))
+    return resize_rgb(rgb, input_size)
 
 
 # Truncated images are errors, never silently padded. Pillow's own bomb warning is noise: the pixel limit above

@@ -1,0 +1,284 @@
+"""The vision service against the bare interpreter, in one run: what does HTTP, decoding and queuing cost?
+
+    .venv/bin/python bench/bench_vision.py                      # about a minute
+    .venv/bin/python bench/bench_vision.py --invokes 20 --rounds 3 --per-round 40 --threads 2
+
+Part 1, the interpreter alone: N invokes after warm-up per model in models/manifest.json, median and p95
+invoke_ms (the Edge TPU build needs libedgetpu and a TPU: without them it is skipped, with the reason).
+
+Part 2, the service: `python -m korall_workloads.vision` as a real process (uvloop + httptools, same model and
+thread count as part 1) receives the same 640x480 JPEG (scikit-image's chelsea photo) at concurrency 1 and 4.
+The load generator is a minimal keep-alive HTTP/1.1 client on raw asyncio streams, so that the client takes
+as little as possible of the two cores the server needs. The run is split into rounds, each measuring raw
+invokes (server idle), then concurrency 1, then concurrency 4, so that load from other processes hits the
+reference and the service alike; the targets compare figures of the same round (median over rounds).
+Printed: p50/p95 latency, throughput, the overhead over raw invoke, the server's RSS (peak), and the
+server-side timing breakdown, each against its target:
+
+- /infer p50 at concurrency 1 <= raw invoke p50 + 3 ms;
+- throughput at concurrency 4 >= 0.95 x 1000 / raw invoke p50 (decoding overlaps the running invoke);
+- server RSS <= 250 MB.
+
+Other processes on the machine skew single figures; the targets are ratios of figures measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import skimage
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def default_threads() -> int:
+    from korall_workloads.vision.settings import auto_num_threads
+
+    return auto_num_threads()
+
+
+# -- part 1: the interpreter alone --------------------------------------------------------------------------------
+
+
+def make_interpreter(model_file: Path, threads: int) -> object:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(model_file), num_threads=threads)
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    image = Image.open(Path(skimage.__file__).parent / "data" / "chelsea.png").convert("RGB")
+    tensor = np.asarray(image.resize((int(detail["shape"][2]), int(detail["shape"][1]))))[np.newaxis]
+    interp.set_tensor(detail["index"], tensor)
+    for _ in range(5):
+        interp.invoke()
+    return interp
+
+
+def raw_invoke(interp: object, invokes: int) -> list[float]:
+    times = []
+    for _ in range(invokes):
+        t = time.perf_counter()
+        interp.invoke()  # type: ignore[attr-defined]
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def bench_models(threads: int, invokes: int) -> tuple[float, object]:
+    """Print the raw invoke table; return the CPU model's p50 and its interpreter (the reference of part 2)."""
+    from korall_workloads.vision.runtime import EdgeTpuUnavailable, load_edgetpu_delegate
+
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    print(f"\nPart 1: the interpreter alone, {invokes} invokes after 5 warm-up, {threads} thread(s)")
+    print(f"{'model':<36} {'accelerator':<11} {'p50 ms':>8} {'p95 ms':>8}")
+    cpu_p50, cpu_interp = float("nan"), None
+    for entry in manifest["models"]:
+        if entry["edgetpu"]:
+            try:
+                load_edgetpu_delegate("usb")
+            except EdgeTpuUnavailable as exc:
+                print(f"{entry['name']:<36} {'edgetpu':<11} {'skipped':>8}  ({exc})")
+                continue
+            print(f"{entry['name']:<36} {'edgetpu':<11} {'skipped':>8}  (a TPU is present: run bench_models.py)")
+            continue
+        interp = make_interpreter(MODELS / entry["file"], threads)
+        times = raw_invoke(interp, invokes)
+        p50 = statistics.median(times)
+        if cpu_interp is None:
+            cpu_p50, cpu_interp = p50, interp
+        print(f"{entry['name']:<36} {'cpu':<11} {p50:>8.2f} {pct(times, 95):>8.2f}")
+    return cpu_p50, cpu_interp
+
+
+# -- part 2: the service ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(port: int, threads: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "NUM_THREADS": str(threads),
+        "ACCELERATOR": "cpu",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("contract", "operator", "workloads")),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "korall_workloads.vision"], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the service did not become ready in 60 s")
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection that posts the same prebuilt request and reads the JSON reply."""
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.port, self.request = port, request
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def post(self) -> tuple[int, bytes]:
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(port: int, request: bytes, concurrency: int, total: int) -> tuple[list[float], float, list[dict]]:
+    conns = [Conn(port, request) for _ in range(concurrency)]
+    for c in conns:
+        await c.open()
+    latencies: list[float] = []
+    timings: list[dict] = []
+    remaining = total
+
+    async def worker(conn: Conn) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t = time.perf_counter()
+            status, body = await conn.post()
+            latencies.append((time.perf_counter() - t) * 1000)
+            if status != 200:
+                raise SystemExit(f"/infer answered {status}: {body[:200]!r}")
+            timings.append(json.loads(body)["timings_ms"])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    wall = time.perf_counter() - start
+    for c in conns:
+        c.close()
+    return latencies, total / wall, timings
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def bench_service(threads: int, rounds: int, per_round: int, interp: object) -> bool:
+    photo = Image.open(Path(skimage.__file__).parent / "data" / "chelsea.png").convert("RGB").resize((640, 480))
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    port = free_port()
+    request = (
+        f"POST /infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(jpeg)}\r\n\r\n"
+    ).encode() + jpeg
+    proc = start_service(port, threads)
+    raw: list[list[float]] = []
+    c1: list[tuple[list[float], float, list[dict]]] = []
+    c4: list[tuple[list[float], float, list[dict]]] = []
+    try:
+        asyncio.run(load(port, request, 4, 40))  # warm-up: connections, caches, allocator
+        for _ in range(rounds):
+            raw.append(raw_invoke(interp, per_round // 2))
+            c1.append(asyncio.run(load(port, request, 1, per_round)))
+            c4.append(asyncio.run(load(port, request, 4, 2 * per_round)))
+        rss, peak = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    raw_all = [t for r in raw for t in r]
+    raw_p50 = statistics.median(raw_all)
+    print(
+        f"\nPart 2: the service, POST /infer of a 640x480 JPEG ({len(jpeg)} bytes), {rounds} rounds of "
+        f"{per_round // 2} raw invokes, {per_round} requests at c=1, {2 * per_round} at c=4"
+    )
+    print(f"{'':>14} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}   server-side medians (ms)")
+    print(f"{'raw invoke':>14} {raw_p50:>8.2f} {pct(raw_all, 95):>8.2f} {1000 / raw_p50:>8.1f}   (server idle)")
+    for name, runs in (("concurrency 1", c1), ("concurrency 4", c4)):
+        lat = [x for r in runs for x in r[0]]
+        timings = [t for r in runs for t in r[2]]
+        rps = statistics.median(r[1] for r in runs)
+        med = {k: statistics.median(t[k] for t in timings) for k in timings[0]}
+        parts = " ".join(f"{k} {v:.2f}" for k, v in med.items())
+        print(f"{name:>14} {statistics.median(lat):>8.2f} {pct(lat, 95):>8.2f} {rps:>8.1f}   {parts}")
+
+    # paired per round: each round's service figures against that round's raw invokes
+    overheads = [statistics.median(c[0]) - statistics.median(r) for c, r in zip(c1, raw, strict=True)]
+    ratios = [c[1] * statistics.median(r) / 1000 for c, r in zip(c4, raw, strict=True)]
+    overhead, ratio = statistics.median(overheads), statistics.median(ratios)
+    rps_4 = statistics.median(c[1] for c in c4)
+    rows = [
+        ("/infer p50 at c=1 minus raw invoke p50", f"{overhead:+.2f} ms", "<= +3.00 ms", overhead <= 3.0),
+        ("throughput at c=4 / (1000 / raw invoke p50)", f"{ratio:.2f} x", ">= 0.95 x", ratio >= 0.95),
+        ("  throughput at c=4", f"{rps_4:.1f} req/s", f"({0.95 * 1000 / raw_p50:.1f})", None),
+        ("server RSS, peak (VmHWM)", f"{peak:.0f} MB", "<= 250 MB", peak <= 250),
+        ("server RSS at the end", f"{rss:.0f} MB", "", None),
+    ]
+    print(f"\n{'figure (median over rounds)':<46} {'measured':>12} {'target':>12}  verdict")
+    ok = True
+    for name, measured, target, passed in rows:
+        ok = ok and passed is not False
+        print(f"{name:<46} {measured:>12} {target:>12}  {'' if passed is None else verdict(passed)}")
+    print("per round, overhead ms: " + " ".join(f"{v:+.2f}" for v in overheads))
+    print("per round, c=4 ratio:   " + " ".join(f"{v:.2f}" for v in ratios))
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--invokes", type=int, default=50, help="raw invokes per model (default 50)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of raw / c=1 / c=4 in part 2 (default 6)")
+    parser.add_argument("--per-round", type=int, default=60, help="c=1 requests per round (c=4: twice, raw: half)")
+    parser.add_argument("--threads", type=int, default=0, help="interpreter threads (default: all cores but one)")
+    args = parser.parse_args()
+    threads = args.threads or default_threads()
+    print(f"vision bench: {os.cpu_count()} cores, NUM_THREADS={threads} for the interpreter (raw and in the service)")
+    _, interp = bench_models(threads, args.invokes)
+    ok = bench_service(threads, args.rounds, args.per_round, interp)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
