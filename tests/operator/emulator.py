@@ -37,7 +37,7 @@ import re
 import secrets
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,12 @@ class RealisticEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=0, init=False)
     _log: list[tuple[int, ResourceKey, str, dict[str, Any]]] = attrs.field(factory=list, init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
+    direct_reads: bool = attrs.field(default=True)
+    """Serve GET/LIST/WATCH of resources straight from the store. kmock's generic request matching costs O(objects)
+    per request (tens of ms with a thousand objects); turn this off to intercept reads with kmock reactions."""
+    watchers: list[Callable[[str, str, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
+    """Called in the emulator's loop on every stored write: (plural, event type, object). For benches."""
 
     # --- declarations -------------------------------------------------------------------------------------
 
@@ -219,10 +225,19 @@ class RealisticEmulator(kmock.KubernetesEmulator):
 
     async def _emit(self, resource: kmock.resource, type_: str, body: dict[str, Any]) -> None:
         self._log.append((self._rv, (resource.group, resource.version, resource.plural), type_, body))
+        for watcher in self.watchers:
+            watcher(resource.plural or "", type_, body)
         if self._changed is None:
             self._changed = asyncio.Condition()
         async with self._changed:
             self._changed.notify_all()
+
+    async def close_watches(self) -> None:
+        """End every open watch stream (as an API server does on shutdown), so the HTTP server can stop."""
+        self._closing = True
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
 
     @property
     def resource_version(self) -> int:
@@ -391,9 +406,11 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         ]
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
-        if request.resource not in set(self._get_resources()):
-            raise kmock.KubernetesResourceNotFoundError()
         assert request.resource is not None
+        try:
+            self.resources[request.resource]
+        except KeyError:
+            raise kmock.KubernetesResourceNotFoundError() from None
         items = self._visible(request)
         return {
             "apiVersion": f"{request.resource.group}/{request.resource.version}".lstrip("/"),
@@ -439,7 +456,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
                     continue
                 yield {"type": kind, "object": obj}
             remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            if remaining is not None and remaining <= 0:
+            if self._closing or (remaining is not None and remaining <= 0):
                 return
             async with self._changed:
                 try:
@@ -495,8 +512,29 @@ class RealisticEmulator(kmock.KubernetesEmulator):
             if body is not None:
                 status = 201 if request.action == enums.action.CREATE else 200
                 return aiohttp.web.json_response(body, status=status)
-        # Reads and anything else: kmock's reactions first (tests may inject them), then our fallbacks.
+        if self.direct_reads and request.resource is not None and request.resource.plural:
+            if request.action == enums.action.FETCH:
+                return aiohttp.web.json_response(await self._serve_fetch(request))
+            if request.action == enums.action.LIST:
+                return aiohttp.web.json_response(await self._serve_list(request))
+            if request.action == enums.action.WATCH:
+                return await self._stream(request)
+        # Anything else: kmock's reactions first (tests may inject them), then its fallbacks (discovery etc.).
         return await apps.RawHandler._handle(self, request)
+
+    async def _stream(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """Serve a watch as JSON lines (what kmock's rendering does, without its per-request matching)."""
+        assert request._raw_request is not None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request._raw_request)
+        try:
+            async for item in self._serve_watch(request):
+                if isinstance(item, dict):
+                    await response.write(json.dumps(item).encode() + b"\n")
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away
+        return response
 
 
 class EmulatedCluster:
@@ -551,9 +589,14 @@ class EmulatedCluster:
 
     def stop(self) -> None:
         async def _astop() -> None:
+            await self.emulator.close_watches()
             if self._server is not None:
                 await self._server.__aexit__(None, None, None)
             await self.emulator.__aexit__(None, None, None)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
             self.call(_astop(), timeout=10)

@@ -1,0 +1,184 @@
+"""Operator bench: reconcile latency and the cost of 1000 InferenceModels, against the kmock emulator.
+
+The emulator (tests/operator/emulator.py) serves the Kubernetes API on loopback in this process; the operator
+runs as a separate process, `python -m korall_operator`, exactly as in its image, so its RSS is its own.
+
+1. Latency: 200 changes one after the other (100 creates of a new InferenceModel, 100 patches of a pod-affecting
+   field of an existing one); each is timed from just before the API request to the moment the emulator stores
+   the child Deployment with the new pod-template hash (a write hook in the emulator, no polling).
+2. Scale: 1000 InferenceModels created at once (20 concurrent requests); total time until every one has its
+   Deployment written and its status reporting the generation it reconciled; operator RSS before and after.
+
+Targets: p95 latency <= 200 ms; operator RSS <= 150 MB with 1000 CRs. `--scale N` changes the 1000 (default
+runtime is about a minute on 2 cores). Exits non-zero if a target fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "operator"), str(ROOT / "operator"), str(ROOT / "contract")]
+
+from emulator import EmulatedCluster  # noqa: E402
+
+API = "/apis/korall.io/v1alpha1/namespaces/bench/inferencemodels"
+CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+LATENCY_TARGET_MS = 200.0
+RSS_TARGET_MB = 150.0
+
+
+class Tracker:
+    """Fed by the emulator's write hook (in the emulator's thread): when each child and status was written."""
+
+    def __init__(self) -> None:
+        self.deployments: dict[str, tuple[float, str]] = {}  # InferenceModel name -> (time, template hash)
+        self.reconciled: dict[str, float] = {}  # InferenceModel name -> time its status observed its generation
+
+    def __call__(self, plural: str, type_: str, body: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if plural == "deployments" and type_ != "DELETED":
+            owner = body["metadata"]["labels"].get("korall.io/inference-model")
+            annotations = body["spec"]["template"]["metadata"].get("annotations") or {}
+            if owner:
+                self.deployments[owner] = (now, annotations.get("korall.io/spec-hash", ""))
+        elif plural == "inferencemodels":
+            status = body.get("status") or {}
+            if status.get("observedGeneration") == body["metadata"].get("generation"):
+                self.reconciled.setdefault(body["metadata"]["name"], now)
+
+
+def inference_model(name: str, threshold: float = 0.5) -> dict[str, Any]:
+    return {
+        "apiVersion": "korall.io/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": name},
+        "spec": {"model": {"file": CPU_MODEL}, "scoreThreshold": threshold},
+    }
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MB, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> None:  # noqa: ASYNC109
+    deadline = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+async def run(url: str, tracker: Tracker, operator_pid: int, scale: int) -> list[tuple[str, str, str, bool]]:
+    rows: list[tuple[str, str, str, bool]] = []
+    async with aiohttp.ClientSession(base_url=url) as http:
+
+        async def post(body: dict[str, Any]) -> None:
+            async with http.post(API, json=body) as rsp:
+                assert rsp.status == 201, await rsp.text()
+
+        async def patch(name: str, spec: dict[str, Any]) -> None:
+            headers = {"Content-Type": "application/merge-patch+json"}
+            async with http.patch(f"{API}/{name}", json={"spec": spec}, headers=headers) as rsp:
+                assert rsp.status == 200, await rsp.text()
+
+        # Warm-up: the operator is up once it reconciles a first model.
+        await post(inference_model("warmup"))
+        await wait_for(lambda: "warmup" in tracker.deployments, 60, "the operator to start")
+        idle_rss, _ = rss_mb(operator_pid)
+
+        latencies: list[float] = []
+        for i in range(200):
+            if i % 2 == 0:
+                name, old = f"lat-{i}", None
+                t0 = time.perf_counter()
+                await post(inference_model(name))
+            else:
+                name = f"lat-{i - 1}"
+                old = tracker.deployments[name][1]
+                t0 = time.perf_counter()
+                await patch(name, {"scoreThreshold": 0.3})
+            await wait_for(
+                lambda n=name, o=old: n in tracker.deployments and tracker.deployments[n][1] != o, 10, f"{name}"
+            )
+            latencies.append((tracker.deployments[name][0] - t0) * 1000)
+        p50 = statistics.median(latencies)
+        p95 = statistics.quantiles(latencies, n=20)[-1]
+        rows.append(("reconcile latency p50 (create/patch -> Deployment)", f"{p50:.1f} ms", "-", True))
+        rows.append(("reconcile latency p95", f"{p95:.1f} ms", f"<= {LATENCY_TARGET_MS:.0f} ms", p95 <= 200))
+
+        names = [f"scale-{i}" for i in range(scale)]
+        limit = asyncio.Semaphore(20)
+
+        async def create(name: str) -> None:
+            async with limit:
+                await post(inference_model(name))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(create(n) for n in names))
+        created_s = time.perf_counter() - t0
+        await wait_for(lambda: all(n in tracker.reconciled for n in names), 600, f"{scale} models reconciled")
+        total_s = max(tracker.reconciled[n] for n in names) - t0
+        await asyncio.sleep(2)  # let the status followers settle before reading memory
+        rss, peak = rss_mb(operator_pid)
+        rows.append((f"{scale} InferenceModels: all created (API)", f"{created_s:.1f} s", "-", True))
+        rows.append((f"{scale} InferenceModels: all reconciled", f"{total_s:.1f} s", "-", True))
+        rows.append((f"{scale} InferenceModels: throughput", f"{scale / total_s:.0f} /s", "-", True))
+        rows.append(("operator RSS idle (after warm-up)", f"{idle_rss:.0f} MB", "-", True))
+        ok = rss <= RSS_TARGET_MB
+        rows.append((f"operator RSS with {scale + 101} CRs (peak {peak:.0f} MB)", f"{rss:.0f} MB", "<= 150 MB", ok))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=1000, help="how many InferenceModels for the scale run")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
+    cluster = EmulatedCluster(workdir).start()
+    cluster.create_namespace("bench")
+    tracker = Tracker()
+    cluster.emulator.watchers.append(tracker)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("contract", "operator")),
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    log = (workdir / "operator.log").open("w")
+    operator = subprocess.Popen([sys.executable, "-m", "korall_operator"], env=env, stdout=log, stderr=log)
+    try:
+        rows = asyncio.run(run(cluster.url, tracker, operator.pid, args.scale))
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+        cluster.stop()
+        log.close()
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'figure':<{width}}  {'measured':>10}  {'target':>10}  verdict")
+    for figure, value, target, ok in rows:
+        print(f"{figure:<{width}}  {value:>10}  {target:>10}  {'PASS' if ok else 'FAIL'}")
+    print(f"(operator log: {workdir / 'operator.log'})")
+    return 0 if all(r[3] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
