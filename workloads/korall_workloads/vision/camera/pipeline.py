@@ -15,6 +15,7 @@ the result it produces is always for a recent frame.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -71,6 +72,17 @@ class FrameResult:
             "detections": self.detections,
             "timings_ms": self.timings_ms,
         }
+
+    def stream_event(self) -> StreamEvent:
+        return StreamEvent(self.frame_index, json.dumps(self.as_json()))
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A result as live-stream clients get it: serialized once, without the frame (slow clients hold these)."""
+
+    frame_index: int
+    data: str
 
 
 def result_payload(result: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -362,6 +374,7 @@ class CameraPipeline:
         self.metrics.latency.observe(latency)
         self.metrics.frames_inferred.inc()
         self.metrics.infer_rate.mark(done)
-        self.broadcaster.publish(result)
+        if self.broadcaster.subscribers:
+            self.broadcaster.publish(result.stream_event())
         if self._on_result is not None:
             self._on_result(result)

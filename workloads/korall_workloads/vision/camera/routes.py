@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from korall_workloads.common.errors import ApiError
 
-from .pipeline import CameraPipeline, Detector, FrameResult
+from .pipeline import CameraPipeline, Detector, FrameResult, StreamEvent
 from .settings import CaptureSettings
 from .snapshot import draw_detections, encode_jpeg
 
@@ -134,8 +133,8 @@ def _latest(pipeline: CameraPipeline) -> FrameResult:
     return result
 
 
-def _sse(result: FrameResult) -> str:
-    return f"event: detections\nid: {result.frame_index}\ndata: {json.dumps(result.as_json())}\n\n"
+def _sse(event: StreamEvent) -> str:
+    return f"event: detections\nid: {event.frame_index}\ndata: {event.data}\n\n"
 
 
 router = APIRouter(tags=["camera"])
@@ -168,7 +167,7 @@ async def stream_detections(request: Request) -> StreamingResponse:
             current = pipeline.latest()
             if current is not None:
                 last_sent = current.frame_index
-                yield _sse(current)
+                yield _sse(current.stream_event())
             while True:
                 try:
                     item = await asyncio.wait_for(subscription.queue.get(), timeout=KEEPALIVE_S)
