@@ -11,6 +11,7 @@ KORALL_TPU_RESOURCE="" (one operator per module); the builders' tests cover that
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -356,3 +357,44 @@ async def test_delete_cascades_to_children(cluster: Cluster, kube: ClusterClient
             assert await kube.get(api_version, plural, ns, child_name(name, "vision")) is None
 
     await eventually(gone, timeout=30)
+
+
+async def test_deleted_child_deployment_is_applied_again(cluster: Cluster, kube: ClusterClient) -> None:
+    ns, name = cluster.namespace, _name("heal")
+    await kube.create(API, "inferencemodels", ns, inference_model(name))
+    first = await eventually(lambda: vision_deployment(kube, ns, name))
+
+    await kube.delete("apps/v1", "deployments", ns, first["metadata"]["name"])
+
+    async def recreated() -> dict[str, Any]:
+        got = await vision_deployment(kube, ns, name)
+        assert got["metadata"]["uid"] != first["metadata"]["uid"]
+        return got
+
+    again = await eventually(recreated)
+    assert template_hash(again) == template_hash(first)
+
+
+async def test_edgetpu_without_a_tpu_resource_is_refused(cluster: Cluster, kube: ClusterClient) -> None:
+    """A second operator, configured with no TPU resource (KORALL_TPU_RESOURCE=""), in a namespace of its own."""
+    from kopf.testing import KopfRunner
+
+    ns, name = f"{cluster.namespace}-notpu", _name("tpu")
+    await kube.create("v1", "namespaces", None, {"metadata": {"name": ns}})
+    saved = os.environ.get("KORALL_TPU_RESOURCE")
+    os.environ["KORALL_TPU_RESOURCE"] = ""
+    args = ["run", "--standalone", "--namespace", ns, "-m", "korall_operator.handlers"]
+    try:
+        with KopfRunner(args, timeout=30):
+            body = inference_model(name, model={"file": TPU_MODEL}, accelerator="edgetpu")
+            await kube.create(API, "inferencemodels", ns, body)
+            im = await eventually(lambda: _degraded_with(kube, ns, name, "TPUResourceNotConfigured"))
+            assert "KORALL_TPU_RESOURCE" in cond(im, "Degraded")["message"]
+            await eventually(lambda: has_event(kube, ns, name, "TPUResourceNotConfigured", "Warning"))
+            assert await kube.get("apps/v1", "deployments", ns, child_name(name, "vision")) is None
+    finally:
+        if saved is None:
+            os.environ.pop("KORALL_TPU_RESOURCE", None)
+        else:
+            os.environ["KORALL_TPU_RESOURCE"] = saved
+        await kube.delete("v1", "namespaces", None, ns)

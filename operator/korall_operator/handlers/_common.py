@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ CAPTURE_PROFILE_SEEN = f"{API_GROUP}/capture-profile-seen"
 """Annotation the CaptureProfile handlers write on the InferenceModels that reference a profile (its uid and
 generation, or `absent`), so that kopf runs their update handler: how a model waiting for a missing profile
 recovers, and how a camera change rolls the vision pods out."""
+
+RECONCILE_REQUESTED = f"{API_GROUP}/reconcile-requested"
+"""Annotation the Deployment follower writes on a parent whose child Deployment was deleted by hand (the uid of the
+deleted child): the parent's update handler runs and applies the child again."""
 
 RETRY_DELAY_S = 15
 """Delay before kopf retries a reconcile that failed for a transient reason (API unavailable, 5xx)."""
@@ -58,7 +63,14 @@ def rejected(exc: ApiException, what: str) -> SpecError | None:
     That is permanent until the spec changes (report it); anything else (5xx, 429, network) is transient.
     """
     if exc.status in (400, 403, 422):
-        return SpecError(
-            "ChildRejected", f"the API server refused the {what} (HTTP {exc.status}): {exc.reason}; {exc.body!s}"
-        )
+        return SpecError("ChildRejected", f"the API server refused the {what} (HTTP {exc.status}): {_message(exc)}")
     return None
+
+
+def _message(exc: ApiException) -> str:
+    """The `message` of the API server's Status body, else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return str(body.get("message") or exc.reason or "no message") if isinstance(body, dict) else str(exc.reason)

@@ -4,17 +4,21 @@ A raw watch-event handler (no state, no finalizer, no annotations written on the
 parent fresh, computes the status with status.followed_status() and writes it with the parent's
 resourceVersion as a precondition, so a concurrent write by the reconcile handler is never overwritten with a
 stale view (on 409 it reads again). It writes nothing when nothing changed, so a status write never loops.
+
+A child deleted while its parent lives is applied again (the parent is poked, see `_heal`): the operator owns
+its children's existence as well as their spec.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 import kopf
 
 from korall_operator import status as st
-from korall_operator.handlers._common import API, PLURALS, state
-from korall_operator.k8s import Conflict, NotFound
+from korall_operator.handlers._common import API, PLURALS, RECONCILE_REQUESTED, state
+from korall_operator.k8s import Conflict, KubeClient, NotFound
 from korall_operator.manifests import MANAGED_BY
 
 ATTEMPTS = 3
@@ -33,10 +37,13 @@ async def follow_deployment(
     type: str, body: kopf.Body, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
 ) -> None:
     owner = _controller(body)
-    if owner is None or type == "DELETED" or namespace is None:
+    if owner is None or namespace is None:
         return
     korall = state(memo)
     plural = PLURALS[owner["kind"]]
+    if type == "DELETED":
+        await _heal(korall.kube, plural, namespace, owner, str(body.get("metadata", {}).get("uid", "")))
+        return
     noun = "model" if owner["kind"] == "InferenceModel" else "capture"
     for _attempt in range(ATTEMPTS):
         parent = await korall.kube.get(API, plural, namespace, owner["name"])
@@ -57,6 +64,20 @@ async def follow_deployment(
         _announce(parent, before, fields)
         return
     logger.debug(f"status of {owner['kind']} {owner['name']} kept changing; the next Deployment event updates it")
+
+
+async def _heal(kube: KubeClient, plural: str, namespace: str, owner: dict[str, Any], child_uid: str) -> None:
+    """A child Deployment was deleted while its parent lives (by hand, or a stray `kubectl delete`): poke the
+    parent so that its update handler applies the child again. When the parent itself is being deleted (the
+    garbage collector's cascade), it is gone or marked, and nothing happens."""
+    parent = await kube.get(API, plural, namespace, owner["name"])
+    meta = (parent or {}).get("metadata") or {}
+    if parent is None or meta.get("uid") != owner.get("uid") or meta.get("deletionTimestamp"):
+        return
+    with contextlib.suppress(NotFound):
+        await kube.merge_patch(
+            API, plural, namespace, owner["name"], {"metadata": {"annotations": {RECONCILE_REQUESTED: child_uid}}}
+        )
 
 
 def _announce(parent: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:

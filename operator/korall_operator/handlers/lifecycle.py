@@ -56,6 +56,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     korall = load_settings()
     configure(settings, korall)
+    logging.getLogger().setLevel(korall.log_level)
     memo.korall = State(settings=korall, kube=await KubeClient.from_environment())
     logger.info(f"korall operator configured: TPU resource {korall.tpu_resource or '(none)'}")
 
