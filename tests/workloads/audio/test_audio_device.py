@@ -238,3 +238,57 @@ def test_processing_that_falls_behind_drops_and_counts_ring_overflows(
     assert metrics.overflows.labels("ring")._value.get() == ring_overflows
     assert any("ring buffer overflow" in r.getMessage() for r in caplog.records)
     assert capture.status()["chunks"] < 30  # most of the 30 s never reached the pipeline
+
+
+def test_an_utterance_cut_by_a_dying_device_is_closed_and_time_goes_on(scene_wav: tuple[Path, Scene]) -> None:
+    """The device dies 2.56 s in, mid-sentence: the speech event ends there; after the reopen, times continue."""
+    _, scene = scene_wav
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device")], samples=scene.samples, die_after_blocks=40)
+    capture, hub, _ = run_device(fake)
+    try:
+        wait_for(lambda: len(hub.recent()) >= 4)
+    finally:
+        capture.stop()
+    events = [(e["type"], e["start_s"], e["end_s"]) for e in hub.recent()]
+    assert [kind for kind, _, _ in events[:4]] == ["silence", "speech", "silence", "speech"]
+    cut = 40 * fake.block / 16_000
+    assert events[1][1] == pytest.approx(scene.truth[1].start_s, abs=0.25)
+    assert events[1][2] == pytest.approx(cut, abs=0.1)  # closed at the last sample heard
+    assert events[2][1] == pytest.approx(cut, abs=0.1)  # the replayed stream starts with silence again
+    assert events[3][1] == pytest.approx(cut + scene.truth[1].start_s, abs=0.25)
+    starts = [start for _, start, _ in events]
+    assert starts == sorted(starts)
+
+
+def test_a_processing_failure_is_an_error_state_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    """A VAD that breaks on its third batch: the service reports it and starts over instead of hanging."""
+    from korall_workloads.audio.vad import SileroVad
+
+    class BrokenVad(SileroVad):
+        calls = 0
+
+        def probabilities(self, frames: Any) -> Any:
+            BrokenVad.calls += 1
+            if BrokenVad.calls % 3 == 0:
+                raise RuntimeError("onnxruntime session lost")
+            return super().probabilities(frames)
+
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device")], samples=np.zeros(16_000 * 60, np.float32))
+    settings = AudioSettings(source="USB", retry_max_s=0.2)
+    metrics = AudioMetrics()
+    capture = CaptureService(
+        settings,
+        EventHub(),
+        metrics,
+        source_factory=lambda s: DeviceSource(s.source, s.sample_rate, s.channels, loader=fake_loader(fake)),
+        vad_factory=BrokenVad,
+    )
+    capture.start()
+    try:
+        wait_for(lambda: capture.attempts >= 3)
+    finally:
+        capture.stop()
+    failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "retrying" in r.getMessage()]
+    assert failures and all("processing failed: RuntimeError: onnxruntime session lost" in m for m in failures)
+    assert metrics.source_errors._value.get() >= 2
+    assert len(fake.streams) >= 3  # reopened each time

@@ -138,13 +138,13 @@ class CaptureService:
                 fmt = source.open()
                 if pipeline is None or pipeline.sample_rate != fmt.sample_rate:
                     pipeline = ChunkPipeline(self.settings, fmt.sample_rate, vad)
-                else:
-                    vad.reset()  # a gap in the audio: the VAD's memory no longer matches
                 ring = RingBuffer(max(int(RING_SECONDS * fmt.sample_rate), 2 * pipeline.hop_frames), fmt.channels)
                 source.start(ring)
-            except SourceError as exc:
+            except Exception as exc:  # SourceError, or a surprise from the driver: both are retried
                 source.close()
-                self._failed(str(exc), backoff)
+                if not isinstance(exc, SourceError):
+                    log.exception("unexpected error opening the audio source")
+                self._failed(str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}", backoff)
                 if self._stop.wait(backoff):
                     break
                 backoff = min(backoff * 2, self.settings.retry_max_s)
@@ -155,10 +155,16 @@ class CaptureService:
             self._set_state(CaptureState.CAPTURING)
             log.info("capturing from %s", fmt.description)
             backoff = BACKOFF_START_S
-            outcome = self._pump(source, ring, pipeline)
+            try:
+                outcome = self._pump(source, ring, pipeline)
+            except Exception as exc:  # a bug or a broken VAD session must not leave /health saying "capturing"
+                log.exception("audio processing failed")
+                outcome = f"processing failed: {type(exc).__name__}: {exc}"
             source.close()
             if outcome is None:  # stopped or finished
                 break
+            for event in pipeline.interrupt():
+                self._emit(event)
             self._failed(outcome, backoff)
             if self._stop.wait(backoff):
                 break
@@ -181,6 +187,9 @@ class CaptureService:
             if block is None:
                 problem = source.check()
                 if problem:
+                    rest = ring.read(ring.available, timeout=0)  # what arrived before the failure still counts
+                    if rest is not None and len(rest):
+                        self._handle(pipeline.process(rest))
                     return problem
                 continue
             if len(block):

@@ -81,3 +81,17 @@ class ChunkPipeline:
     def finish(self) -> list[AudioEvent]:
         """End of stream: close whatever is open."""
         return self.detector.flush()
+
+    def interrupt(self) -> list[AudioEvent]:
+        """The source failed: close what is open at the last sample heard and start afresh for the next stream.
+
+        Audio time goes on from where it stopped (the outage itself is not audio), so event times stay monotonic.
+        """
+        events = self.detector.flush()
+        frames_seen = self.detector.frames_seen
+        self.detector = EventDetector(self.detector.config)
+        self.detector.frames_seen = frames_seen
+        self._tail = np.zeros(0, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.vad.reset()
+        return events
