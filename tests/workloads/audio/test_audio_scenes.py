@@ -4,6 +4,7 @@ features, silero VAD, the event detector. Only the pacing differs from productio
 
 from __future__ import annotations
 
+import subprocess
 import time
 import wave
 from collections.abc import Callable
@@ -76,6 +77,17 @@ def test_48k_stereo_file_gives_the_same_events(scene_wav: tuple[Path, Scene], au
         wav.writeframes(pcm.tobytes())
     events, _ = run_wav(out)
     assert_matches(events, scene)
+
+
+@pytest.mark.parametrize("rate", [44_100, 8_000])
+def test_other_capture_rates_give_the_same_events(scene_wav: tuple[Path, Scene], audio_dir: Path, rate: int) -> None:
+    """The scene resampled by sox to 44.1 kHz (a common USB microphone rate) and to 8 kHz (telephone band)."""
+    path, scene = scene_wav
+    out = audio_dir / f"scene{rate}.wav"
+    subprocess.run(["sox", str(path), "-r", str(rate), str(out)], check=True)
+    events, capture = run_wav(out)
+    assert_matches(events, scene)
+    assert capture.status()["source_description"].endswith(f"{rate} Hz, 1 ch)")
 
 
 def test_pure_silence_gives_no_speech(audio_dir: Path) -> None:

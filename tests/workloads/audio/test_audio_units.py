@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import numpy as np
 import pytest
 from korall_workloads.audio.events import DetectorConfig, EventDetector
-from korall_workloads.audio.features import FLOOR_DBFS, chunk_features, decimate, frame_dbfs, to_dbfs, to_mono
+from korall_workloads.audio.features import FLOOR_DBFS, chunk_features, frame_dbfs, to_dbfs, to_mono
+from korall_workloads.audio.resample import StreamResampler
 from korall_workloads.audio.ringbuffer import RingBuffer
 
 # -- features ------------------------------------------------------------------------------------------------
@@ -37,10 +39,32 @@ def test_white_noise_crosses_zero_about_every_other_sample() -> None:
     assert chunk_features(x, 0.0, 16_000).zcr == pytest.approx(0.5, abs=0.02)
 
 
-def test_mono_mixdown_and_decimation() -> None:
+def test_mono_mixdown() -> None:
     stereo = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, -1.0]], dtype=np.float32)
     assert to_mono(stereo).tolist() == [0.5, 0.5, -0.5]
-    assert decimate(np.arange(7, dtype=np.float32), 3).tolist() == [1.0, 4.0]  # the remainder is not invented
+
+
+def test_decimation_by_a_whole_factor_averages_groups_across_blocks() -> None:
+    r = StreamResampler(48_000, 16_000)
+    out = np.concatenate([r.process(np.arange(0, 4, dtype=np.float32)), r.process(np.arange(4, 9, dtype=np.float32))])
+    assert out.tolist() == [1.0, 4.0, 7.0]
+
+
+@pytest.mark.parametrize("rate", [8_000, 22_050, 32_000, 44_100, 48_000])
+def test_resampling_to_16k_keeps_length_pitch_and_level_in_any_blocks(rate: int) -> None:
+    t = np.arange(3 * rate) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    whole = StreamResampler(rate, 16_000).process(tone)
+    streamed = StreamResampler(rate, 16_000)
+    sizes = np.random.default_rng(rate).integers(1, 4000, size=200)
+    edges = np.minimum(np.concatenate([[0], np.cumsum(sizes)]), tone.size)
+    parts = [streamed.process(tone[a:b]) for a, b in itertools.pairwise(edges)]
+    pieces = np.concatenate(parts)
+    assert abs(whole.size - 48_000) <= 1
+    assert pieces.size == whole.size and np.allclose(pieces, whole, atol=1e-6)  # no seams between blocks
+    f = chunk_features(whole, 0.0, 16_000)
+    assert f.zcr * 16_000 / 2 == pytest.approx(440, rel=0.01)
+    assert f.dbfs == pytest.approx(-9.03, abs=0.1)  # 440 Hz passes the low-pass untouched
 
 
 # -- ring buffer ---------------------------------------------------------------------------------------------

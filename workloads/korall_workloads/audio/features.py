@@ -58,14 +58,3 @@ def to_mono(block: npt.NDArray[Any]) -> FloatArray:
     """(frames, channels) or (frames,) samples to mono float32 by averaging the channels."""
     data = np.asarray(block, dtype=np.float32)
     return data if data.ndim == 1 else data.mean(axis=1, dtype=np.float32)
-
-
-def decimate(samples: FloatArray, factor: int) -> FloatArray:
-    """Lower the rate by a whole factor, averaging each group (a box low-pass, enough for a VAD at 16 kHz).
-
-    The caller hands in a multiple of `factor` samples so that a stream decimates exactly block by block.
-    """
-    if factor == 1:
-        return samples
-    usable = samples.size - samples.size % factor
-    return samples[:usable].reshape(-1, factor).mean(axis=1, dtype=np.float32)

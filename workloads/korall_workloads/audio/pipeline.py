@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from korall_workloads.audio.events import AudioEvent, DetectorConfig, EventDetector
-from korall_workloads.audio.features import ChunkFeatures, FloatArray, chunk_features, decimate, frame_dbfs, to_mono
+from korall_workloads.audio.features import ChunkFeatures, FloatArray, chunk_features, frame_dbfs, to_mono
+from korall_workloads.audio.resample import StreamResampler
 from korall_workloads.audio.settings import VAD_SAMPLE_RATE, AudioSettings
 from korall_workloads.audio.vad import FRAME_SAMPLES, SpeechDetector
 
@@ -44,14 +45,11 @@ class ChunkPipeline:
     """Stateful across chunks of one stream: the overlap tail, the VAD's frame remainder and the detector."""
 
     def __init__(self, settings: AudioSettings, sample_rate: int, vad: SpeechDetector) -> None:
-        if sample_rate % VAD_SAMPLE_RATE:
-            raise ValueError(f"sample rate {sample_rate} is not a multiple of {VAD_SAMPLE_RATE}")
         self.sample_rate = sample_rate
-        self.factor = sample_rate // VAD_SAMPLE_RATE
         self.chunk_frames = round(settings.chunk_s * sample_rate)
-        hop = round(settings.hop_s * sample_rate)
-        self.hop_frames = max(self.factor, hop - hop % self.factor)
+        self.hop_frames = max(1, round(settings.hop_s * sample_rate))
         self.overlap_frames = self.chunk_frames - self.hop_frames
+        self.resampler = StreamResampler(sample_rate, VAD_SAMPLE_RATE)
         self.vad = vad
         self.detector = EventDetector(detector_config(settings))
         self._tail = np.zeros(0, dtype=np.float32)
@@ -69,7 +67,7 @@ class ChunkPipeline:
             self._tail = window[-self.overlap_frames :]
         self.samples_in += mono.size
 
-        pending = np.concatenate([self._pending, decimate(mono, self.factor)])
+        pending = np.concatenate([self._pending, self.resampler.process(mono)])
         n_frames = pending.size // FRAME_SAMPLES
         frames = pending[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
         self._pending = pending[n_frames * FRAME_SAMPLES :]
@@ -93,5 +91,6 @@ class ChunkPipeline:
         self.detector.frames_seen = frames_seen
         self._tail = np.zeros(0, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
+        self.resampler = StreamResampler(self.sample_rate, VAD_SAMPLE_RATE)
         self.vad.reset()
         return events

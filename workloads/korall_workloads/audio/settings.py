@@ -15,9 +15,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAD_SAMPLE_RATE = 16_000
-"""The VAD (silero) runs at 16 kHz; capture rates must be a whole multiple of it so decimation stays exact."""
+"""The VAD (silero) runs at 16 kHz; other capture rates are converted for it (`resample.py`)."""
 
-SUPPORTED_SAMPLE_RATES = (16_000, 32_000, 48_000)
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
 
 
 class AudioSettings(BaseSettings):
@@ -34,8 +35,10 @@ class AudioSettings(BaseSettings):
     )
     sample_rate: int = Field(
         default=VAD_SAMPLE_RATE,
+        ge=MIN_SAMPLE_RATE,
+        le=MAX_SAMPLE_RATE,
         validation_alias=AudioEnv.AUDIO_SAMPLE_RATE,
-        description="Capture rate in Hz for a device: 16000, 32000 or 48000 (a WAV file brings its own rate).",
+        description="Capture rate in Hz for a device, 8000-192000 (a WAV file brings its own rate).",
     )
     channels: int = Field(
         default=1, ge=1, le=8, validation_alias=AudioEnv.AUDIO_CHANNELS, description="Captured channels, mixed to mono."
@@ -103,14 +106,6 @@ class AudioSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("sample_rate")
-    @classmethod
-    def _supported_rate(cls, value: int) -> int:
-        if value not in SUPPORTED_SAMPLE_RATES:
-            rates = ", ".join(str(r) for r in SUPPORTED_SAMPLE_RATES)
-            raise ValueError(f"must be one of {rates} (the VAD runs at 16 kHz and needs a whole multiple)")
-        return value
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> AudioSettings:

@@ -16,7 +16,7 @@ import numpy as np
 
 from korall_workloads.audio.features import FloatArray
 from korall_workloads.audio.ringbuffer import RingBuffer
-from korall_workloads.audio.settings import SUPPORTED_SAMPLE_RATES
+from korall_workloads.audio.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from korall_workloads.audio.source import SourceError, StreamFormat
 
 BLOCK_S = 0.1
@@ -63,9 +63,11 @@ class WavSource:
             raise SourceError(f"WAV file not found: {self.path}") from exc
         except (wave.Error, EOFError, OSError) as exc:
             raise SourceError(f"cannot read {self.path} as a PCM WAV file: {exc}") from exc
-        if rate not in SUPPORTED_SAMPLE_RATES:
-            rates = ", ".join(str(r) for r in SUPPORTED_SAMPLE_RATES)
-            raise SourceError(f"{self.path} is {rate} Hz; resample it to one of {rates} (sox in.wav -r 16000 out.wav)")
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise SourceError(
+                f"{self.path} is {rate} Hz, outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; resample it first "
+                "(sox in.wav -r 16000 out.wav)"
+            )
         if width not in (1, 2, 3, 4):
             raise SourceError(f"{self.path}: unsupported sample width {width} bytes")
         self._format = (rate, channels, width)
