@@ -258,3 +258,21 @@ def test_settings_read_the_contract_names(monkeypatch: pytest.MonkeyPatch) -> No
     assert (s.realtime, s.retry_max_s, s.log_level, s.port, s.wav_path) == (False, 5, "DEBUG", 5053, None)
     monkeypatch.setenv("AUDIO_SOURCE", "/data/Replay.WAV")
     assert AudioSettings().wav_path == Path("/data/Replay.WAV")
+
+
+def test_a_reconnecting_client_gets_what_it_missed(scene_wav: tuple[Path, Scene]) -> None:
+    """EventSource's Last-Event-ID: the events after that id come first, from the history."""
+    path, scene = scene_wav
+    app = create_app(AudioSettings(source=str(path), realtime=False))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_json(client, "/health", lambda b: b["capture"]["state"] == "finished")
+        ids: list[str] = []
+        with client.stream("GET", "/events/stream", headers={"Last-Event-ID": "2"}) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("id: "):
+                    ids.append(line.removeprefix("id: "))
+                    if len(ids) == len(scene.truth) - 2:
+                        break
+        assert ids == ["3", "4", "5"]
+        bad = client.get("/events/stream", headers={"Last-Event-ID": "yesterday"})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"

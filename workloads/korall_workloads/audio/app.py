@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, Header, Query
 from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -85,19 +85,30 @@ def create_app(
             raise ApiError(f"too many live clients (max {hub.max_clients})", status=503, code="too_many_clients")
 
     @app.get("/events/stream", response_class=EventSourceResponse, dependencies=[Depends(room_for_a_client)])
-    async def stream(types: TypeFilter = None) -> AsyncIterator[ServerSentEvent]:
+    async def stream(
+        types: TypeFilter = None,
+        last_event_id: Annotated[int | None, Header(ge=0, description="Resume after this event id.")] = None,
+    ) -> AsyncIterator[ServerSentEvent]:
         """Live events as Server-Sent Events (`event:` is the type, `id:` the event id, `data:` the JSON record).
 
-        Each client has a bounded queue; a client too slow to drain it loses its oldest events (counted in
-        korall_audio_sse_dropped_total). FastAPI sends a keep-alive comment while nothing happens.
+        A client that reconnects with `Last-Event-ID` (browsers' EventSource does) first gets the events it missed
+        that are still in the history. Each client has a bounded queue; a client too slow to drain it loses its
+        oldest events (counted in korall_audio_sse_dropped_total). FastAPI sends keep-alive comments meanwhile.
         """
-        sub = hub.subscribe(set(types) if types else None)
+        wanted: set[str] | None = set(types) if types else None
+        sub = hub.subscribe(wanted)  # before reading the history, so that nothing falls in between
         if sub is None:  # lost a race for the last place
             return
         try:
+            sent = last_event_id or 0
+            if last_event_id is not None:
+                for record in hub.recent(wanted, after_id=last_event_id, limit=hub.max_events):
+                    sent = record["id"]
+                    yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
             while True:
                 record = await sub.queue.get()
-                yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
+                if record["id"] > sent:
+                    yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
         finally:
             hub.unsubscribe(sub)
 

@@ -39,6 +39,7 @@ class EventHub:
         on_drop: Callable[[], None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        self.max_events = max_events
         self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self._chunks: deque[dict[str, float]] = deque(maxlen=max_chunks)
         self._ids = itertools.count(1)
