@@ -1,12 +1,16 @@
 """One model, one interpreter, one lock: the detector every caller shares.
 
-A LiteRT interpreter is not thread-safe, and the service has two callers: /infer requests and the camera loop
-on its own thread. Both go through `Detector`, whose lock serializes every use of the interpreter; a waiter
-gives up at its deadline and no path can leave the interpreter half-used (set, invoke and read happen inside
-one `with lock`). For /infer, each image is handled start to finish on one worker of a small pool: decode and
-resize, wait for the lock, invoke, decode the boxes. So while one worker invokes, the next one decodes on the
-other core, and a request costs only two thread hand-offs (event loop -> worker -> event loop), which matters
-on a busy two-core machine where every wake-up waits for a CPU slice.
+A LiteRT interpreter is not thread-safe, and the service has two kinds of callers: /infer requests and the
+camera loop on its own thread. Both go through `Detector`: an image is decoded and resized by its caller's
+thread (an /infer worker, or the camera thread), then queued as a job; whichever thread takes the interpreter
+lock runs the queued jobs one after another (set input, invoke, read outputs, all under the lock), handing each
+result straight to the caller waiting for it. So:
+
+- one request alone costs two thread hand-offs (event loop -> worker -> event loop): its own worker runs it;
+- under load one thread invokes back to back without sleeping between jobs, while the other core decodes the
+  next images: throughput is that of the bare interpreter;
+- nothing can leave the interpreter half-used, and a job whose deadline passed or whose caller gave up is
+  skipped, never run (a running invoke finishes and its result is dropped).
 
 There is no reload: a new model means a new process (the operator rolls the pod).
 """
@@ -14,7 +18,9 @@ There is no reload: a new model means a new process (the operator rolls the pod)
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import contextlib
 import enum
 import logging
 import os
@@ -22,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -82,6 +88,7 @@ class Detector:
         self.error: str | None = None
         self.model: LoadedModel | None = None
         self._lock = threading.Lock()  # held for every use of the interpreter
+        self._queue: collections.deque[_Job] = collections.deque()
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
         self._workers = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="infer"
@@ -180,28 +187,71 @@ class Detector:
 
     # -- inference -------------------------------------------------------------------------------------------
 
-    def _invoke(self, tensor: np.ndarray, deadline: float) -> RawOutput:
-        """Run the interpreter on one input tensor, waiting for the lock at most until `deadline` (monotonic)."""
+    def _submit(self, tensor: np.ndarray, deadline: float, payload: Any, future: _Outcome | None = None) -> _Outcome:
+        """Queue one input tensor; its future gets (payload, RawOutput) or the exception that stopped it."""
+        job = _Job(tensor, deadline, future or concurrent.futures.Future(), payload, time.perf_counter())
+        self._queue.append(job)
+        return job.future
+
+    def _drain(self, until: concurrent.futures.Future[Any] | None = None) -> None:
+        """Run queued jobs while this thread can take the interpreter lock.
+
+        Whoever holds the lock runs every job queued meanwhile, and re-checks the queue after releasing it, so
+        a job queued while another thread held the lock is never left behind. With `until`, stop once that
+        future is done (the camera thread must get back to its frames) and hand any rest to a worker.
+        """
+        while self._queue:
+            if not self._lock.acquire(blocking=False):
+                return  # the holder runs our job: it re-checks the queue after releasing the lock
+            try:
+                while until is None or not until.done():
+                    try:
+                        job = self._queue.popleft()
+                    except IndexError:
+                        break
+                    self._run(job)
+            finally:
+                self._lock.release()
+            if until is not None and until.done():
+                if self._queue:
+                    with contextlib.suppress(RuntimeError):  # shutting down: the queued callers time out
+                        self._workers.submit(self._drain)
+                return
+
+    def _run(self, job: _Job) -> None:
+        """One job, under the lock: skipped if its caller gave up or its deadline passed."""
+        if job.future.cancelled():
+            return
+        if time.monotonic() > job.deadline:
+            _settle(job.future, error=TimeoutError("deadline passed while waiting for the interpreter"))
+            return
         model = self.model
         assert model is not None
         interp = model.interpreter
-        waited = time.perf_counter()
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise TimeoutError("gave up waiting for the interpreter")
+        start = time.perf_counter()
         try:
-            start = time.perf_counter()
-            if time.monotonic() > deadline:
-                raise TimeoutError("deadline passed while waiting for the interpreter")
-            interp.set_tensor(model.input_index, tensor[np.newaxis])
+            interp.set_tensor(model.input_index, job.tensor[np.newaxis])
             interp.invoke()
             invoked = time.perf_counter()
             b, c, s, n = (interp.get_tensor(i) for i in model.output_indices)
-        finally:
-            self._lock.release()
+        except Exception as exc:
+            _settle(job.future, error=exc)
+            return
         invoke_s = invoked - start
         if self.on_invoke is not None:
             self.on_invoke(invoke_s)
-        return RawOutput(b, c, s, n, (start - waited) * 1000.0, invoke_s * 1000.0)
+        _settle(job.future, result=(job.payload, RawOutput(b, c, s, n, (start - job.queued) * 1000, invoke_s * 1000)))
+
+    def _invoke(self, tensor: np.ndarray, deadline: float) -> RawOutput:
+        """Blocking: queue one tensor, help run the queue, wait for this tensor's outputs."""
+        future = self._submit(tensor, deadline, None)
+        self._drain(until=future)
+        try:
+            _, raw = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"inference took longer than {self.settings.infer_timeout_s:g} s") from None
+        return cast(RawOutput, raw)
 
     def _detections(
         self, raw: RawOutput, size: tuple[int, int], score_th: float | None, topk: int | None
@@ -235,19 +285,17 @@ class Detector:
         timings = Timings(0.0, (t1 - t0) * 1000, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000)
         return DetectionResult(detections, rgb.shape[1], rgb.shape[0], timings)
 
-    def _detect_encoded(
-        self, data: bytes, max_pixels: int, score_th: float | None, topk: int | None, deadline: float, t0: float
-    ) -> tuple[DetectionResult, PreparedImage]:
-        model = self._ready_model()
-        image = prepare_image(data, model.input_size, max_pixels)
-        raw = self._invoke(image.tensor, deadline)
-        t2 = time.perf_counter()
-        detections = self._detections(raw, (image.width, image.height), score_th, topk)
-        t3 = time.perf_counter()
-        timings = Timings(
-            image.decode_ms, image.preprocess_ms, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000
-        )
-        return DetectionResult(detections, image.width, image.height, timings), image
+    def _decode_and_queue(self, data: bytes, max_pixels: int, deadline: float, outcome: _Outcome) -> None:
+        """On a worker: decode, queue, and run the queue if the interpreter is free. Errors go to `outcome`."""
+        if outcome.cancelled():
+            return  # the request timed out while this waited for a worker
+        try:
+            image = prepare_image(data, self._ready_model().input_size, max_pixels)
+        except Exception as exc:
+            _settle(outcome, error=exc)
+            return
+        self._submit(image.tensor, deadline, image, outcome)
+        self._drain()
 
     async def detect_encoded(
         self,
@@ -262,17 +310,45 @@ class Detector:
         """Decode an uploaded image and detect objects in it on a worker thread, without blocking the event loop.
 
         Raises ImageError for bad data, DetectorNotReady, and TimeoutError past INFER_TIMEOUT_S: a timed-out
-        call still queued is cancelled, one waiting for the interpreter gives up at the deadline, one already
-        invoking finishes and its result is dropped. `started` (perf_counter) is where timings.total
-        begins; `timeout_s` defaults to INFER_TIMEOUT_S.
+        request still waiting for a worker or for the interpreter is skipped, one already invoking finishes and
+        its result is dropped. `started` (perf_counter) is where timings.total begins; `timeout_s` defaults to
+        INFER_TIMEOUT_S.
         """
         self._ready_model()
         timeout = self.settings.infer_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
-        loop = asyncio.get_running_loop()
         t0 = time.perf_counter() if started is None else started
-        future = loop.run_in_executor(
-            self._workers, self._detect_encoded, data, max_pixels, score_th, topk, deadline, t0
-        )
+        outcome: _Outcome = concurrent.futures.Future()
+        self._workers.submit(self._decode_and_queue, data, max_pixels, deadline, outcome)
         async with asyncio.timeout(timeout):
-            return await future
+            image, raw = await asyncio.wrap_future(outcome)
+        t2 = time.perf_counter()
+        detections = self._detections(raw, (image.width, image.height), score_th, topk)
+        t3 = time.perf_counter()
+        timings = Timings(
+            image.decode_ms, image.preprocess_ms, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000
+        )
+        return DetectionResult(detections, image.width, image.height, timings), image
+
+
+_Outcome = concurrent.futures.Future[tuple[Any, RawOutput]]
+
+
+@dataclass(eq=False)
+class _Job:
+    tensor: np.ndarray
+    deadline: float  # time.monotonic()
+    future: _Outcome
+    payload: Any  # handed back with the outputs (the decoded image of an /infer request)
+    queued: float  # time.perf_counter()
+
+
+def _settle(future: concurrent.futures.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Complete a future unless its waiter already gave up (cancelled it)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
