@@ -148,5 +148,5 @@ def test_realtime_replay_is_paced_like_a_microphone(audio_dir: Path) -> None:
         assert capture.wait_done(10)
     finally:
         capture.stop()
-    assert 1.8 <= time.monotonic() - began <= 4.0
+    assert 1.8 <= time.monotonic() - began <= 6.0  # paced, with room for a loaded machine
     assert capture.status()["audio_s"] == pytest.approx(2.0)
