@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ from korall_workloads.vision.app import create_app
 from korall_workloads.vision.detector import Detector
 from korall_workloads.vision.preprocess import prepare_image
 from PIL import Image
-from vision_helpers import PHOTOS, ThreadedServer, encode, settings
+from vision_helpers import PHOTOS, ThreadedServer, encode, photo_rgb, settings
 
 UPLOAD_LIMIT = 2 * 1024 * 1024  # the slow PNG below fits, a few MiB do not
 
@@ -152,3 +153,32 @@ def test_chunked_upload_is_cut_off_while_it_streams(server: ThreadedServer) -> N
     assert reply.startswith(b"HTTP/1.1 413")
     assert sent < len(chunks), "the server read the whole body before refusing it"
     assert sent * piece < 4 * UPLOAD_LIMIT
+
+
+async def test_camera_threads_and_http_requests_share_the_detector(
+    server: ThreadedServer, detector: Detector, jpegs: dict[str, bytes]
+) -> None:
+    """Three camera-style threads call Detector.detect while 20 /infer requests run: every result is right."""
+    frame = photo_rgb("motorcycle_left")
+    expected = detector.detect(frame).detections
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def camera_loop() -> None:
+        try:
+            for _ in range(8):
+                results.append(detector.detect(frame).detections)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=camera_loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        replies = await asyncio.gather(*(client.post("/infer", content=jpegs["chelsea"]) for _ in range(20)))
+    for t in threads:
+        await asyncio.to_thread(t.join, 60)
+    assert not errors
+    assert len(results) == 24 and all(r == expected for r in results)
+    assert {r.status_code for r in replies} == {200}
+    assert len({r.content.split(b'"timings_ms"')[0] for r in replies}) == 1
