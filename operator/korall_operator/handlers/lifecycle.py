@@ -40,8 +40,8 @@ def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None
     settings.execution.max_workers = 4  # sync handlers only (ours are async); keeps the thread pool small
     # Per-object workers: at most this many at once, each released soon after its object goes quiet. Bounds the
     # memory of a burst (1000 new CRs at once) without slowing it down (see bench/bench_operator.py).
-    settings.batching.worker_limit = 100
-    settings.batching.idle_timeout = 0.5
+    settings.queueing.worker_limit = 100
+    settings.queueing.idle_timeout = 0.5
 
 
 @kopf.on.login()
