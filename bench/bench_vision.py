@@ -269,8 +269,8 @@ def bench_service(threads: int, rounds: int, per_round: int, interp: object) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invokes", type=int, default=50, help="raw invokes per model (default 50)")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds of raw / c=1 / c=4 in part 2 (default 6)")
-    parser.add_argument("--per-round", type=int, default=60, help="c=1 requests per round (c=4: twice, raw: half)")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds of raw / c=1 / c=4 in part 2 (default 12)")
+    parser.add_argument("--per-round", type=int, default=30, help="c=1 requests per round (c=4: twice, raw: half)")
     parser.add_argument("--threads", type=int, default=0, help="interpreter threads (default: all cores but one)")
     args = parser.parse_args()
     threads = args.threads or default_threads()
