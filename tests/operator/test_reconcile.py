@@ -315,6 +315,17 @@ async def test_missing_capture_profile_recovers_when_it_appears(cluster: Cluster
 
     await eventually(refreshed)
 
+    # And a deleted profile is reported again (the running pods stay: nothing better to roll out).
+    await kube.delete(API, "captureprofiles", ns, profile)
+
+    async def lost() -> None:
+        got = await get_im(kube, ns, name)
+        degraded = cond(got, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "CaptureProfileNotFound"), got["status"]
+
+    await eventually(lost)
+    assert await kube.get("apps/v1", "deployments", ns, child_name(name, "vision")) is not None
+
 
 async def test_audio_capture_profile_gets_its_own_deployment(cluster: Cluster, kube: ClusterClient) -> None:
     ns, name = cluster.namespace, _name("mic")
