@@ -5,9 +5,9 @@ consecutive 32 ms frames and returns the events that closed, so every rule below
 
 Each event has a start and an end in audio time (seconds from stream start, at frame precision) and is reported
 once, when it ends. Hysteresis makes one utterance or one bang one event:
-- speech starts on the first frame whose probability reaches the threshold and ends where the probability fell
-  below threshold-0.15 for `speech_hangover_s` (so the pauses between words stay inside); shorter than
-  `min_speech_s` is dropped as a blip.
+- speech starts on the first frame whose probability reaches the threshold and ends with the last such frame,
+  once the probability has stayed below threshold-0.15 for `speech_hangover_s` (so the pauses between words stay
+  inside, and the VAD's slow release in noise does not stretch the end); shorter than `min_speech_s` is dropped.
 - loud_noise: frames at or above `loud_dbfs`, or non-speech frames `loud_jump_db` over the running background
   (a slow average of non-speech frame levels, never below the silence floor). Once loud, a frame stays loud down to
   `loud_release_db` below the trigger level; the event ends after `loud_hangover_s` of quiet. A loud stretch that
@@ -79,6 +79,7 @@ class EventDetector:
         # speech
         self._speech_start: float | None = None
         self._speech_below_since: float | None = None
+        self._speech_last_end = 0.0  # end of the last frame at or above the threshold
         self._speech_peak = -np.inf
         # loud noise
         self._loud_start: float | None = None
@@ -112,7 +113,7 @@ class EventDetector:
         out: list[AudioEvent] = []
         end = self.now_s
         if self._speech_start is not None:
-            self._close_speech(self._speech_below_since if self._speech_below_since is not None else end, out)
+            self._close_speech(self._speech_last_end if self._speech_below_since is not None else end, out)
         if self._loud_start is not None:
             self._close_loud(out)
         if self._silence_start is None and self._silent_run_start is not None:
@@ -149,12 +150,13 @@ class EventDetector:
                 self._speech_start = t0
                 self._speech_peak = -np.inf
             self._speech_below_since = None
+            self._speech_last_end = t1
         elif self._speech_start is not None:
             if prob < cfg.vad_threshold - cfg.vad_release:
                 if self._speech_below_since is None:
                     self._speech_below_since = t0
                 if t1 - self._speech_below_since >= cfg.speech_hangover_s - 1e-9:
-                    self._close_speech(self._speech_below_since, out)
+                    self._close_speech(self._speech_last_end, out)
                     return
             else:
                 self._speech_below_since = None
