@@ -115,6 +115,22 @@ class KubeClient:
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
 
+    async def delete_owned(self, api_version: str, plural: str, namespace: str, name: str, owner_uid: str) -> bool:
+        """Delete the object if its controller is `owner_uid` (never someone else's); True if it was deleted.
+
+        The precondition on the uid makes the delete refer to exactly the object that was read.
+        """
+        current = await self.get(api_version, plural, namespace, name)
+        refs = ((current or {}).get("metadata") or {}).get("ownerReferences") or []
+        if current is None or not any(r.get("controller") and r.get("uid") == owner_uid for r in refs):
+            return False
+        body = {"preconditions": {"uid": current["metadata"]["uid"]}, "propagationPolicy": "Background"}
+        try:
+            await self._call("DELETE", resource_path(api_version, plural, namespace, name), body=body)
+        except NotFound:
+            return False
+        return True
+
     async def merge_patch(
         self, api_version: str, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:

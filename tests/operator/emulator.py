@@ -16,10 +16,10 @@ kmock 0.8 stores objects and streams watch events, but it leaves out what kopf (
 - **optimistic concurrency**: a merge patch carrying `metadata.resourceVersion` fails with 409 on mismatch;
 - **the status subresource**: for resources declared with `subresources={'status'}`, PATCH on `/status` changes
   only `status` and PATCH on the object ignores `status`, as in a real API server;
-- **deletion**: finalizers hold an object with a `deletionTimestamp`; and, since the emulator runs no
-  controllers, a tiny **garbage collector** deletes dependents whose `ownerReferences` name a deleted owner's
-  uid (background cascading deletion). No other controller runs: Deployments never get pods or a status unless a
-  test writes it.
+- **deletion**: `preconditions.uid` in a DELETE body is honoured (409); finalizers hold an object with a
+  `deletionTimestamp`; and, since the emulator runs no controllers, a tiny **garbage collector** deletes
+  dependents whose `ownerReferences` name a deleted owner's uid (background cascading deletion). No other
+  controller runs: Deployments never get pods or a status unless a test writes it.
 
 `EmulatedCluster` runs the emulator on a loopback port in its own thread and event loop (like kopf's
 `KopfRunner` runs the operator), so a module-scoped cluster outlives pytest's per-test event loops, and writes a
@@ -262,6 +262,9 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         if request.action == enums.action.DELETE:
             if current is None:
                 raise kmock.KubernetesObjectNotFoundError()
+            wanted_uid = ((request.data or {}).get("preconditions") or {}).get("uid")
+            if wanted_uid is not None and wanted_uid != current["metadata"]["uid"]:
+                raise self._error(409, "Conflict", f"Precondition failed: UID in precondition: {wanted_uid}")
             return await self._delete(resource, request.namespace, request.name, current)
         if request.action == enums.action.UPDATE:
             if current is None:

@@ -347,6 +347,17 @@ async def test_audio_capture_profile_gets_its_own_deployment(cluster: Cluster, k
     assert {"name": "sound", "hostPath": {"path": "/dev/snd", "type": "Directory"}} in pod["volumes"]
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "CaptureProfile"
 
+    # A profile that becomes a camera no longer has an audio Deployment.
+    to_video = {"type": "video", "device": "/dev/video2", "audio": None, "video": {"width": 640, "height": 480}}
+    await kube.merge_patch(API, "captureprofiles", ns, name, {"spec": to_video})
+
+    async def audio_gone() -> None:
+        for api_version, plural in (("apps/v1", "deployments"), ("v1", "services")):
+            assert await kube.get(api_version, plural, ns, child_name(name, "audio")) is None
+
+    await eventually(audio_gone)
+    await eventually(lambda: has_event(kube, ns, name, "AudioRemoved"))
+
 
 async def test_delete_cascades_to_children(cluster: Cluster, kube: ClusterClient) -> None:
     ns, name = cluster.namespace, _name("gone")

@@ -30,8 +30,8 @@ from korall_operator.handlers._common import (
     rejected,
     state,
 )
-from korall_operator.k8s import NotFound
-from korall_operator.manifests import build_audio_deployment, build_audio_service, pod_template_hash
+from korall_operator.k8s import KubeClient, NotFound
+from korall_operator.manifests import build_audio_deployment, build_audio_service, child_name, pod_template_hash
 from korall_operator.specs import SpecError, parse_capture_profile
 
 GROUP, VERSION = API.split("/")
@@ -43,6 +43,18 @@ async def _poke_models(memo: Any, index: kopf.Index[Any, Any], namespace: str, n
         patch = {"metadata": {"annotations": {CAPTURE_PROFILE_SEEN: seen}}}
         with contextlib.suppress(NotFound):  # deleted meanwhile: nothing to reconcile
             await korall.kube.merge_patch(API, INFERENCE_MODELS, namespace, model, patch)
+
+
+async def _remove_audio_children(kube: KubeClient, body: kopf.Body, name: str, namespace: str) -> None:
+    """A profile that is no longer audio: its audio Deployment and Service go (only if this profile owns them)."""
+    uid = str(body.get("metadata", {}).get("uid", ""))
+    child = child_name(name, "audio")
+    removed = [
+        await kube.delete_owned("apps/v1", "deployments", namespace, child, uid),
+        await kube.delete_owned("v1", "services", namespace, child, uid),
+    ]
+    if any(removed):
+        kopf.event(body, type="Normal", reason="AudioRemoved", message=f"no longer an audio profile: {child} deleted")
 
 
 @kopf.on.create(GROUP, VERSION, CAPTURE_PROFILES)
@@ -72,7 +84,8 @@ async def reconcile_capture_profile(
     try:
         profile = parse_capture_profile(spec)
         if profile.type != "audio":
-            patch.status.update({"observedGeneration": generation})
+            await _remove_audio_children(korall.kube, body, name, namespace)
+            patch.status.update({"observedGeneration": generation, "specHash": None})
             return
         deployment = build_audio_deployment(name, namespace, profile, korall.settings, owner=body)
         service = build_audio_service(name, namespace, korall.settings, owner=body)
