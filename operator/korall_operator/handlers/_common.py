@@ -67,6 +67,13 @@ def rejected(exc: ApiException, what: str) -> SpecError | None:
     return None
 
 
+def transient(exc: Exception, what: str) -> kopf.TemporaryError:
+    """A failure that time may fix (5xx, 429, connection): kopf retries after RETRY_DELAY_S, not in a storm."""
+    status = getattr(exc, "status", None)
+    detail = f"HTTP {status}" if status else type(exc).__name__
+    return kopf.TemporaryError(f"{what}: {detail}; retrying in {RETRY_DELAY_S} s", delay=RETRY_DELAY_S)
+
+
 def _message(exc: ApiException) -> str:
     """The `message` of the API server's Status body, else the HTTP reason."""
     try:

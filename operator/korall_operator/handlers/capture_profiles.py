@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import aiohttp
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -25,10 +26,10 @@ from korall_operator.handlers._common import (
     CAPTURE_PROFILE_SEEN,
     CAPTURE_PROFILES,
     INFERENCE_MODELS,
-    RETRY_DELAY_S,
     failure_of,
     rejected,
     state,
+    transient,
 )
 from korall_operator.k8s import KubeClient, NotFound
 from korall_operator.manifests import build_audio_deployment, build_audio_service, child_name, pod_template_hash
@@ -93,10 +94,9 @@ async def reconcile_capture_profile(
             await korall.kube.apply(service)
             applied = await korall.kube.apply(deployment)
         except ApiException as e:
-            refused = rejected(e, "audio Deployment or Service")
-            if refused is None:
-                raise kopf.TemporaryError(f"API error {e.status} while applying children", delay=RETRY_DELAY_S) from e
-            raise refused from e
+            raise (rejected(e, "audio Deployment or Service") or transient(e, "applying the children")) from e
+    except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
+        raise transient(e, "talking to the API server") from e
     except SpecError as e:
         failure = failure_of(e)
         patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -26,11 +27,11 @@ from korall_operator.handlers._common import (
     API,
     CAPTURE_PROFILES,
     INFERENCE_MODELS,
-    RETRY_DELAY_S,
     State,
     failure_of,
     rejected,
     state,
+    transient,
 )
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
 from korall_operator.specs import CaptureProfileSpec, SpecError, parse_capture_profile, parse_inference_model
@@ -94,10 +95,9 @@ async def reconcile_inference_model(
             await korall.kube.apply(service)
             applied = await korall.kube.apply(deployment)
         except ApiException as e:
-            refused = rejected(e, "vision Deployment or Service")
-            if refused is None:
-                raise kopf.TemporaryError(f"API error {e.status} while applying children", delay=RETRY_DELAY_S) from e
-            raise refused from e
+            raise (rejected(e, "vision Deployment or Service") or transient(e, "applying the children")) from e
+    except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
+        raise transient(e, "talking to the API server") from e
     except SpecError as e:
         failure = failure_of(e)
         patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
