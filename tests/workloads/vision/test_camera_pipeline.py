@@ -284,6 +284,7 @@ class HangingSource:
         self.negotiated = Negotiated("device", "test", 64, 48, 30.0, "YUYV")
         self._left = frames
         self._hang_s = hang_s
+        self.closed = False
 
     def read(self) -> np.ndarray:
         if self._left > 0:
@@ -294,7 +295,7 @@ class HangingSource:
         raise SourceError("device test-camera stopped delivering frames (read timeout)")
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def test_a_camera_that_stops_delivering_is_reported_stalled_then_reconnected(
@@ -313,6 +314,7 @@ def test_a_camera_that_stops_delivering_is_reported_stalled_then_reconnected(
     assert "no frame for more than 0.4 s" in pipeline.status()["reason"]
     wait_for(lambda: pipeline.status()["state"] == "reconnecting", 5, "the read timeout")
     assert "stopped delivering frames" in pipeline.status()["reason"]
+    assert opens[0].closed  # released before the backoff, so a replugged device can be opened again
     wait_for(lambda: pipeline.status()["state"] == "streaming" and len(opens) >= 2, 5, "the reconnect")
 
 

@@ -257,14 +257,21 @@ class CameraPipeline:
                 self._negotiated = source.negotiated
             log.info("camera opened: %s, delivering %s", source.description, source.negotiated.as_dict())
             try:
-                reason = self._read_frames(source)
-                failures = 0 if reason.got_frames else failures + 1
-                if reason.error is None:
-                    return  # stopped
-                if not self._after_failure(reason.error, max(failures, 1)):
-                    return
+                outcome = self._read_frames(source)
             finally:
-                source.close()
+                self._close(source)  # before any backoff: a lost device must not stay held while we wait
+            if outcome.error is None:
+                return  # stopped
+            failures = 0 if outcome.got_frames else failures + 1
+            if not self._after_failure(outcome.error, max(failures, 1)):
+                return
+
+    @staticmethod
+    def _close(source: FrameSource) -> None:
+        try:
+            source.close()
+        except Exception:
+            log.exception("closing %s failed", source.description)
 
     def _read_frames(self, source: FrameSource) -> _ReadOutcome:
         got_frames = False
