@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 FIELD_MANAGER = "korall-operator"
 _SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
-__all__ = ["FIELD_MANAGER", "ApiException", "Conflict", "KubeClient", "NotFound"]
+__all__ = ["FIELD_MANAGER", "ApiException", "Conflict", "KubeClient", "NotFound", "uses_service_account"]
 
 
 class NotFound(Exception):
@@ -44,6 +44,14 @@ def resource_path(api_version: str, plural: str, namespace: str | None, name: st
     return f"{path}/{name}" if name else path
 
 
+def uses_service_account() -> bool:
+    """An explicit `$KUBECONFIG` wins (tests and tools, even inside a pod); else the pod's service account when
+    running in a cluster; else ~/.kube/config. kopf's login (handlers/lifecycle.py) follows the same decision."""
+    if os.environ.get("KUBECONFIG"):
+        return False
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(_SERVICE_ACCOUNT_TOKEN)
+
+
 _PLURALS = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps"}
 
 
@@ -55,9 +63,9 @@ class KubeClient:
 
     @classmethod
     async def from_environment(cls) -> Self:
-        """In a pod: the service account; elsewhere: `$KUBECONFIG` (or ~/.kube/config), as kopf does."""
+        """Credentials as `uses_service_account()` decides (the same decision as the operator's kopf login)."""
         configuration = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(_SERVICE_ACCOUNT_TOKEN):  # noqa: ASYNC240
+        if uses_service_account():
             config.load_incluster_config(client_configuration=configuration)
         else:
             # Read $KUBECONFIG now: kubernetes_asyncio's own default is frozen when it is first imported.

@@ -11,14 +11,13 @@ Settings that matter for a long-running operator (see docs/operator-runtime.md):
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import kopf
 from korall_contract import API_GROUP
 
 from korall_operator.handlers._common import State, load_settings
-from korall_operator.k8s import KubeClient
+from korall_operator.k8s import KubeClient, uses_service_account
 from korall_operator.settings import OperatorSettings
 
 KOPF_PREFIX = f"kopf.{API_GROUP}"
@@ -46,12 +45,12 @@ def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The same credentials as the child-object client (k8s.py): the service account in a pod, else $KUBECONFIG.
+    """The same credentials as the child-object client (k8s.py: `uses_service_account()`).
 
     kopf's default login through kubernetes_asyncio reads the kubeconfig path frozen at import time, so a
     `$KUBECONFIG` set later (tests, tools) would be ignored; these two read it when called.
     """
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if uses_service_account():
         return kopf.login_with_service_account(**kwargs)
     return kopf.login_with_kubeconfig(**kwargs)
 
