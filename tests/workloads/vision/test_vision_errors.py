@@ -112,6 +112,19 @@ def test_inference_timeout_is_504_and_the_service_keeps_serving(detector: Detect
     assert detector.detect(photo_rgb("chelsea")).detections[0].label == "cat"
 
 
+def test_while_loading_ready_and_infer_are_503_and_health_says_loading(jpegs: dict[str, bytes]) -> None:
+    """Without entering the lifespan the detector never starts loading: the state every pod has at first."""
+    detector = Detector(settings())
+    try:
+        c = TestClient(create_app(settings(), detector=detector))  # no `with`: no lifespan, no loading
+        health = c.get("/health")
+        assert health.status_code == 200 and health.json()["model"]["state"] == "loading"
+        assert "loading" in _error(c.get("/ready"), 503, "not_ready")
+        assert "loading" in _error(c.post("/infer", content=jpegs["chelsea"]), 503, "not_ready")
+    finally:
+        detector.close()
+
+
 def test_failed_model_gives_503_with_the_reason(jpegs: dict[str, bytes]) -> None:
     """ACCELERATOR=edgetpu on a machine without libedgetpu: the model cannot load, the service says why."""
     with TestClient(create_app(settings(accelerator="edgetpu"))) as c:
@@ -150,11 +163,24 @@ _CONTENT_TYPES = st.sampled_from(
 )
 _PNG_HEAD = encode(Image.new("RGB", (8, 8)), "PNG")
 _JPEG_HEAD = encode(Image.new("RGB", (8, 8)), "JPEG")
+_PART_HEAD = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    prefix=st.sampled_from([b"", _PNG_HEAD[:40], _JPEG_HEAD[:60], b"GIF89a", b"BM", b"II*\x00", b"RIFF"]),
+    prefix=st.sampled_from(
+        [
+            b"",
+            _PNG_HEAD[:40],
+            _JPEG_HEAD[:60],
+            b"GIF89a",
+            b"BM",
+            b"II*\x00",
+            b"RIFF",
+            _PART_HEAD,
+            _PART_HEAD + _PNG_HEAD,
+        ]
+    ),
     body=st.binary(max_size=2048),
     ctype=_CONTENT_TYPES,
     mutate=st.integers(min_value=0, max_value=len(_PNG_HEAD) - 1),
