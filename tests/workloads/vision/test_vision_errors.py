@@ -163,7 +163,9 @@ _CONTENT_TYPES = st.sampled_from(
 )
 _PNG_HEAD = encode(Image.new("RGB", (8, 8)), "PNG")
 _JPEG_HEAD = encode(Image.new("RGB", (8, 8)), "JPEG")
+_PREFIXES = [b"", _PNG_HEAD[:40], _JPEG_HEAD[:60], b"GIF89a", b"BM", b"II*\x00", b"RIFF"]
 _PART_HEAD = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+_PREFIXES += [_PART_HEAD, _PART_HEAD + _PNG_HEAD]  # multipart-shaped bodies for the multipart/form-data draws
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
