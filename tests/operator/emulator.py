@@ -117,6 +117,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
     _log: list[tuple[int, ResourceKey, str, dict[str, Any]]] = attrs.field(factory=list, init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    _watch_epoch: int = attrs.field(default=0, init=False)
     direct_reads: bool = attrs.field(default=True)
     """Serve GET/LIST/WATCH of resources straight from the store. kmock's generic request matching costs O(objects)
     per request (tens of ms with a thousand objects); turn this off to intercept reads with kmock reactions."""
@@ -232,12 +233,21 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         async with self._changed:
             self._changed.notify_all()
 
+    async def end_watches(self) -> None:
+        """End every open watch stream now, as an API server does at its `timeoutSeconds` or on a restart.
+
+        Clients are expected to watch again from their last resourceVersion; new watches are served as usual.
+        """
+        self._watch_epoch += 1
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            self._changed.notify_all()
+
     async def close_watches(self) -> None:
-        """End every open watch stream (as an API server does on shutdown), so the HTTP server can stop."""
+        """End every open watch stream and refuse to keep new ones open (shutdown), so the HTTP server can stop."""
         self._closing = True
-        if self._changed is not None:
-            async with self._changed:
-                self._changed.notify_all()
+        await self.end_watches()
 
     @property
     def resource_version(self) -> int:
@@ -435,6 +445,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         res_key = (request.resource.group, request.resource.version, request.resource.plural)
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        epoch = self._watch_epoch
         since = request.params.get("resourceVersion")
         selector = request.params.get("labelSelector")
         if since in (None, "", "0"):
@@ -459,7 +470,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
                     continue
                 yield {"type": kind, "object": obj}
             remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            if self._closing or (remaining is not None and remaining <= 0):
+            if self._closing or epoch != self._watch_epoch or (remaining is not None and remaining <= 0):
                 return
             async with self._changed:
                 try:

@@ -381,6 +381,30 @@ async def test_delete_cascades_to_children(cluster: Cluster, kube: ClusterClient
     await eventually(gone, timeout=30)
 
 
+async def test_operator_watches_again_after_the_server_ends_its_watches(cluster: Cluster, kube: ClusterClient) -> None:
+    """What a server-side watch timeout (KORALL_WATCH_SERVER_TIMEOUT_S) or an API server restart looks like."""
+    emulator_only(cluster, "the test ends the API server's watch streams")
+    assert cluster.emulated is not None
+    emulator = cluster.emulated.emulator
+
+    def watches() -> list[Any]:
+        return [
+            r
+            for r in list(emulator._requests)
+            if r.params.get("watch") == "true"
+            and r.url.path.endswith(f"/namespaces/{cluster.namespace}/inferencemodels")
+        ]
+
+    before = len(watches())
+    cluster.emulated.call(emulator.end_watches())
+    ns, name = cluster.namespace, _name("rewatch")
+    await kube.create(API, "inferencemodels", ns, inference_model(name))
+    await eventually(lambda: vision_deployment(kube, ns, name))
+    renewed = watches()[before:]
+    assert renewed, "the operator did not watch again"
+    assert all(r.params.get("resourceVersion") for r in renewed), "a renewed watch must resume, not start over"
+
+
 async def test_deleted_child_deployment_is_applied_again(cluster: Cluster, kube: ClusterClient) -> None:
     ns, name = cluster.namespace, _name("heal")
     await kube.create(API, "inferencemodels", ns, inference_model(name))
