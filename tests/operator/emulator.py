@@ -314,14 +314,13 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         elif content_type == "application/apply-patch+yaml":
             new = copy.deepcopy(current)
             for key, value in (data or {}).items():
-                if key == "metadata":
-                    for mkey in ("labels", "annotations", "ownerReferences"):
+                if key == "metadata":  # only the client-owned metadata; labels and annotations merge
+                    meta = new["metadata"]
+                    for mkey in ("labels", "annotations"):
                         if mkey in value:
-                            new["metadata"][mkey] = (
-                                {**new["metadata"].get(mkey, {}), **value[mkey]}
-                                if mkey != ("ownerReferences")
-                                else value[mkey]
-                            )
+                            meta[mkey] = {**meta.get(mkey, {}), **value[mkey]}
+                    if "ownerReferences" in value:
+                        meta["ownerReferences"] = value["ownerReferences"]
                 elif key != "status" or request.subresource == "status":
                     new[key] = copy.deepcopy(value)
         else:  # merge-patch+json, strategic-merge-patch+json (approximated as a merge patch)
