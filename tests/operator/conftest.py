@@ -7,7 +7,8 @@
   its own thread and event loop, `--standalone`, watching only the test namespace, so it cannot fight an operator
   installed in the same cluster. Started once per module: the suite stays fast.
 - `kube` (per test): an async client (the operator's own transport, plus create/list/delete for the tests).
-- `eventually()`: poll an async probe until it passes or a deadline expires (no fixed sleeps).
+- helpers in cluster_helpers.py: `eventually()` polls an async probe until it passes or a deadline expires (no
+  fixed sleeps); `emulator_only()` skips a test on a real cluster.
 
 Only what a real cluster would do by itself is emulator-only: tests that write a Deployment's status (the
 emulator runs no Deployment controller) are marked with `emulator_only`.
@@ -16,74 +17,22 @@ emulator runs no Deployment controller) are marked with `emulator_only`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
 import yaml
+from cluster_helpers import Cluster, ClusterClient, eventually
 from emulator import ROOT, EmulatedCluster
-from korall_operator.k8s import KubeClient, NotFound, resource_path
+from korall_operator.k8s import resource_path
 
 REAL_KUBECONFIG_ENV = "KORALL_TEST_KUBECONFIG"
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per emulator request drowns the output
-API = "korall.io/v1alpha1"
-T = TypeVar("T")
-
-
-@dataclass
-class Cluster:
-    kubeconfig: Path
-    namespace: str
-    emulated: EmulatedCluster | None
-
-    @property
-    def is_emulated(self) -> bool:
-        return self.emulated is not None
-
-
-class ClusterClient(KubeClient):
-    """The operator's client plus the verbs only tests need."""
-
-    async def create(
-        self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._call("POST", resource_path(api_version, plural, namespace), body=body)
-
-    async def list(
-        self, api_version: str, plural: str, namespace: str | None, label_selector: str = ""
-    ) -> list[dict[str, Any]]:
-        query = [("labelSelector", label_selector)] if label_selector else []
-        result = await self._call("GET", resource_path(api_version, plural, namespace), query=query)
-        return list(result.get("items") or [])
-
-    async def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self._call("DELETE", resource_path(api_version, plural, namespace, name))
-
-    async def events_for(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        """Events whose involvedObject is the named object (filtered here: the emulator has no field selectors)."""
-        events = await self.list("v1", "events", namespace)
-        return [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.05) -> T:  # noqa: ASYNC109
-    """Await `probe()` until it returns without AssertionError; re-raise its last failure at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await probe()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(interval)
 
 
 def _real_kubeconfig() -> Path | None:
@@ -172,8 +121,3 @@ async def kube(cluster: Cluster) -> AsyncIterator[ClusterClient]:
         yield client
     finally:
         await client.close()
-
-
-def emulator_only(cluster: Cluster, why: str) -> None:
-    if not cluster.is_emulated:
-        pytest.skip(f"needs the emulator: {why}")

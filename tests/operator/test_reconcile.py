@@ -16,7 +16,7 @@ import secrets
 from typing import Any
 
 import pytest
-from conftest import API, Cluster, ClusterClient, emulator_only, eventually
+from cluster_helpers import API, Cluster, ClusterClient, emulator_only, eventually
 from korall_contract import VisionEnv
 from korall_operator.manifests import SPEC_HASH_ANNOTATION, child_name
 

@@ -1,0 +1,74 @@
+"""Helpers of the operator's integration tests, shared by conftest.py and the test modules.
+
+A plain module (not conftest.py) so that tests import it by a name no other test folder uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from emulator import EmulatedCluster
+from korall_operator.k8s import KubeClient, NotFound, resource_path
+
+API = "korall.io/v1alpha1"
+T = TypeVar("T")
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    namespace: str
+    emulated: EmulatedCluster | None
+
+    @property
+    def is_emulated(self) -> bool:
+        return self.emulated is not None
+
+
+class ClusterClient(KubeClient):
+    """The operator's client plus the verbs only tests need."""
+
+    async def create(
+        self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._call("POST", resource_path(api_version, plural, namespace), body=body)
+
+    async def list(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = await self._call("GET", resource_path(api_version, plural, namespace), query=query)
+        return list(result.get("items") or [])
+
+    async def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._call("DELETE", resource_path(api_version, plural, namespace, name))
+
+    async def events_for(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Events whose involvedObject is the named object (filtered here: the emulator has no field selectors)."""
+        events = await self.list("v1", "events", namespace)
+        return [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.05) -> T:  # noqa: ASYNC109
+    """Await `probe()` until it returns without AssertionError; re-raise its last failure at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await probe()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+def emulator_only(cluster: Cluster, why: str) -> None:
+    if not cluster.is_emulated:
+        pytest.skip(f"needs the emulator: {why}")
