@@ -63,6 +63,7 @@ BUILTIN_RESOURCES: tuple[tuple[str, str, str, str, bool, tuple[str, ...]], ...] 
 )
 
 ResourceKey = tuple[str, str, str]  # group, version, plural
+CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACE_URL = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+)(?:/(?P<sub>status|finalize))?)?/?$")
 
 
@@ -162,24 +163,31 @@ class RealisticEmulator(kmock.KubernetesEmulator):
                 if not doc or doc.get("kind") != "CustomResourceDefinition":
                     continue
                 crds.append(doc)
-                spec, names = doc["spec"], doc["spec"]["names"]
-                for version in spec["versions"]:
-                    if not version.get("served", True):
-                        continue
-                    self.declare(
-                        spec["group"],
-                        version["name"],
-                        names["plural"],
-                        kind=names["kind"],
-                        namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-                        subresources=set(version.get("subresources", {})),
-                        shortnames=names.get("shortNames", ()),
-                        categories=names.get("categories", ()),
-                        singular=names.get("singular"),
-                    )
-                key = (kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None)
-                self._store(*key, doc["metadata"]["name"], self._new_metadata(doc, None))
+                body = self._new_metadata(self._establish(doc), None)
+                self._store(CRDS, None, doc["metadata"]["name"], body)
         return crds
+
+    def _establish(self, crd: dict[str, Any]) -> dict[str, Any]:
+        """What the apiextensions controller does with a CRD: serve its resources, report it Established."""
+        spec, names = crd["spec"], crd["spec"]["names"]
+        for version in spec["versions"]:
+            if version.get("served", True):
+                self.declare(
+                    spec["group"],
+                    version["name"],
+                    names["plural"],
+                    kind=names["kind"],
+                    namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                    subresources=set(version.get("subresources", {})),
+                    shortnames=names.get("shortNames", ()),
+                    categories=names.get("categories", ()),
+                    singular=names.get("singular"),
+                )
+        established = [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
+        ]
+        return {**crd, "status": {"conditions": established, "acceptedNames": names}}
 
     def _has_status_subresource(self, resource: kmock.resource) -> bool:
         try:
@@ -296,6 +304,8 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         body = self._new_metadata(dict(data), namespace)
         if self._has_status_subresource(resource):
             body.pop("status", None)
+        if resource == CRDS:
+            body = self._establish(body)
         self._store(resource, namespace, body["metadata"]["name"], body)
         await self._emit(resource, "ADDED", body)
         return body
@@ -357,6 +367,8 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = str(self._rv)
         new["metadata"] = meta
 
+        if resource == CRDS and request.subresource is None:
+            new = self._establish(new)
         namespace, name = request.namespace, request.name
         assert name is not None
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
