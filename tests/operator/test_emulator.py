@@ -212,3 +212,25 @@ async def test_namespaces_are_served(api: Api, emulated: EmulatedCluster) -> Non
     assert got["metadata"]["name"] == "extra"
     names = {n["metadata"]["name"] for n in (await api.ok("GET", "/api/v1/namespaces"))["items"]}
     assert {"default", "extra"} <= names
+
+
+async def test_a_crd_applied_through_the_api_is_established_and_served(api: Api) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}}}],
+        },
+    }
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com?fieldManager=t&force=true"
+    applied = await api.ok("PATCH", path, crd, "application/apply-patch+yaml")
+    conditions = {c["type"]: c["status"] for c in applied["status"]["conditions"]}
+    assert conditions["Established"] == "True"
+    resources = {r["name"] for r in (await api.ok("GET", "/apis/example.com/v1"))["resources"]}
+    assert {"widgets", "widgets/status"} <= resources
+    created = await api.ok("POST", "/apis/example.com/v1/namespaces/default/widgets", {"metadata": {"name": "w"}})
+    assert created["metadata"]["generation"] == 1
