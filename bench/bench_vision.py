@@ -195,6 +195,19 @@ async def load(port: int, request: bytes, concurrency: int, total: int) -> tuple
     return latencies, total / wall, timings
 
 
+async def load_raw(port: int, request: bytes, total: int) -> list[float]:
+    """Latencies of `total` sequential requests on one connection, any status."""
+    conn = Conn(port, request)
+    await conn.open()
+    latencies = []
+    for _ in range(total):
+        t = time.perf_counter()
+        await conn.post()
+        latencies.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    return latencies
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -224,6 +237,8 @@ def bench_service(threads: int, rounds: int, per_round: int, interp: object) -> 
             c1.append(asyncio.run(load(port, request, 1, per_round)))
             c4.append(asyncio.run(load(port, request, 4, 2 * per_round)))
         rss, peak = rss_mb(proc.pid)
+        health = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        floor = statistics.median(asyncio.run(load_raw(port, health, 200)))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -249,6 +264,14 @@ def bench_service(threads: int, rounds: int, per_round: int, interp: object) -> 
     ratios = [c[1] * statistics.median(r) / 1000 for c, r in zip(c4, raw, strict=True)]
     overhead, ratio = statistics.median(overheads), statistics.median(ratios)
     rps_4 = statistics.median(c[1] for c in c4)
+    c1_lat = statistics.median(x for r in c1 for x in r[0])
+    c1_total = statistics.median(t["total"] for r in c1 for t in r[2])
+    c1_invoke = statistics.median(t["invoke"] for r in c1 for t in r[2])
+    print(
+        f"\nwhere the c=1 overhead goes: inside the service (total - invoke) {c1_total - c1_invoke:.2f} ms, "
+        f"outside it (client p50 - server total) {c1_lat - c1_total:.2f} ms; "
+        f"HTTP floor (GET /health round trip) {floor:.2f} ms"
+    )
     rows = [
         ("/infer p50 at c=1 minus raw invoke p50", f"{overhead:+.2f} ms", "<= +3.00 ms", overhead <= 3.0),
         ("throughput at c=4 / (1000 / raw invoke p50)", f"{ratio:.2f} x", ">= 0.95 x", ratio >= 0.95),
