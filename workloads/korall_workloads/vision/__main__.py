@@ -1,6 +1,7 @@
 """`python -m korall_workloads.vision`: validate the configuration, then serve with uvicorn (uvloop + httptools).
 
 A bad environment value stops the process here with one line naming the variable, and exit code 2.
+ACCELERATOR=edgetpu without a usable Edge TPU stops it with one line and exit code 1: it refuses to start.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ def main() -> int:
     except ValidationError as exc:
         print(f"korall vision: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
+
+    if settings.accelerator == "edgetpu":
+        from .runtime import ModelLoadError, require_edgetpu
+
+        try:
+            require_edgetpu(settings)
+        except ModelLoadError as exc:
+            print(f"korall vision: refusing to start: {exc}", file=sys.stderr)
+            return 1
 
     import uvicorn
 

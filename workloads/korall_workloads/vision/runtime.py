@@ -123,6 +123,26 @@ def plan(settings: VisionSettings) -> tuple[Path | None, Path | None, ModelEntry
     return _variant(entry, entry.edgetpu_variant), requested, entry
 
 
+def require_edgetpu(settings: VisionSettings) -> None:
+    """Under ACCELERATOR=edgetpu, refuse to start without an Edge TPU build and a TPU that answers.
+
+    Run before serving, so that the pod fails visibly (CrashLoopBackOff, the operator's Degraded condition)
+    instead of idling unready. The probe delegate is released again; `open_model` loads its own.
+    """
+    edgetpu_file, _, requested = plan(settings)
+    if edgetpu_file is None:
+        raise ModelLoadError(
+            f"ACCELERATOR=edgetpu but there is no Edge TPU build of {requested.file} in {requested.path.parent}"
+        )
+    try:
+        load_edgetpu_delegate(settings.edgetpu_device_option)
+    except EdgeTpuUnavailable as exc:
+        raise ModelLoadError(
+            f"ACCELERATOR=edgetpu but Edge TPU delegate unavailable: {exc}; use ACCELERATOR=auto or cpu to run on "
+            "the CPU"
+        ) from None
+
+
 def open_model(settings: VisionSettings) -> LoadedModel:
     """Pick the accelerator and model file, verify it, build and allocate its interpreter."""
     edgetpu_file, cpu_file, requested = plan(settings)
