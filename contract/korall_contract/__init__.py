@@ -23,7 +23,16 @@ DEFAULT_TPU_RESOURCE: Final = "coral.ai/tpu"
 """The extended resource a Coral device plugin advertises; pods that want a TPU request one of it."""
 
 
-class VisionEnv:
+class ServiceEnv:
+    """Environment variables every workload service reads the same way."""
+
+    HOST: Final = "HOST"
+    PORT: Final = "PORT"
+    LOG_JSON: Final = "LOG_JSON"
+    LOG_LEVEL: Final = "LOG_LEVEL"
+
+
+class VisionEnv(ServiceEnv):
     """Environment variables of the vision workload (set by the operator from InferenceModel/CaptureProfile)."""
 
     MODEL_PATH: Final = "MODEL_PATH"
@@ -38,10 +47,6 @@ class VisionEnv:
     INFER_TIMEOUT_S: Final = "INFER_TIMEOUT_S"
     MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
     MAX_IMAGE_PIXELS: Final = "MAX_IMAGE_PIXELS"
-    HOST: Final = "HOST"
-    PORT: Final = "PORT"
-    LOG_JSON: Final = "LOG_JSON"
-    LOG_LEVEL: Final = "LOG_LEVEL"
 
     # Camera ingest (from a video CaptureProfile); no CAPTURE_SOURCE means no camera loop.
     CAPTURE_SOURCE: Final = "CAPTURE_SOURCE"  # /dev/video0, 0, a GStreamer pipeline, rtsp://, http://, a file
@@ -60,7 +65,7 @@ class VisionEnv:
     CAPTURE_MOTION_MAX_SKIP_S: Final = "CAPTURE_MOTION_MAX_SKIP_S"  # infer at least this often even without motion
 
 
-class AudioEnv:
+class AudioEnv(ServiceEnv):
     """Environment variables of the audio workload (set by the operator from an audio CaptureProfile)."""
 
     AUDIO_SOURCE: Final = "AUDIO_SOURCE"  # a sounddevice name or index (e.g. hw:1,0) or a path to a WAV file
@@ -74,7 +79,8 @@ class AudioEnv:
     AUDIO_VAD_THRESHOLD: Final = "AUDIO_VAD_THRESHOLD"  # speech probability (0..1) per VAD frame
     AUDIO_REALTIME: Final = "AUDIO_REALTIME"  # pace a WAV source in real time (true) or read it at full speed
     AUDIO_RETRY_MAX_S: Final = "AUDIO_RETRY_MAX_S"  # longest wait between attempts to open the device
-    HOST: Final = "HOST"
-    PORT: Final = "PORT"
-    LOG_JSON: Final = "LOG_JSON"
-    LOG_LEVEL: Final = "LOG_LEVEL"
+
+
+def env_names(env_class: type) -> frozenset[str]:
+    """Every variable name an *Env class declares, inherited ones (ServiceEnv's) included."""
+    return frozenset(getattr(env_class, key) for key in dir(env_class) if key.isupper())

@@ -13,7 +13,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from korall_contract import AUDIO_PORT, VISION_PORT, AudioEnv, VisionEnv
+from korall_contract import AUDIO_PORT, VISION_PORT, AudioEnv, VisionEnv, env_names
 from korall_operator.manifests import (
     SPEC_HASH_ANNOTATION,
     STAGE_LABEL,
@@ -43,8 +43,8 @@ OWNER: dict[str, Any] = {
     "kind": "InferenceModel",
     "metadata": {"name": "front", "uid": "0b7c6f4e-1111-2222-3333-444455556666"},
 }
-VISION_ENV_NAMES = {v for k, v in vars(VisionEnv).items() if k.isupper()}
-AUDIO_ENV_NAMES = {v for k, v in vars(AudioEnv).items() if k.isupper()}
+VISION_ENV_NAMES = set(env_names(VisionEnv))
+AUDIO_ENV_NAMES = set(env_names(AudioEnv))
 
 
 def settings(**overrides: Any) -> OperatorSettings:

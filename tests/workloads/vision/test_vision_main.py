@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from korall_contract import VisionEnv
+from korall_contract import VisionEnv, env_names
 from vision_helpers import ROOT, encode, free_port, photo_rgb
 
 
 def _start(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    base = {k: v for k, v in os.environ.items() if k not in vars(VisionEnv).values()}
+    base = {k: v for k, v in os.environ.items() if k not in env_names(VisionEnv)}
     base["PYTHONPATH"] = os.pathsep.join(str(ROOT / d) for d in ("contract", "operator", "workloads"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "korall_workloads.vision"],

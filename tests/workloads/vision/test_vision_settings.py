@@ -8,20 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from korall_contract import VisionEnv
+from korall_contract import VisionEnv, env_names
 from korall_workloads.vision.settings import VisionSettings, auto_num_threads
 from vision_helpers import MODELS, ROOT
 
 
 def test_every_vision_env_name_is_a_setting() -> None:
     """All VisionEnv names except the camera's CAPTURE_* are read by VisionSettings, and nothing else is."""
-    names = {v for k, v in vars(VisionEnv).items() if k.isupper() and not k.startswith("CAPTURE_")}
+    names = {n for n in env_names(VisionEnv) if not n.startswith("CAPTURE_")}
     aliases = {f.validation_alias for f in VisionSettings.model_fields.values()}
     assert aliases == names
 
 
 def test_environment_is_read_and_defaults_point_at_the_bundled_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [v for k, v in vars(VisionEnv).items() if k.isupper()]:
+    for name in sorted(env_names(VisionEnv)):
         monkeypatch.delenv(name, raising=False)
     s = VisionSettings()
     assert s.models_dir == MODELS
@@ -39,7 +39,7 @@ def test_environment_is_read_and_defaults_point_at_the_bundled_model(monkeypatch
 
 
 def _run_main(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in vars(VisionEnv).values()}
+    base = {k: v for k, v in os.environ.items() if k not in env_names(VisionEnv)}
     base["PYTHONPATH"] = os.pathsep.join(str(ROOT / d) for d in ("contract", "operator", "workloads"))
     return subprocess.run(
         [sys.executable, "-m", "korall_workloads.vision"],

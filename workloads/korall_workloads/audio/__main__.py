@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import sys
 
-from pydantic import ValidationError
-
 
 def main() -> int:
-    from .settings import AudioSettings, describe_validation_error
+    from korall_workloads.common.settings import load_or_exit
 
-    try:
-        settings = AudioSettings()
-    except ValidationError as exc:
-        print(f"korall audio: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
-        return 2
+    from .settings import AudioSettings
+
+    settings = load_or_exit(AudioSettings, "audio")
 
     import uvicorn
 

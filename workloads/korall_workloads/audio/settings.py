@@ -8,11 +8,11 @@ later. Fields can also be passed by name (`AudioSettings(chunk_s=2.0)`), which t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from korall_contract import AUDIO_PORT, AudioEnv
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+
+from korall_workloads.common.settings import ServiceSettings
 
 VAD_SAMPLE_RATE = 16_000
 """The VAD (silero) runs at 16 kHz; other capture rates are converted for it (`resample.py`)."""
@@ -21,10 +21,8 @@ MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 
 
-class AudioSettings(BaseSettings):
+class AudioSettings(ServiceSettings):
     """Configuration of the audio service (environment names from `korall_contract.AudioEnv`)."""
-
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", validate_default=True)
 
     source: str = Field(
         default="default",
@@ -93,19 +91,7 @@ class AudioSettings(BaseSettings):
         validation_alias=AudioEnv.AUDIO_RETRY_MAX_S,
         description="Longest wait between attempts to open the source (backoff doubles from 0.5 s up to this).",
     )
-    host: str = Field(default="127.0.0.1", min_length=1, validation_alias=AudioEnv.HOST, description="Listen address.")
     port: int = Field(default=AUDIO_PORT, ge=1, le=65535, validation_alias=AudioEnv.PORT, description="Listen port.")
-    log_json: bool = Field(
-        default=False, validation_alias=AudioEnv.LOG_JSON, description="One JSON object per log line."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", validation_alias=AudioEnv.LOG_LEVEL, description="Log level."
-    )
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> AudioSettings:
@@ -122,18 +108,3 @@ class AudioSettings(BaseSettings):
     def hop_s(self) -> float:
         """New audio per chunk: the chunk minus its overlap with the previous one."""
         return self.chunk_s - self.overlap_s
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming each bad variable, its value and what is wrong, for the start-up failure message."""
-    aliases = {name: field.validation_alias for name, field in AudioSettings.model_fields.items()}
-    parts = []
-    for err in exc.errors():
-        loc = err.get("loc", ())
-        key = str(loc[0]) if loc else ""
-        env = aliases.get(key) or key
-        value = err.get("input")
-        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{env}{shown}: {message}" if env else message)
-    return "; ".join(parts)

@@ -10,17 +10,13 @@ import sys
 
 
 def main() -> int:
-    from pydantic import ValidationError
+    from korall_workloads.common.settings import load_or_exit
 
     from .camera.settings import CaptureSettings
-    from .settings import VisionSettings, describe_validation_error
+    from .settings import VisionSettings
 
-    try:
-        settings = VisionSettings()
-        capture = CaptureSettings()
-    except ValidationError as exc:
-        print(f"korall vision: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
-        return 2
+    settings = load_or_exit(VisionSettings, "vision")
+    capture = load_or_exit(CaptureSettings, "vision")
 
     if settings.accelerator == "edgetpu":
         from .runtime import ModelLoadError, require_edgetpu

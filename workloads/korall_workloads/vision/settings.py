@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from korall_workloads.common.settings import ServiceSettings
 
 DEFAULT_MODEL_FILE = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 DEFAULT_LABELS_FILE = "coco_labels.txt"
@@ -38,10 +40,10 @@ def auto_num_threads() -> int:
     return max(1, cores - 1)
 
 
-class VisionSettings(BaseSettings):
+class VisionSettings(ServiceSettings):
     """Configuration of the vision service (environment names from `korall_contract.VisionEnv`)."""
 
-    model_config = SettingsConfigDict(
+    model_config = SettingsConfigDict(  # fields named model_* are ours, not pydantic's namespace
         populate_by_name=True, protected_namespaces=(), extra="ignore", validate_default=True
     )
 
@@ -109,19 +111,7 @@ class VisionSettings(BaseSettings):
         validation_alias=VisionEnv.MAX_IMAGE_PIXELS,
         description="Largest width*height decoded (decompression-bomb guard); larger images get 413.",
     )
-    host: str = Field(default="127.0.0.1", min_length=1, validation_alias=VisionEnv.HOST, description="Listen address.")
     port: int = Field(default=VISION_PORT, ge=1, le=65535, validation_alias=VisionEnv.PORT, description="Listen port.")
-    log_json: bool = Field(
-        default=False, validation_alias=VisionEnv.LOG_JSON, description="One JSON object per log line."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", validation_alias=VisionEnv.LOG_LEVEL, description="Log level."
-    )
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @property
     def resolved_model_path(self) -> Path:
@@ -136,17 +126,3 @@ class VisionSettings(BaseSettings):
     def edgetpu_device_option(self) -> str:
         """The value libedgetpu's `device` option expects (`pci` alone means the first PCIe device)."""
         return "pci:0" if self.edgetpu_device == "pci" else self.edgetpu_device
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming each bad variable, its value and what is wrong, for the start-up failure message."""
-    aliases = {name: field.validation_alias for name, field in VisionSettings.model_fields.items()}
-    parts = []
-    for err in exc.errors():
-        loc = err.get("loc", ())
-        key = str(loc[0]) if loc else "?"
-        env = aliases.get(key) or key
-        value = err.get("input")
-        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
-        parts.append(f"{env}{shown}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
