@@ -8,7 +8,6 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 5052
 PIP_VERSION ?= 26.3
-export HOST PORT
 
 .PHONY: run run-audio test lint typecheck pytest venv sysdeps tools bench lock clean
 
@@ -29,12 +28,13 @@ tools:
 	bash scripts/tools.sh
 
 run: venv
-	$(PY) -m korall_workloads.vision
+	HOST=$(HOST) PORT=$(PORT) $(PY) -m korall_workloads.vision
 
-# The audio service has its own port (5053); AUDIO_PORT overrides it, the vision PORT does not leak into it.
+# The audio service has its own port (5053); AUDIO_PORT overrides it. HOST and PORT go only to the service
+# started, never to the test run (an exported PORT would leak into the settings tests).
 AUDIO_PORT ?= 5053
 run-audio: venv
-	PORT=$(AUDIO_PORT) $(PY) -m korall_workloads.audio
+	HOST=$(HOST) PORT=$(AUDIO_PORT) $(PY) -m korall_workloads.audio
 
 lint: venv
 	$(PY) -m ruff check .

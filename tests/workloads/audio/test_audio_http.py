@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from korall_contract import AudioEnv, env_names
 from korall_workloads.audio.app import create_app
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
@@ -237,6 +238,8 @@ def test_a_bad_configuration_is_one_line_and_a_non_zero_exit(env: dict[str, str]
 
 
 def test_settings_read_the_contract_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in env_names(AudioEnv):  # whatever the calling shell exported (make exports nothing, a user might)
+        monkeypatch.delenv(name, raising=False)
     for name, value in {
         "AUDIO_SOURCE": "hw:1,0",
         "AUDIO_SAMPLE_RATE": "48000",
