@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from korall_workloads.vision.detector import Detector
+from korall_workloads.vision.schemas import InferResponse
 from PIL import Image
 from vision_helpers import EMPTY_SCENE, PHOTOS, encode, photo_rgb
 
@@ -111,3 +112,14 @@ def test_health_ready_models_metrics(client: TestClient, jpegs: dict[str, bytes]
     assert 'korall_vision_model_info{accelerator="cpu",file="mobilenet_ssd_v2_coco_quant_postprocess.tflite"' in text
     assert client.get("/no/such/path").json()["error"]["code"] == "not_found"
     assert 'route="unmatched",status="404"' in client.get("/metrics").text
+
+
+def test_infer_json_matches_the_documented_schema(client: TestClient, jpegs: dict[str, bytes]) -> None:
+    """/infer writes its JSON from plain dicts: it must be exactly what the documented pydantic model dumps."""
+    r = client.post("/infer?score_th=0.1&topk=5", content=jpegs["coffee"], headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert 2 <= len(r.json()["detections"]) <= 5
+    assert InferResponse.model_validate_json(r.content).model_dump_json().encode() == r.content
+    params = {p["name"]: p for p in client.get("/openapi.json").json()["paths"]["/infer"]["post"]["parameters"]}
+    assert params["score_th"]["schema"] == {"type": "number", "minimum": 0.0, "maximum": 1.0}
+    assert params["topk"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100}

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from korall_workloads.vision.preprocess import ImageError, prepare_array, prepare_image
+from korall_workloads.vision.preprocess import ImageError, prepare_array, prepare_image, resize_rgb
 from PIL import Image, ImageOps
 from vision_helpers import encode, photo_rgb
 
@@ -142,3 +142,17 @@ def test_camera_frames_any_size() -> None:
     assert prepare_array(same, SIZE).shape == (300, 300, 3)
     with pytest.raises(ValueError):
         prepare_array(np.zeros((10, 10), np.uint8), SIZE)
+
+
+@pytest.mark.parametrize(("size", "mode"), [((640, 480), "RGB"), ((2400, 1600), "L"), ((301, 299), "RGB")])
+def test_jpeg_pixels_match_pillows_draft_decode(size: tuple[int, int], mode: str) -> None:
+    """Complete JPEGs take OpenCV's decoder: its pixels must be those of Pillow's draft decode at the same scale."""
+    data = encode(np.asarray(Image.fromarray(photo_rgb("chelsea")).convert(mode).resize(size)))
+    reference = Image.open(io.BytesIO(data))
+    reference.draft("RGB", (240, 240))
+    expected = resize_rgb(np.asarray(reference.convert("RGB")), SIZE)
+    p = _prep(data)
+    assert (p.width, p.height) == size
+    assert np.array_equal(p.tensor, expected)
+    # trailing bytes after the end marker: Pillow decodes it instead, to the same pixels
+    assert np.array_equal(_prep(data + b"\x00trailer").tensor, expected)

@@ -44,31 +44,41 @@ def decode_ssd(
     score_th: float,
     topk: int,
 ) -> list[Detection]:
-    """Detections with score >= score_th, best first, at most topk, boxes clipped to the image of `image_size`."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    classes = np.asarray(classes).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    n = min(int(np.asarray(count).reshape(-1)[0]), len(scores), len(boxes), len(classes))
+    """Detections with score >= score_th, best first, at most topk, boxes clipped to the image of `image_size`.
+
+    At most a few dozen rows: after a single numpy conversion per tensor, plain Python lists are cheaper than
+    further numpy calls (this runs on every request, right after an invoke has evicted the caches).
+    """
+    all_scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    n = min(int(np.asarray(count).reshape(-1)[0]), all_scores.size, np.size(boxes) // 4, np.size(classes))
     if n <= 0 or topk <= 0:
         return []
-    scores = scores[:n]
-    keep = np.flatnonzero(scores >= score_th)
-    keep = keep[np.argsort(-scores[keep], kind="stable")][:topk]
+    score_list = all_scores[:n].tolist()
+    threshold = float(np.float32(score_th))  # compared in float32, as the model's scores are
+    keep = [i for i in range(n) if score_list[i] >= threshold]
+    if not keep:
+        return []
+    keep.sort(key=score_list.__getitem__, reverse=True)  # stable: equal scores keep the model's order
+    del keep[topk:]
+    clipped = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:n], 0.0, 1.0).tolist()
+    class_ids = np.asarray(classes).reshape(-1)[:n].tolist()
     width, height = image_size
-    clipped = np.clip(boxes[keep], 0.0, 1.0)
     out = []
-    for i, (ymin, xmin, ymax, xmax) in zip(keep, clipped, strict=True):
-        class_id = int(classes[i])
-        norm = Box(xmin=float(xmin), ymin=float(ymin), xmax=float(xmax), ymax=float(ymax))
-        px = Box(
-            xmin=round(float(xmin) * width, 1),
-            ymin=round(float(ymin) * height, 1),
-            xmax=round(float(xmax) * width, 1),
-            ymax=round(float(ymax) * height, 1),
-        )
+    for i in keep:
+        ymin, xmin, ymax, xmax = clipped[i]
+        class_id = int(class_ids[i])
         out.append(
             Detection(
-                label=label_for(labels, class_id), class_id=class_id, score=float(scores[i]), box=px, box_norm=norm
+                label=label_for(labels, class_id),
+                class_id=class_id,
+                score=score_list[i],
+                box=Box(
+                    xmin=round(xmin * width, 1),
+                    ymin=round(ymin * height, 1),
+                    xmax=round(xmax * width, 1),
+                    ymax=round(ymax * height, 1),
+                ),
+                box_norm=Box(xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax),
             )
         )
     return out

@@ -62,14 +62,13 @@ async def read_image_bytes(request: Request, limit: int) -> bytes:
             raise BadRequest("multipart/form-data without a boundary")
         return await _read_multipart(request, limit, boundary)
     _check_media_type(mtype, "Content-Type")
-    body = bytearray()
-    async for chunk in _bounded_chunks(request, limit):
-        body += chunk
-    if not body:
+    chunks = [chunk async for chunk in _bounded_chunks(request, limit)]
+    if not chunks:
         raise BadRequest(
             "empty body: send the image as the request body or as a multipart 'file' part", code="empty_body"
         )
-    return bytes(body)
+    # A body already buffered by the server arrives as one chunk: used as it is, never copied.
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _FilePart:
