@@ -49,23 +49,22 @@ def decode_ssd(
     At most a few dozen rows: after a single numpy conversion per tensor, plain Python lists are cheaper than
     further numpy calls (this runs on every request, right after an invoke has evicted the caches).
     """
-    all_scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    n = min(int(np.asarray(count).reshape(-1)[0]), all_scores.size, np.size(boxes) // 4, np.size(classes))
+    score_list = np.asarray(scores).astype(np.float32, copy=False).ravel().tolist()
+    box_rows = np.asarray(boxes).astype(np.float32, copy=False).reshape(-1, 4).tolist()
+    class_ids = np.asarray(classes).ravel().tolist()
+    n = min(int(np.asarray(count).ravel()[0]), len(score_list), len(box_rows), len(class_ids))
     if n <= 0 or topk <= 0:
         return []
-    score_list = all_scores[:n].tolist()
     threshold = float(np.float32(score_th))  # compared in float32, as the model's scores are
     keep = [i for i in range(n) if score_list[i] >= threshold]
     if not keep:
         return []
     keep.sort(key=score_list.__getitem__, reverse=True)  # stable: equal scores keep the model's order
     del keep[topk:]
-    clipped = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:n], 0.0, 1.0).tolist()
-    class_ids = np.asarray(classes).reshape(-1)[:n].tolist()
     width, height = image_size
     out = []
     for i in keep:
-        ymin, xmin, ymax, xmax = clipped[i]
+        ymin, xmin, ymax, xmax = (min(max(v, 0.0), 1.0) for v in box_rows[i])
         class_id = int(class_ids[i])
         out.append(
             Detection(
