@@ -145,9 +145,7 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
             rgb = np.asarray(_to_rgb(im))
         except Exception as exc:
             raise ImageError(f"cannot convert a {im.mode} image to RGB: {exc}") from exc
-        tensor = resize_rgb(rgb, input_size)
-    else:  # OpenCV's BGR: resized first, so that only the model-sized array is reordered
-        tensor = cv2.cvtColor(resize_rgb(rgb, input_size), cv2.COLOR_BGR2RGB)
+    tensor = resize_rgb(rgb, input_size)
     upright = _ORIENTATION.get(orientation)
     if upright is not None:
         tensor = np.ascontiguousarray(upright(tensor))
@@ -172,25 +170,29 @@ def jpeg_scale(size: tuple[int, int], input_size: tuple[int, int]) -> int:
     return next(m for m in (8, 4, 2, 1) if most >= m or m == 1)
 
 
-_CV2_REDUCED = {
-    1: cv2.IMREAD_COLOR,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
+# OpenCV decode flags per DCT scale: RGB output (libjpeg converts while decoding), EXIF orientation left to us.
+_CV2_JPEG_FLAGS = {
+    scale: (reduced & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+    for scale, reduced in (
+        (1, cv2.IMREAD_COLOR),
+        (2, cv2.IMREAD_REDUCED_COLOR_2),
+        (4, cv2.IMREAD_REDUCED_COLOR_4),
+        (8, cv2.IMREAD_REDUCED_COLOR_8),
+    )
 }
 
 
 def _decode_jpeg_cv2(data: bytes, scale: int, size: tuple[int, int]) -> np.ndarray | None:
-    """A complete JPEG decoded by OpenCV at 1/scale as an [H, W, 3] BGR array (EXIF orientation not applied),
+    """A complete JPEG decoded by OpenCV at 1/scale as an [H, W, 3] RGB array (EXIF orientation not applied),
     or None when Pillow should decode it instead."""
     if not data.endswith(b"\xff\xd9"):
         return None  # no end marker: truncated (or trailing data); Pillow tells which, and refuses a truncated one
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_JPEG_FLAGS[scale])
     except cv2.error:
         return None
     expected = (-(-size[1] // scale), -(-size[0] // scale), 3)
-    return bgr if bgr is not None and bgr.shape == expected else None
+    return rgb if rgb is not None and rgb.shape == expected else None
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
