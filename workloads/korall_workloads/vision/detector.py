@@ -371,12 +371,18 @@ class _Workers:
         self._calls: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(count)]
-        for thread in self._threads:
-            thread.start()
+        self._start_lock = threading.Lock()
+        self._started = False  # threads start with the first call: a detector never used costs no threads
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         if self._closed:
             raise RuntimeError("the detector's workers are shut down")
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    for thread in self._threads:
+                        thread.start()
+                    self._started = True
         self._calls.put((fn, args))
 
     def _work(self) -> None:
@@ -395,6 +401,10 @@ class _Workers:
         with contextlib.suppress(queue.Empty):
             while True:
                 self._calls.get_nowait()
+        with self._start_lock:
+            started, self._started = self._started, True  # no thread starts after this
+        if not started:
+            return
         for _ in self._threads:
             self._calls.put(None)
         for thread in self._threads:
