@@ -152,10 +152,10 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
     assert rules == {
         ("korall.io", "inferencemodels"): ["get", "list", "patch", "watch"],
         ("korall.io", "captureprofiles"): ["get", "list", "patch", "watch"],
-        ("korall.io", "inferencemodels/status"): ["get", "patch"],
-        ("korall.io", "captureprofiles/status"): ["get", "patch"],
+        ("korall.io", "inferencemodels/status"): ["patch"],
+        ("korall.io", "captureprofiles/status"): ["patch"],
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
-        ("", "services"): ["create", "delete", "get", "list", "patch", "watch"],
+        ("", "services"): ["create", "delete", "get", "patch"],
         ("", "events"): ["create"],
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     }
