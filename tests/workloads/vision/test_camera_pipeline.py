@@ -10,6 +10,7 @@ fixture (conftest) is the service's real Detector on the bundled CPU model.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from korall_workloads.vision.camera.source import (
     open_source,
     redact,
 )
-from korall_workloads.vision.camera.state import CameraState
+from korall_workloads.vision.camera.state import CameraState, StateTracker
 from korall_workloads.vision.detector import Detector
 from pydantic import ValidationError
 
@@ -380,6 +381,37 @@ def test_camera_state_enum_matches_the_documented_states() -> None:
         "failed",
         "stopped",
     ]
+
+
+def test_the_state_listener_sees_transitions_in_the_order_they_happened() -> None:
+    """Two threads move the state at once (the capture thread back to streaming, an HTTP thread to stalled).
+
+    The listener (the korall_capture_state metric) must end on the state the tracker holds, not on whichever
+    callback happened to run last.
+    """
+    seen: list[CameraState] = []
+    in_stalled = threading.Event()
+    release = threading.Event()
+
+    def listener(state: CameraState) -> None:
+        if state is CameraState.STALLED:
+            in_stalled.set()
+            release.wait(5)
+        seen.append(state)
+
+    tracker = StateTracker(on_change=listener)
+    tracker.set(CameraState.STREAMING, "frames arriving")
+    stall = threading.Thread(target=tracker.set, args=(CameraState.STALLED, "no frame"))
+    stall.start()
+    assert in_stalled.wait(5)
+    resume = threading.Thread(target=tracker.set, args=(CameraState.STREAMING, "frames arriving again"))
+    resume.start()
+    resume.join(0.3)  # gives it the time to overtake the stalled callback, if it can
+    release.set()
+    stall.join(5)
+    resume.join(5)
+    assert tracker.current.state is CameraState.STREAMING
+    assert seen[-1] is tracker.current.state
 
 
 class BrokenDriverSource(HangingSource):

@@ -60,7 +60,7 @@ class StateSnapshot:
 
 
 class StateTracker:
-    """Holds the current state; transitions are thread-safe, logged, and reported to a listener."""
+    """Holds the current state; transitions are thread-safe, logged, and reported in order to a quick listener."""
 
     def __init__(self, on_change: Any = None) -> None:
         self._lock = threading.Lock()
@@ -81,7 +81,9 @@ class StateTracker:
             if old.state == state and old.reason == reason:
                 return False
             self._snapshot = StateSnapshot(state, reason, time.monotonic(), time.time())
-        log.log(_LEVELS[state], "camera %s -> %s: %s", old.state, state, reason)
-        if self._on_change is not None:
-            self._on_change(state)
+            # Still under the lock: two threads move the state (capture, and the stall check of HTTP and
+            # inference), and the log and the listener (the state metric) must see the moves in their order.
+            log.log(_LEVELS[state], "camera %s -> %s: %s", old.state, state, reason)
+            if self._on_change is not None:
+                self._on_change(state)
         return True
