@@ -128,3 +128,15 @@ async def test_live_clients_are_capped() -> None:
     hub = EventHub(max_clients=1)
     assert hub.subscribe() is not None
     assert hub.subscribe() is None
+
+
+def test_a_client_whose_loop_is_gone_no_longer_holds_a_place() -> None:
+    """A subscriber whose event loop closed without unsubscribing must not count against the cap for good."""
+    hub = EventHub(max_clients=1)
+
+    async def subscribe_and_vanish() -> None:
+        assert hub.subscribe() is not None
+
+    asyncio.run(subscribe_and_vanish())
+    hub.publish(event(0))
+    assert hub.subscribers == 0

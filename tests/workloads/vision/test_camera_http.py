@@ -25,8 +25,8 @@ import pytest
 from camera_media import write_photo_video, write_stamped_video
 from fastapi.testclient import TestClient
 from korall_contract import VisionEnv
+from korall_workloads.common.broadcast import Broadcaster
 from korall_workloads.vision.app import create_app
-from korall_workloads.vision.camera.broadcast import Broadcaster
 from korall_workloads.vision.camera.settings import CaptureSettings
 from korall_workloads.vision.detector import Detector
 from vision_helpers import ROOT, ThreadedServer, free_port, settings

@@ -7,26 +7,16 @@ capture thread's time, and never memory without bound.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from korall_workloads.audio.events import AudioEvent
 from korall_workloads.audio.features import ChunkFeatures
-
-
-@dataclass(eq=False)
-class Subscription:
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[dict[str, Any]]
-    dropped: int = 0
-    types: frozenset[str] = field(default_factory=frozenset)
+from korall_workloads.common.broadcast import Broadcaster, Subscription
 
 
 class EventHub:
@@ -43,31 +33,15 @@ class EventHub:
         self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self._chunks: deque[dict[str, float]] = deque(maxlen=max_chunks)
         self._ids = itertools.count(1)
-        self._subscribers: list[Subscription] = []
-        self.client_queue = client_queue
-        self.max_clients = max_clients
-        self._on_drop = on_drop
+        self._live = Broadcaster(client_queue, max_clients=max_clients, on_drop=on_drop)
 
     def publish(self, event: AudioEvent) -> dict[str, Any]:
         """Number the event, keep it, hand it to every live subscriber; returns the published record."""
         with self._lock:
             record = {"id": next(self._ids), **event.as_dict(), "emitted_at": round(time.time(), 3)}
             self._events.append(record)
-            subscribers = list(self._subscribers)
-        for sub in subscribers:
-            if not sub.types or record["type"] in sub.types:
-                # RuntimeError: that client's loop is closed; it unsubscribes on its own.
-                with contextlib.suppress(RuntimeError):
-                    sub.loop.call_soon_threadsafe(self._offer, sub, record)
+        self._live.publish(record)
         return record
-
-    def _offer(self, sub: Subscription, record: dict[str, Any]) -> None:
-        if sub.queue.full():
-            sub.queue.get_nowait()
-            sub.dropped += 1
-            if self._on_drop is not None:
-                self._on_drop()
-        sub.queue.put_nowait(record)
 
     def add_chunk(self, features: ChunkFeatures) -> None:
         with self._lock:
@@ -93,19 +67,20 @@ class EventHub:
 
     def subscribe(self, types: set[str] | None = None) -> Subscription | None:
         """A new live subscription on the running loop, or None when `max_clients` are already listening."""
-        sub = Subscription(asyncio.get_running_loop(), asyncio.Queue(self.client_queue), types=frozenset(types or ()))
-        with self._lock:
-            if len(self._subscribers) >= self.max_clients:
-                return None
-            self._subscribers.append(sub)
-        return sub
+        wanted = frozenset(types or ())
+        return self._live.subscribe((lambda record: record["type"] in wanted) if wanted else None)
 
     def unsubscribe(self, sub: Subscription) -> None:
-        with self._lock:
-            if sub in self._subscribers:
-                self._subscribers.remove(sub)
+        self._live.unsubscribe(sub)
 
     @property
     def subscribers(self) -> int:
-        with self._lock:
-            return len(self._subscribers)
+        return self._live.subscribers
+
+    @property
+    def max_clients(self) -> int:
+        return self._live.max_clients or 0
+
+    @max_clients.setter
+    def max_clients(self, value: int) -> None:
+        self._live.max_clients = value

@@ -2,7 +2,7 @@
 
 Modules, from the device up: `settings` (the CAPTURE_* environment), `source` (the only module that talks
 to cameras, streams and files), `ring` (the bounded hand-over), `state` (the camera state machine),
-`metrics` (Prometheus), `pipeline` (the two threads), `broadcast` (live-stream fan-out), `snapshot`
+`metrics` (Prometheus), `pipeline` (the two threads; live-stream fan-out is `common.broadcast`), `snapshot`
 (drawing), `routes` (HTTP and the lifespan hook), `demo_video` (a video that stands in for a camera).
 """
 

@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from .broadcast import Broadcaster
+from korall_workloads.common.broadcast import Broadcaster
+
 from .metrics import CaptureMetrics
 from .motion import MotionGate
 from .ring import FrameRing

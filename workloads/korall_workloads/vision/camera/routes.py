@@ -160,6 +160,8 @@ async def stream_detections(request: Request) -> StreamingResponse:
     """Server-Sent Events: one `detections` event per inferred frame; a slow client skips results, never blocks."""
     pipeline = _pipeline(request)
     subscription = pipeline.broadcaster.subscribe()
+    if subscription is None:  # only a broadcaster with max_clients refuses; the camera's has none
+        raise ApiError("too many live clients", status=503, code="too_many_clients")
 
     async def events() -> AsyncIterator[str]:
         last_sent = -1
