@@ -1,8 +1,8 @@
 """The only module that talks to the Kubernetes API for objects other than the one a kopf handler is serving.
 
 kopf already reads, watches and patches the CR a handler runs for (its `patch` kwarg). Everything else goes
-through here: applying the child Deployments and Services, writing an InferenceModel's status from a
-Deployment event, and poking InferenceModels when their CaptureProfile appears or changes.
+through here: applying the child Deployments and Services, writing a parent's status conditionally (after a
+reconcile or a Deployment event), and poking InferenceModels when their CaptureProfile appears or changes.
 
 Why kubernetes_asyncio rather than kopf's internal client: kopf's API calls live in the private
 `kopf._cogs.clients` package, which may change in any release. kubernetes_asyncio is a pinned, public async

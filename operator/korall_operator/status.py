@@ -6,6 +6,9 @@ Two writers share a parent's status, and both call into here, so they can never 
   serve, `failed_status()`;
 - the Deployment watcher (whenever the child Deployment changes): `followed_status()`.
 
+Both write rollout fields with the parent's resourceVersion as a precondition (handlers/_common.write_status),
+so neither can put an older view of the Deployment over a newer one.
+
 Fields (the CRD's status schema mirrors them):
 
 - `observedGeneration`: the spec generation the operator last acted on (only the reconcile handler sets it);

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import kopf
 from korall_contract import API_GROUP, API_VERSION
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from korall_operator.k8s import KubeClient
+from korall_operator import status as st
+from korall_operator.k8s import Conflict, KubeClient, NotFound
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import SpecError
 from korall_operator.status import Failure
@@ -31,6 +34,9 @@ deleted child): the parent's update handler runs and applies the child again."""
 
 RETRY_DELAY_S = 15
 """Delay before kopf retries a reconcile that failed for a transient reason (API unavailable, 5xx)."""
+
+STATUS_ATTEMPTS = 3
+"""Reads of the parent before a conditional status write gives up (see `write_status`)."""
 
 
 @dataclass
@@ -81,3 +87,71 @@ def _message(exc: ApiException) -> str:
     except (TypeError, ValueError):
         body = {}
     return str(body.get("message") or exc.reason or "no message") if isinstance(body, dict) else str(exc.reason)
+
+
+StatusOf = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+async def write_status(
+    kube: KubeClient,
+    plural: str,
+    namespace: str,
+    name: str,
+    uid: str,
+    status_of: StatusOf,
+    parent: Mapping[str, Any] | None = None,
+) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
+    """Write `status_of(parent)` as the parent's status, on condition that the parent did not change meanwhile.
+
+    Two writers share a parent's status (the reconcile handler, the Deployment follower), each computing it from
+    the Deployment as it saw it. kopf runs them concurrently, so an unconditional write could put an older view
+    over a newer one, and no later event would correct it. With the parent's resourceVersion as a precondition,
+    the writer that lost the race reads the parent again and recomputes. Starts from `parent` when given (kopf's
+    body), else reads it. Returns (the parent as read, the fields written), or None when there was nothing to
+    write or the parent is gone or replaced (another uid). Raises Conflict if it kept changing.
+    """
+    for attempt in range(STATUS_ATTEMPTS):
+        if parent is None or attempt:
+            parent = await kube.get(API, plural, namespace, name)
+        if parent is None or parent.get("metadata", {}).get("uid") != uid:
+            return None
+        fields = await status_of(parent)
+        if fields is None:
+            return None
+        version = parent["metadata"]["resourceVersion"]
+        try:
+            await kube.merge_patch_status(API, plural, namespace, name, fields, resource_version=version)
+        except NotFound:
+            return None
+        except Conflict:
+            continue
+        return parent, fields
+    raise Conflict(f"the status of {plural} {namespace}/{name} kept changing")
+
+
+async def write_reconciled_status(
+    kube: KubeClient, body: kopf.Body, plural: str, *, generation: int, expected_hash: str, applied: Mapping[str, Any]
+) -> None:
+    """The status after a reconcile applied the children (`applied`: the Deployment as the apply returned it).
+
+    Written by `write_status`, not through kopf's patch (which kopf applies unconditionally after the handler):
+    a Deployment event handled meanwhile must not be overwritten. After a conflict the Deployment is read again.
+    """
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    noun = "model" if plural == INFERENCE_MODELS else "capture"
+    deployment = applied
+
+    async def status_of(parent: Mapping[str, Any]) -> dict[str, Any]:
+        nonlocal deployment
+        if parent is not body:  # read again after a conflict: the Deployment may have moved on as well
+            fresh = await kube.get("apps/v1", "deployments", namespace, applied["metadata"]["name"])
+            deployment = fresh or deployment
+        previous = parent.get("status") or {}
+        return st.reconciled_status(
+            generation=generation, expected_hash=expected_hash, deployment=deployment, previous=previous, noun=noun
+        )
+
+    try:
+        await write_status(kube, plural, namespace, name, body["metadata"]["uid"], status_of, parent=body)
+    except (ApiException, aiohttp.ClientError, Conflict) as e:
+        raise transient(e, "writing the status") from e

@@ -30,6 +30,7 @@ from korall_operator.handlers._common import (
     rejected,
     state,
     transient,
+    write_reconciled_status,
 )
 from korall_operator.k8s import KubeClient, NotFound
 from korall_operator.manifests import build_audio_deployment, build_audio_service, child_name, pod_template_hash
@@ -105,10 +106,8 @@ async def reconcile_capture_profile(
         return
 
     expected = pod_template_hash(deployment) or ""
-    patch.status.update(
-        st.reconciled_status(
-            generation=generation, expected_hash=expected, deployment=applied, previous=previous, noun="capture"
-        )
+    await write_reconciled_status(
+        korall.kube, body, CAPTURE_PROFILES, generation=generation, expected_hash=expected, applied=applied
     )
     if reason == "create" or not previous:
         child = deployment["metadata"]["name"]

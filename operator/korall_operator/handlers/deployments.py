@@ -12,16 +12,15 @@ its children's existence as well as their spec.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
 from korall_operator import status as st
-from korall_operator.handlers._common import API, PLURALS, RECONCILE_REQUESTED, state
+from korall_operator.handlers._common import API, PLURALS, RECONCILE_REQUESTED, state, write_status
 from korall_operator.k8s import Conflict, KubeClient, NotFound
 from korall_operator.manifests import MANAGED_BY
-
-ATTEMPTS = 3
 
 
 def _controller(body: kopf.Body) -> dict[str, Any] | None:
@@ -45,25 +44,18 @@ async def follow_deployment(
         await _heal(korall.kube, plural, namespace, owner, str(body.get("metadata", {}).get("uid", "")))
         return
     noun = "model" if owner["kind"] == "InferenceModel" else "capture"
-    for _attempt in range(ATTEMPTS):
-        parent = await korall.kube.get(API, plural, namespace, owner["name"])
-        if parent is None or parent.get("metadata", {}).get("uid") != owner.get("uid"):
-            return  # the owner is gone (or replaced): the garbage collector takes the Deployment
-        before = parent.get("status") or {}
-        fields = st.followed_status(before, body, noun=noun)
-        if fields is None:
-            return
-        try:
-            await korall.kube.merge_patch_status(
-                API, plural, namespace, owner["name"], fields, resource_version=parent["metadata"]["resourceVersion"]
-            )
-        except Conflict:
-            continue
-        except NotFound:
-            return
-        _announce(parent, before, fields)
+
+    async def status_of(parent: Mapping[str, Any]) -> dict[str, Any] | None:
+        return st.followed_status(parent.get("status") or {}, body, noun=noun)
+
+    try:
+        written = await write_status(korall.kube, plural, namespace, owner["name"], owner.get("uid", ""), status_of)
+    except Conflict:
+        logger.debug(f"status of {owner['kind']} {owner['name']} kept changing; the next Deployment event updates it")
         return
-    logger.debug(f"status of {owner['kind']} {owner['name']} kept changing; the next Deployment event updates it")
+    if written is not None:
+        parent, fields = written
+        _announce(parent, parent.get("status") or {}, fields)
 
 
 async def _heal(kube: KubeClient, plural: str, namespace: str, owner: dict[str, Any], child_uid: str) -> None:
@@ -80,7 +72,7 @@ async def _heal(kube: KubeClient, plural: str, namespace: str, owner: dict[str, 
         )
 
 
-def _announce(parent: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+def _announce(parent: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
     """Events on transitions only: a rollout that completed, a rollout that failed."""
     obj = kopf.Body(cast(kopf.RawBody, parent))
     was = {c["type"]: c for c in before.get("conditions") or []}

@@ -32,6 +32,7 @@ from korall_operator.handlers._common import (
     rejected,
     state,
     transient,
+    write_reconciled_status,
 )
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
 from korall_operator.specs import CaptureProfileSpec, SpecError, parse_capture_profile, parse_inference_model
@@ -105,10 +106,9 @@ async def reconcile_inference_model(
         logger.warning(f"not served: {failure.reason}: {failure.message}")
         return
 
-    new_status = st.reconciled_status(
-        generation=generation, expected_hash=expected, deployment=applied, previous=previous, noun="model"
+    await write_reconciled_status(
+        korall.kube, body, INFERENCE_MODELS, generation=generation, expected_hash=expected, applied=applied
     )
-    patch.status.update(new_status)
     _announce(body, reason, previous, expected, model.model.display, deployment["metadata"]["name"])
 
 

@@ -1,0 +1,117 @@
+"""The two writers of a parent's status (reconcile handler, Deployment follower) interleaved on purpose.
+
+kopf runs them concurrently (one worker per object), so a Deployment event can be handled between the reconcile
+handler's apply and its status write. These tests force that interleaving, which a running operator hits only by
+chance: they call the real handlers directly (no kopf runner) against the emulator, and play the Deployment
+controller by writing the Deployment's status right after the handler applied it (emulator only: a real
+controller owns that status). kopf's part is played too: after the handler returns, its `patch` is applied the
+way kopf applies it (an unconditional merge patch of the status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import kopf
+from cluster_helpers import API, Cluster, ClusterClient, emulator_only
+from kopf._core.engines import posting
+from korall_operator.handlers import follow_deployment, reconcile_inference_model
+from korall_operator.handlers._common import State
+from korall_operator.manifests import child_name
+from korall_operator.settings import OperatorSettings
+
+CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+LOGGER = logging.getLogger("test_status_writers")
+
+
+@contextlib.contextmanager
+def kopf_context() -> Iterator[None]:
+    """What kopf.event() needs outside a running operator: settings and a queue (nobody posts these Events)."""
+    tokens = [
+        (posting.settings_var, posting.settings_var.set(kopf.OperatorSettings())),
+        (posting.event_queue_var, posting.event_queue_var.set(asyncio.Queue())),
+        (posting.event_queue_loop_var, posting.event_queue_loop_var.set(asyncio.get_running_loop())),
+    ]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+class _ControllerAfterApply(ClusterClient):
+    """The operator's client; right after it applies a Deployment, the 'controller' marks it rolled out and the
+    follower handles that event, before the reconcile handler goes on with the (stale) applied object."""
+
+    memo: Any = None
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        applied = await super().apply(manifest)
+        if manifest["kind"] == "Deployment" and self.memo is not None:
+            meta = applied["metadata"]
+            replicas = applied["spec"]["replicas"]
+            status = {
+                "observedGeneration": meta["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+            }
+            fresh = await self.merge_patch_status("apps/v1", "deployments", meta["namespace"], meta["name"], status)
+            await follow_deployment(
+                type="MODIFIED", body=kopf.Body(fresh), namespace=meta["namespace"], memo=self.memo, logger=LOGGER
+            )
+        return applied
+
+
+async def _reconcile(kube: ClusterClient, memo: Any, ns: str, name: str, reason: str) -> None:
+    """Run the reconcile handler once, then apply its patch as kopf does."""
+    raw = await kube.get(API, "inferencemodels", ns, name)
+    assert raw is not None
+    body, patch = kopf.Body(raw), kopf.Patch()
+    await reconcile_inference_model(
+        body=body,
+        spec=body.spec,
+        meta=body.meta,
+        status=body.status,
+        name=name,
+        namespace=ns,
+        patch=patch,
+        memo=memo,
+        reason=reason,
+        logger=LOGGER,
+    )
+    if patch.get("status"):
+        await kube.merge_patch_status(API, "inferencemodels", ns, name, patch["status"])
+
+
+async def test_a_deployment_event_during_reconcile_is_not_overwritten(cluster: Cluster, kube: ClusterClient) -> None:
+    emulator_only(cluster, "the test writes the Deployment status that a real Deployment controller owns")
+    ns, name = cluster.namespace, "race"
+    operator_kube = await _ControllerAfterApply.from_environment()
+    memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
+    try:
+        with kopf_context():
+            body = {"apiVersion": API, "kind": "InferenceModel", "metadata": {"name": name}}
+            await kube.create(API, "inferencemodels", ns, {**body, "spec": {"model": {"file": CPU_MODEL}}})
+            await _reconcile(kube, memo, ns, name, "create")
+
+            # Scale to 2: the apply bumps the Deployment's generation, the controller catches up at once and the
+            # follower reports Ready, all before the handler writes the status it computed from the applied object.
+            await kube.merge_patch(API, "inferencemodels", ns, name, {"spec": {"replicas": 2}})
+            operator_kube.memo = memo
+            await _reconcile(kube, memo, ns, name, "update")
+
+            deployment = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
+            im = await kube.get(API, "inferencemodels", ns, name)
+            assert deployment is not None and im is not None
+            assert deployment["status"]["readyReplicas"] == 2
+            ready = next(c for c in im["status"]["conditions"] if c["type"] == "Ready")
+            assert (ready["status"], im["status"]["readyReplicas"]) == ("True", 2), im["status"]
+            assert im["status"]["observedGeneration"] == im["metadata"]["generation"]
+    finally:
+        await operator_kube.close()
