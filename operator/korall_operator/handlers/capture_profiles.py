@@ -79,11 +79,10 @@ async def reconcile_capture_profile(
     korall = state(memo)
     generation = int(meta.get("generation", 1))
     previous = dict(status)
-    if reason != "resume":  # on resume the models' own resume handlers already reconcile them
-        seen = f"{meta.get('uid')}/{generation}"
-        await _poke_models(memo, kwargs["inference_models_by_capture_profile"], namespace, name, seen)
-
     try:
+        if reason != "resume":  # on resume the models' own resume handlers already reconcile them
+            seen = f"{meta.get('uid')}/{generation}"
+            await _poke_models(memo, kwargs["inference_models_by_capture_profile"], namespace, name, seen)
         profile = parse_capture_profile(spec)
         if profile.type != "audio":
             await _remove_audio_children(korall.kube, body, name, namespace)

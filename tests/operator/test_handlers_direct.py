@@ -1,11 +1,12 @@
-"""The two writers of a parent's status (reconcile handler, Deployment follower) interleaved on purpose.
+"""The real handlers called directly (no kopf runner), for what a running operator hits only by chance.
 
-kopf runs them concurrently (one worker per object), so a Deployment event can be handled between the reconcile
-handler's apply and its status write. These tests force that interleaving, which a running operator hits only by
-chance: they call the real handlers directly (no kopf runner) against the emulator, and play the Deployment
-controller by writing the Deployment's status right after the handler applied it (emulator only: a real
-controller owns that status). kopf's part is played too: after the handler returns, its `patch` is applied the
-way kopf applies it (an unconditional merge patch of the status).
+- Interleaving: kopf runs the two writers of a parent's status (reconcile handler, Deployment follower)
+  concurrently, so a Deployment event can be handled between the reconcile handler's apply and its status write.
+  The test forces that, playing the Deployment controller by writing the Deployment's status right after the
+  handler applied it (emulator only: a real controller owns that status). kopf's part is played too: after the
+  handler returns, its `patch` is applied the way kopf applies it (an unconditional merge patch of the status).
+- API failures: the operator's client is subclassed to fail one call with a 503 (a failing API server cannot be
+  produced on demand otherwise); the handler must turn it into kopf.TemporaryError, retried after a delay.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import kopf
+import pytest
 from cluster_helpers import API, Cluster, ClusterClient, emulator_only
 from kopf._core.engines import posting
-from korall_operator.handlers import follow_deployment, reconcile_inference_model
+from korall_operator.handlers import follow_deployment, reconcile_capture_profile, reconcile_inference_model
 from korall_operator.handlers._common import State
 from korall_operator.manifests import child_name
 from korall_operator.settings import OperatorSettings
+from kubernetes_asyncio.client.exceptions import ApiException
 
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
-LOGGER = logging.getLogger("test_status_writers")
+LOGGER = logging.getLogger("test_handlers_direct")
 
 
 @contextlib.contextmanager
@@ -113,5 +116,45 @@ async def test_a_deployment_event_during_reconcile_is_not_overwritten(cluster: C
             ready = next(c for c in im["status"]["conditions"] if c["type"] == "Ready")
             assert (ready["status"], im["status"]["readyReplicas"]) == ("True", 2), im["status"]
             assert im["status"]["observedGeneration"] == im["metadata"]["generation"]
+    finally:
+        await operator_kube.close()
+
+
+class _PokeFails(ClusterClient):
+    """The operator's client, with an API server that fails every merge patch (the capture-profile poke)."""
+
+    async def merge_patch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise ApiException(status=503, reason="Service Unavailable")
+
+
+async def test_a_failing_poke_of_the_models_is_a_temporary_error(cluster: Cluster, kube: ClusterClient) -> None:
+    ns, name = cluster.namespace, "cam-poke"
+    profile = {"type": "video", "device": "/dev/video0", "video": {}}
+    await kube.create(
+        API,
+        "captureprofiles",
+        ns,
+        {"apiVersion": API, "kind": "CaptureProfile", "metadata": {"name": name}, "spec": profile},
+    )
+    raw = await kube.get(API, "captureprofiles", ns, name)
+    assert raw is not None
+    body = kopf.Body(raw)
+    operator_kube = await _PokeFails.from_environment()
+    memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
+    try:
+        with kopf_context(), pytest.raises(kopf.TemporaryError, match="HTTP 503"):
+            await reconcile_capture_profile(
+                body=body,
+                spec=body.spec,
+                meta=body.meta,
+                status=body.status,
+                name=name,
+                namespace=ns,
+                patch=kopf.Patch(),
+                memo=memo,
+                reason="update",
+                logger=LOGGER,
+                inference_models_by_capture_profile={(ns, name): ["a-model"]},
+            )
     finally:
         await operator_kube.close()
