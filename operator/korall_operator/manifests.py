@@ -72,10 +72,11 @@ Manifest = dict[str, Any]
 def child_name(name: str, component: str) -> str:
     """`<cr>-<component>`, kept a valid DNS-1035 label (<= 63 chars, as a Service name must be).
 
-    Long CR names are cut and suffixed with a digest of the full name, so two long names never collide.
+    Long CR names, and names a DNS-1035 label cannot hold (a leading digit, a dot: CR names may have dots), are
+    cut or changed and suffixed with a digest of the full name, so two CR names never give the same child name.
     """
     full = f"{name}-{component}"
-    if len(full) <= 63 and full[0].isalpha():
+    if len(full) <= 63 and full[0].isalpha() and "." not in full:
         return full
     digest = hashlib.sha256(full.encode()).hexdigest()[:8]
     head = name if name[0].isalpha() else f"k{name}"

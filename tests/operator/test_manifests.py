@@ -8,6 +8,7 @@ fields fail), so a typo in a field name cannot reach a cluster.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -487,6 +488,15 @@ def test_child_names_stay_valid_and_distinct_for_long_names() -> None:
     dep = build_vision_deployment("9" * 100, "ns", cpu_model(), None, settings())
     k8s_valid(dep)
     k8s_valid(build_vision_service("9" * 100, "ns", settings()))
+
+
+def test_child_names_of_dotted_cr_names_are_dns_labels() -> None:
+    """CR names are DNS subdomains (dots allowed); a Service name is a DNS-1035 label (no dots)."""
+    label = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    dotted, dashed = child_name("cam.front", "vision"), child_name("cam-front", "vision")
+    assert label.match(dotted) and len(dotted) <= 63, dotted
+    assert dotted != dashed
+    assert build_vision_service("cam.front", "ns", settings())["metadata"]["name"] == dotted
 
 
 def test_bundled_model_list_matches_the_vision_image_manifest() -> None:
