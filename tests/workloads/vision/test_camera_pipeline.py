@@ -252,6 +252,23 @@ def test_a_vanished_source_reconnects_with_backoff_and_recovers(
     wait_for(lambda: pipeline.status()["state"] == "streaming", 5, "recovery")
 
 
+def test_a_camera_missing_for_a_long_time_is_still_retried(run_pipeline: Callable[..., CameraPipeline]) -> None:
+    """Over a thousand failed attempts (hours of an unplugged camera at the default backoff) end nothing."""
+    attempts = 0
+
+    def unplugged(settings: CaptureSettings) -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise SourceError("camera device /dev/video0 does not exist")
+
+    settings = CaptureSettings(source="/dev/video0", reconnect_min_s=1e-6, reconnect_max_s=1e-6)
+    pipeline = run_pipeline(settings, RecordingDetector(), source_opener=unplugged)
+    wait_for(lambda: attempts > 1100 or not pipeline._threads[0].is_alive(), 20, "many attempts")
+    assert pipeline._threads[0].is_alive()
+    assert pipeline.status()["state"] == "reconnecting"
+    assert settings.reconnect_delay(10**6) == settings.reconnect_max_s
+
+
 def test_a_missing_device_is_a_clear_error_state_not_a_crash(run_pipeline: Callable[..., CameraPipeline]) -> None:
     retrying = run_pipeline(CaptureSettings(source="/dev/video99", reconnect_min_s=0.05), RecordingDetector())
     giving_up = run_pipeline(

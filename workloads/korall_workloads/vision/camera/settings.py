@@ -113,5 +113,9 @@ class CaptureSettings(BaseSettings):
         return self.source is not None
 
     def reconnect_delay(self, failures: int) -> float:
-        """Exponential backoff: min, 2*min, 4*min ... capped at max (failures counts from 1)."""
-        return float(min(self.reconnect_max_s, self.reconnect_min_s * 2 ** max(0, failures - 1)))
+        """Exponential backoff: min, 2*min, 4*min ... capped at max (failures counts from 1).
+
+        The exponent stops growing at 1000: failures count up without end while a camera stays unplugged, and
+        min * 2**1024 no longer fits a float.
+        """
+        return float(min(self.reconnect_max_s, self.reconnect_min_s * 2 ** min(max(0, failures - 1), 1000)))
