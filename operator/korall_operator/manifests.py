@@ -84,11 +84,22 @@ def child_name(name: str, component: str) -> str:
     return f"{head[:keep].rstrip('-.')}-{component}-{digest}".replace(".", "-")
 
 
+def label_value(name: str) -> str:
+    """A CR name as a label value, which may hold 63 characters (a CR name up to 253).
+
+    Long names are cut and suffixed with a digest of the full name, so two long names never share a value.
+    """
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-.')}-{digest}"
+
+
 def selector_labels(name: str, component: str) -> dict[str, str]:
     """The immutable Deployment selector: which CR and which component. Never includes a version."""
     return {
         "app.kubernetes.io/name": f"korall-{component}",
-        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/instance": label_value(name),
     }
 
 
@@ -384,9 +395,9 @@ def build_vision_deployment(
     check_vision_spec(model, capture, settings)
     assert model.model.file is not None  # checked above
     component = "vision"
-    labels = _labels(name, component, settings.vision_image, {INFERENCE_MODEL_LABEL: name})
+    labels = _labels(name, component, settings.vision_image, {INFERENCE_MODEL_LABEL: label_value(name)})
     if model.capture_profile_ref is not None:
-        labels[CAPTURE_PROFILE_LABEL] = model.capture_profile_ref.name
+        labels[CAPTURE_PROFILE_LABEL] = label_value(model.capture_profile_ref.name)
 
     env: dict[str, Any] = {
         VisionEnv.HOST: "0.0.0.0",
@@ -485,7 +496,7 @@ def build_vision_service(
     name: str, namespace: str, settings: OperatorSettings, owner: Mapping[str, Any] | None = None
 ) -> Manifest:
     """The ClusterIP Service in front of InferenceModel `name`'s pods (port 5052: /infer, /health, /ready)."""
-    labels = _labels(name, "vision", settings.vision_image, {INFERENCE_MODEL_LABEL: name})
+    labels = _labels(name, "vision", settings.vision_image, {INFERENCE_MODEL_LABEL: label_value(name)})
     return _service(child_name(name, "vision"), namespace, name, "vision", labels, VISION_PORT, owner)
 
 
@@ -506,7 +517,7 @@ def build_audio_deployment(
         )
     component = "audio"
     audio = capture.audio
-    labels = _labels(name, component, settings.audio_image, {CAPTURE_PROFILE_LABEL: name})
+    labels = _labels(name, component, settings.audio_image, {CAPTURE_PROFILE_LABEL: label_value(name)})
     env = {
         AudioEnv.HOST: "0.0.0.0",
         AudioEnv.PORT: AUDIO_PORT,
@@ -560,5 +571,5 @@ def build_audio_service(
     name: str, namespace: str, settings: OperatorSettings, owner: Mapping[str, Any] | None = None
 ) -> Manifest:
     """The ClusterIP Service of audio CaptureProfile `name` (port 5053: /events, /health, /ready, /metrics)."""
-    labels = _labels(name, "audio", settings.audio_image, {CAPTURE_PROFILE_LABEL: name})
+    labels = _labels(name, "audio", settings.audio_image, {CAPTURE_PROFILE_LABEL: label_value(name)})
     return _service(child_name(name, "audio"), namespace, name, "audio", labels, AUDIO_PORT, owner)

@@ -23,6 +23,7 @@ from korall_operator.manifests import (
     build_vision_deployment,
     build_vision_service,
     child_name,
+    label_value,
     pod_template_hash,
     spec_hash,
 )
@@ -497,6 +498,27 @@ def test_child_names_of_dotted_cr_names_are_dns_labels() -> None:
     assert label.match(dotted) and len(dotted) <= 63, dotted
     assert dotted != dashed
     assert build_vision_service("cam.front", "ns", settings())["metadata"]["name"] == dotted
+
+
+def test_long_cr_names_give_valid_label_values() -> None:
+    """A CR name may have 253 characters, a label value 63: the API server refuses a longer one."""
+    value = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
+    long_model, long_camera = "m" * 100, "c" * 200
+    model = cpu_model(captureProfileRef={"name": long_camera})
+    children = [
+        build_vision_deployment(long_model, "ns", model, camera(), settings()),
+        build_vision_service(long_model, "ns", settings()),
+        build_audio_deployment(long_camera, "ns", microphone(), settings()),
+    ]
+    for child in children:
+        spec = child["spec"]
+        label_sets = [child["metadata"]["labels"], spec.get("selector", {}).get("matchLabels", spec.get("selector"))]
+        if "template" in spec:
+            label_sets.append(spec["template"]["metadata"]["labels"])
+        for labels in label_sets:
+            for key, text in labels.items():
+                assert len(text) <= 63 and value.match(text), (key, text)
+    assert label_value("m" * 100 + "a") != label_value("m" * 100 + "b")
 
 
 def test_bundled_model_list_matches_the_vision_image_manifest() -> None:
