@@ -63,6 +63,37 @@ def failure_of(exc: SpecError) -> Failure:
     return Failure(exc.reason, exc.message)
 
 
+def report_spec_failure(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    exc: SpecError,
+    *,
+    generation: int,
+    previous: Mapping[str, Any],
+    logger: kopf.Logger,
+) -> None:
+    """A spec the operator cannot serve: Degraded status, a Warning Event, a log line; the handler then returns.
+
+    Through kopf's patch: this status depends on no Deployment, and the follower leaves a spec failure alone.
+    """
+    failure = failure_of(exc)
+    patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
+    kopf.warn(body, reason=failure.reason, message=failure.message)
+    logger.warning(f"not served: {failure.reason}: {failure.message}")
+
+
+async def apply_children(
+    kube: KubeClient, what: str, service: Mapping[str, Any], deployment: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Apply a Service and its Deployment; returns the Deployment as stored. A refusal of the API server is a
+    SpecError (`rejected`), any other API failure a TemporaryError (`transient`)."""
+    try:
+        await kube.apply(service)
+        return await kube.apply(deployment)
+    except ApiException as e:
+        raise (rejected(e, what) or transient(e, "applying the children")) from e
+
+
 def rejected(exc: ApiException, what: str) -> SpecError | None:
     """A 4xx from the API server on a child object: the spec produced something the cluster refuses.
 

@@ -20,14 +20,13 @@ import aiohttp
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from korall_operator import status as st
 from korall_operator.handlers._common import (
     API,
     CAPTURE_PROFILE_SEEN,
     CAPTURE_PROFILES,
     INFERENCE_MODELS,
-    failure_of,
-    rejected,
+    apply_children,
+    report_spec_failure,
     state,
     transient,
     write_reconciled_status,
@@ -90,18 +89,11 @@ async def reconcile_capture_profile(
             return
         deployment = build_audio_deployment(name, namespace, profile, korall.settings, owner=body)
         service = build_audio_service(name, namespace, korall.settings, owner=body)
-        try:
-            await korall.kube.apply(service)
-            applied = await korall.kube.apply(deployment)
-        except ApiException as e:
-            raise (rejected(e, "audio Deployment or Service") or transient(e, "applying the children")) from e
+        applied = await apply_children(korall.kube, "audio Deployment or Service", service, deployment)
     except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
-        failure = failure_of(e)
-        patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
-        kopf.warn(body, reason=failure.reason, message=failure.message)
-        logger.warning(f"not served: {failure.reason}: {failure.message}")
+        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger)
         return
 
     expected = pod_template_hash(deployment) or ""

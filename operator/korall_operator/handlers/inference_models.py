@@ -28,8 +28,8 @@ from korall_operator.handlers._common import (
     CAPTURE_PROFILES,
     INFERENCE_MODELS,
     State,
-    failure_of,
-    rejected,
+    apply_children,
+    report_spec_failure,
     state,
     transient,
     write_reconciled_status,
@@ -92,18 +92,11 @@ async def reconcile_inference_model(
         deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
-        try:
-            await korall.kube.apply(service)
-            applied = await korall.kube.apply(deployment)
-        except ApiException as e:
-            raise (rejected(e, "vision Deployment or Service") or transient(e, "applying the children")) from e
+        applied = await apply_children(korall.kube, "vision Deployment or Service", service, deployment)
     except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
-        failure = failure_of(e)
-        patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
-        kopf.warn(body, reason=failure.reason, message=failure.message)
-        logger.warning(f"not served: {failure.reason}: {failure.message}")
+        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger)
         return
 
     await write_reconciled_status(
