@@ -12,10 +12,10 @@ import contextlib
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from korall_contract import VisionEnv
 from prometheus_client import CollectorRegistry
 
@@ -24,8 +24,6 @@ from korall_workloads.common.errors import ApiError
 from .pipeline import CameraPipeline, Detector, FrameResult, StreamEvent
 from .settings import CaptureSettings
 from .snapshot import draw_detections, encode_jpeg
-
-KEEPALIVE_S = 15.0
 
 
 class CameraNotConfigured(ApiError):
@@ -133,8 +131,8 @@ def _latest(pipeline: CameraPipeline) -> FrameResult:
     return result
 
 
-def _sse(event: StreamEvent) -> str:
-    return f"event: detections\nid: {event.frame_index}\ndata: {event.data}\n\n"
+def _sse(event: StreamEvent) -> ServerSentEvent:
+    return ServerSentEvent(raw_data=event.data, event="detections", id=str(event.frame_index))
 
 
 router = APIRouter(tags=["camera"])
@@ -155,38 +153,31 @@ def get_detections(request: Request) -> dict[str, Any]:
     return body
 
 
-@router.get("/detections/stream")
-async def stream_detections(request: Request) -> StreamingResponse:
-    """Server-Sent Events: one `detections` event per inferred frame; a slow client skips results, never blocks."""
-    pipeline = _pipeline(request)
+@router.get("/detections/stream", response_class=EventSourceResponse)
+async def stream_detections(pipeline: Annotated[CameraPipeline, Depends(_pipeline)]) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: one `detections` event per inferred frame; a slow client skips results, never blocks.
+
+    FastAPI's SSE response sends keep-alive comments while no result comes.
+    """
     subscription = pipeline.broadcaster.subscribe()
     if subscription is None:  # only a broadcaster with max_clients refuses; the camera's has none
-        raise ApiError("too many live clients", status=503, code="too_many_clients")
-
-    async def events() -> AsyncIterator[str]:
+        return
+    try:
         last_sent = -1
-        try:
-            current = pipeline.latest()
-            if current is not None:
-                last_sent = current.frame_index
-                yield _sse(current.stream_event())
-            while True:
-                try:
-                    item = await asyncio.wait_for(subscription.queue.get(), timeout=KEEPALIVE_S)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if item is None:  # the pipeline stopped
-                    return
-                if item.frame_index <= last_sent:
-                    continue
-                last_sent = item.frame_index
-                yield _sse(item)
-        finally:
-            pipeline.broadcaster.unsubscribe(subscription)
-
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        current = pipeline.latest()
+        if current is not None:
+            last_sent = current.frame_index
+            yield _sse(current.stream_event())
+        while True:
+            item = await subscription.queue.get()
+            if item is None:  # the pipeline stopped
+                return
+            if item.frame_index <= last_sent:
+                continue
+            last_sent = item.frame_index
+            yield _sse(item)
+    finally:
+        pipeline.broadcaster.unsubscribe(subscription)
 
 
 @router.get("/snapshot.jpg", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
