@@ -29,12 +29,13 @@ _SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 __all__ = ["FIELD_MANAGER", "ApiException", "Conflict", "KubeClient", "NotFound", "uses_service_account"]
 
 
-class NotFound(Exception):
-    """The object does not exist (HTTP 404)."""
+class NotFound(ApiException):
+    """The object does not exist (HTTP 404). An ApiException, so a caller that does not expect it maps it like any
+    other API failure."""
 
 
-class Conflict(Exception):
-    """The object changed since it was read (HTTP 409): read it again and retry."""
+class Conflict(ApiException):
+    """The object changed since it was read (HTTP 409): read it again and retry. An ApiException, like NotFound."""
 
 
 def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
@@ -98,9 +99,9 @@ class KubeClient:
             )
         except ApiException as e:
             if e.status == 404:
-                raise NotFound(f"{method} {path}: not found") from e
+                raise NotFound(404, f"{method} {path}: not found") from e
             if e.status == 409:
-                raise Conflict(f"{method} {path}: conflict") from e
+                raise Conflict(409, f"{method} {path}: conflict") from e
             raise
         return dict(result or {})
 

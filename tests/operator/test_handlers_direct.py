@@ -5,8 +5,8 @@
   The test forces that, playing the Deployment controller by writing the Deployment's status right after the
   handler applied it (emulator only: a real controller owns that status). kopf's part is played too: after the
   handler returns, its `patch` is applied the way kopf applies it (an unconditional merge patch of the status).
-- API failures: the operator's client is subclassed to fail one call with a 503 (a failing API server cannot be
-  produced on demand otherwise); the handler must turn it into kopf.TemporaryError, retried after a delay.
+- API failures: the operator's client is made to fail its calls (503, 409: a failing API server cannot be
+  produced on demand otherwise); the handler must turn them into kopf.TemporaryError, retried after a delay.
 """
 
 from __future__ import annotations
@@ -156,5 +156,24 @@ async def test_a_failing_poke_of_the_models_is_a_temporary_error(cluster: Cluste
                 logger=LOGGER,
                 inference_models_by_capture_profile={(ns, name): ["a-model"]},
             )
+    finally:
+        await operator_kube.close()
+
+
+async def test_a_conflict_from_the_api_server_is_a_temporary_error(cluster: Cluster, kube: ClusterClient) -> None:
+    """k8s.py raises its own Conflict for a 409: the handler must map it like any other API failure."""
+    ns, name = cluster.namespace, "conflict"
+    body = {"apiVersion": API, "kind": "InferenceModel", "metadata": {"name": name}}
+    await kube.create(API, "inferencemodels", ns, {**body, "spec": {"model": {"file": CPU_MODEL}}})
+    operator_kube = await ClusterClient.from_environment()
+
+    async def conflict(*args: Any, **kwargs: Any) -> Any:
+        raise ApiException(status=409, reason="Conflict")
+
+    operator_kube._api.call_api = conflict
+    memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
+    try:
+        with kopf_context(), pytest.raises(kopf.TemporaryError, match="HTTP 409"):
+            await _reconcile(kube, memo, ns, name, "update")
     finally:
         await operator_kube.close()

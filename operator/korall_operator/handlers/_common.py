@@ -157,7 +157,7 @@ async def write_status(
         except Conflict:
             continue
         return parent, fields
-    raise Conflict(f"the status of {plural} {namespace}/{name} kept changing")
+    raise Conflict(409, f"the status of {plural} {namespace}/{name} kept changing")
 
 
 async def write_reconciled_status(
@@ -184,5 +184,5 @@ async def write_reconciled_status(
 
     try:
         await write_status(kube, plural, namespace, name, body["metadata"]["uid"], status_of, parent=body)
-    except (ApiException, aiohttp.ClientError, Conflict) as e:
+    except (ApiException, aiohttp.ClientError) as e:  # Conflict included
         raise transient(e, "writing the status") from e
