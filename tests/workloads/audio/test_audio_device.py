@@ -15,12 +15,13 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-from audio_fakes import FakeDevice, FakeSoundDevice
+from audio_fakes import FakeDevice, FakeSoundDevice, PortAudioError
 from korall_workloads.audio import capture as capture_module
 from korall_workloads.audio.capture import CaptureService, CaptureState
 from korall_workloads.audio.device import DeviceSource, load_sounddevice, parse_device
 from korall_workloads.audio.hub import EventHub
 from korall_workloads.audio.metrics import AudioMetrics
+from korall_workloads.audio.ringbuffer import RingBuffer
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import SourceError
 from korall_workloads.audio.synth import Scene
@@ -176,6 +177,25 @@ def test_a_device_stream_runs_real_speech_through_the_same_pipeline(scene_wav: t
     assert fake.flagged == len(range(0, stereo48k.size, fake.block * 50))
     assert status["overflows"] == {"ring": 0, "portaudio": fake.flagged}
     assert metrics.overflows.labels("portaudio")._value.get() == fake.flagged
+
+
+def test_a_stream_that_refuses_to_abort_is_still_closed() -> None:
+    """PortAudio can fail to abort a stream whose device vanished; the stream must be closed (freed) all the same."""
+    fake = FakeSoundDevice(devices=[FakeDevice("USB PnP Sound Device")], samples=np.zeros(16_000, np.float32))
+    source = device_source(fake)
+    source.open()
+    source.start(RingBuffer(32_000))
+    stream = fake.streams[0]
+    closed: list[bool] = []
+
+    def abort() -> None:
+        stream._stop.set()
+        raise PortAudioError("Unanticipated host error [PaErrorCode -9999]")
+
+    stream.abort = abort  # type: ignore[method-assign]
+    stream.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    source.close()
+    assert closed == [True]
 
 
 def test_a_dying_device_is_reopened_with_backoff() -> None:

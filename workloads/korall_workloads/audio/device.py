@@ -11,6 +11,7 @@ the copy, no lock, so it never blocks the audio thread.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -151,8 +152,9 @@ class DeviceSource:
     def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            try:
+            # Each step on its own: a stream whose device vanished may refuse the abort, and must still be freed.
+            # Closing a dead stream must not raise from cleanup either.
+            with contextlib.suppress(Exception):
                 stream.abort()
+            with contextlib.suppress(Exception):
                 stream.close()
-            except Exception:  # closing a dead stream must not raise from cleanup
-                pass
