@@ -43,6 +43,7 @@ PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 REPLICA_FAILURE = "ReplicaFailure"
 DEPLOYMENT_REASONS = frozenset({PROGRESS_DEADLINE_EXCEEDED, REPLICA_FAILURE})
 NOTHING_TO_ROLL_OUT = "nothing to roll out until the spec is fixed"
+NO_WORKLOAD = "NoWorkload"
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,27 @@ def failed_status(*, generation: int, failure: Failure, previous: Mapping[str, A
             _condition(DEGRADED, True, failure.reason, failure.message, previous, generation),
         ],
         "lastFailure": {"reason": failure.reason, "message": failure.message, "time": now_iso()},
+    }
+
+
+def no_workload_status(*, generation: int, previous: Mapping[str, Any] | None, message: str) -> dict[str, Any]:
+    """The status of a valid parent that runs nothing itself (a video CaptureProfile, an input of its models).
+
+    Every condition is set and the rollout fields are removed (None in a merge patch): a profile that was audio,
+    or had a spec failure, must not keep reporting pods or a failure it no longer has.
+    """
+    previous = previous or {}
+    return {
+        "observedGeneration": generation,
+        "specHash": None,
+        "conditions": [
+            _condition(READY, True, NO_WORKLOAD, message, previous, generation),
+            _condition(PROGRESSING, False, NO_WORKLOAD, message, previous, generation),
+            _condition(DEGRADED, False, "AsExpected", message, previous, generation),
+        ],
+        "replicas": None,
+        "readyReplicas": None,
+        "updatedReplicas": None,
     }
 
 

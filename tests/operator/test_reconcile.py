@@ -359,6 +359,36 @@ async def test_audio_capture_profile_gets_its_own_deployment(cluster: Cluster, k
     await eventually(lambda: has_event(kube, ns, name, "AudioRemoved"))
 
 
+async def test_a_profile_that_becomes_video_drops_its_audio_status(cluster: Cluster, kube: ClusterClient) -> None:
+    ns, name = cluster.namespace, _name("mic2cam")
+    spec = {"type": "audio", "device": "hw:1,0", "audio": {}}
+    await kube.create(
+        API,
+        "captureprofiles",
+        ns,
+        {"apiVersion": API, "kind": "CaptureProfile", "metadata": {"name": name}, "spec": spec},
+    )
+
+    async def reconciled(generation: int) -> dict[str, Any]:
+        got = await kube.get(API, "captureprofiles", ns, name)
+        assert got is not None and (got.get("status") or {}).get("observedGeneration") == generation, got
+        return got
+
+    audio = await eventually(lambda: reconciled(1))
+    assert audio["status"]["replicas"] == 1
+
+    to_video = {"type": "video", "device": "/dev/video2", "audio": None, "video": {}}
+    patched = await kube.merge_patch(API, "captureprofiles", ns, name, {"spec": to_video})
+    video = await eventually(lambda: reconciled(patched["metadata"]["generation"]))
+    assert not {"replicas", "readyReplicas", "updatedReplicas"} & set(video["status"]), video["status"]
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in video["status"]["conditions"]}
+    assert conditions == {
+        "Ready": ("True", "NoWorkload"),
+        "Progressing": ("False", "NoWorkload"),
+        "Degraded": ("False", "AsExpected"),
+    }
+
+
 async def test_delete_cascades_to_children(cluster: Cluster, kube: ClusterClient) -> None:
     ns, name = cluster.namespace, _name("gone")
     created = await kube.create(API, "inferencemodels", ns, inference_model(name))

@@ -20,6 +20,7 @@ import aiohttp
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from korall_operator import status as st
 from korall_operator.handlers._common import (
     API,
     CAPTURE_PROFILE_SEEN,
@@ -85,7 +86,8 @@ async def reconcile_capture_profile(
         profile = parse_capture_profile(spec)
         if profile.type != "audio":
             await _remove_audio_children(korall.kube, body, name, namespace)
-            patch.status.update({"observedGeneration": generation, "specHash": None})
+            message = "a video profile runs nothing itself: it feeds the InferenceModels that reference it"
+            patch.status.update(st.no_workload_status(generation=generation, previous=previous, message=message))
             return
         deployment = build_audio_deployment(name, namespace, profile, korall.settings, owner=body)
         service = build_audio_service(name, namespace, korall.settings, owner=body)
