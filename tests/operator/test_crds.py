@@ -24,6 +24,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from korall_operator import status as st
+from korall_operator.manifests import MODEL_ANNOTATION, SPEC_HASH_ANNOTATION
 from korall_operator.specs import SpecError, parse_capture_profile, parse_inference_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +178,45 @@ def test_crd_is_a_valid_kubernetes_object(kind: str) -> None:
     assert {"observedGeneration", "conditions", "readyReplicas", "lastFailure"} <= set(status)
     assert set(status["lastFailure"]["properties"]) == {"reason", "message", "time"}
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def _statuses_the_operator_writes() -> list[tuple[str, str, dict[str, Any]]]:
+    """One status of each shape the pure status functions produce, for the kinds that get it."""
+    out = []
+    for kind in ("InferenceModel", "CaptureProfile"):
+        annotations = {SPEC_HASH_ANNOTATION: "3f1c0b9e5d2a7c41"}
+        if kind == "InferenceModel":  # only the vision pod template names its model
+            annotations[MODEL_ANNOTATION] = "m.tflite"
+        ready = {
+            "metadata": {"generation": 2},
+            "spec": {"replicas": 1, "template": {"metadata": {"annotations": annotations}}},
+            "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1},
+        }
+        stuck_condition = {"type": "Progressing", "status": "False", "reason": st.PROGRESS_DEADLINE_EXCEEDED}
+        stuck = {**ready, "status": {**ready["status"], "conditions": [stuck_condition]}}
+        reconciled = st.reconciled_status(
+            generation=2, expected_hash="3f1c0b9e5d2a7c41", deployment=ready, previous=None
+        )
+        followed = st.followed_status(reconciled, stuck)
+        assert followed is not None
+        failed = st.failed_status(generation=2, failure=st.Failure("InvalidSpec", "bad"), previous=None)
+        out += [(kind, "reconciled", reconciled), (kind, "followed", followed), (kind, "failed", failed)]
+    no_workload = st.no_workload_status(generation=2, previous=None, message="a video profile")
+    return [*out, ("CaptureProfile", "no workload", no_workload)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape", "status"), _statuses_the_operator_writes(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_the_status_schema_declares_every_field_the_operator_writes(
+    kind: str, shape: str, status: dict[str, Any]
+) -> None:
+    """The API server prunes status fields the schema does not declare: a pruned specHash would stop the status
+    from following the Deployment (status.followed_status needs it). None deletes a field in a merge patch."""
+    schema = version_of(load_crd(kind))["schema"]["openAPIV3Schema"]["properties"]["status"]
+    written = {k: v for k, v in status.items() if v is not None}
+    errors = [e.message for e in jsonschema.Draft7Validator(to_json_schema(schema)).iter_errors(written)]
+    assert not errors, f"{kind} {shape}: {errors}"
 
 
 def test_short_names() -> None:
