@@ -5,6 +5,7 @@
   The test forces that, playing the Deployment controller by writing the Deployment's status right after the
   handler applied it (emulator only: a real controller owns that status). kopf's part is played too: after the
   handler returns, its `patch` is applied the way kopf applies it (an unconditional merge patch of the status).
+- Self-healing: the follower is handed the DELETED event of a child whose parent wants none.
 - API failures: the operator's client is made to fail its calls (503, 409: a failing API server cannot be
   produced on demand otherwise); the handler must turn them into kopf.TemporaryError, retried after a delay.
 """
@@ -22,8 +23,9 @@ import kopf
 import pytest
 from cluster_helpers import API, Cluster, ClusterClient, emulator_only
 from kopf._core.engines import posting
+from korall_operator import status as st
 from korall_operator.handlers import follow_deployment, reconcile_capture_profile, reconcile_inference_model
-from korall_operator.handlers._common import State
+from korall_operator.handlers._common import RECONCILE_REQUESTED, State
 from korall_operator.manifests import child_name
 from korall_operator.settings import OperatorSettings
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -177,3 +179,30 @@ async def test_a_conflict_from_the_api_server_is_a_temporary_error(cluster: Clus
             await _reconcile(kube, memo, ns, name, "update")
     finally:
         await operator_kube.close()
+
+
+async def test_a_deleted_child_the_parent_no_longer_wants_is_not_healed(cluster: Cluster, kube: ClusterClient) -> None:
+    """A profile that stopped being audio had its audio Deployment deleted by the operator itself: the DELETED
+    event must not poke the profile into one more (empty) reconcile."""
+    ns, name = cluster.namespace, "was-audio"
+    spec = {"type": "video", "device": "/dev/video0", "video": {}}
+    created = await kube.create(
+        API,
+        "captureprofiles",
+        ns,
+        {"apiVersion": API, "kind": "CaptureProfile", "metadata": {"name": name}, "spec": spec},
+    )
+    meta = created["metadata"]
+    status = st.no_workload_status(generation=meta["generation"], previous=None, message="video")
+    await kube.merge_patch_status(API, "captureprofiles", ns, name, status)
+    owner = {"apiVersion": API, "kind": "CaptureProfile", "name": name, "uid": meta["uid"], "controller": True}
+    deleted_child = {"metadata": {"name": child_name(name, "audio"), "uid": "gone", "ownerReferences": [owner]}}
+    operator_kube = await ClusterClient.from_environment()
+    memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
+    try:
+        await follow_deployment(type="DELETED", body=kopf.Body(deleted_child), namespace=ns, memo=memo, logger=LOGGER)
+    finally:
+        await operator_kube.close()
+    profile = await kube.get(API, "captureprofiles", ns, name)
+    assert profile is not None
+    assert RECONCILE_REQUESTED not in (profile["metadata"].get("annotations") or {})

@@ -61,10 +61,15 @@ async def follow_deployment(
 async def _heal(kube: KubeClient, plural: str, namespace: str, owner: dict[str, Any], child_uid: str) -> None:
     """A child Deployment was deleted while its parent lives (by hand, or a stray `kubectl delete`): poke the
     parent so that its update handler applies the child again. When the parent itself is being deleted (the
-    garbage collector's cascade), it is gone or marked, and nothing happens."""
+    garbage collector's cascade), it is gone or marked, and nothing happens. Nor when its current spec asks for no
+    child (the operator deleted it: a profile that stopped being audio; or a spec failure): a reconcile would
+    apply nothing."""
     parent = await kube.get(API, plural, namespace, owner["name"])
     meta = (parent or {}).get("metadata") or {}
     if parent is None or meta.get("uid") != owner.get("uid") or meta.get("deletionTimestamp"):
+        return
+    status = parent.get("status") or {}
+    if status.get("observedGeneration") == meta.get("generation") and not status.get("specHash"):
         return
     with contextlib.suppress(NotFound):
         await kube.merge_patch(
