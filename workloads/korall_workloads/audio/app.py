@@ -22,6 +22,7 @@ from korall_workloads.audio.metrics import AudioMetrics
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
+from korall_workloads.common.broadcast import end_streams_on_exit_signals
 from korall_workloads.common.errors import ApiError, install_error_handlers
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
@@ -42,9 +43,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         capture.start()
+        restore = end_streams_on_exit_signals(hub.close)
         try:
             yield
         finally:
+            restore()
             capture.stop()
 
     app = FastAPI(title="korall audio", version="0.1.0", lifespan=lifespan)
@@ -107,6 +110,8 @@ def create_app(
                     yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
             while True:
                 record = await sub.queue.get()
+                if record is None:  # the service is shutting down
+                    return
                 if record["id"] > sent:
                     yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
         finally:

@@ -70,6 +70,10 @@ class EventHub:
         wanted = frozenset(types or ())
         return self._live.subscribe((lambda record: record["type"] in wanted) if wanted else None)
 
+    def close(self) -> None:
+        """End every live stream (each subscriber receives None)."""
+        self._live.close()
+
     def unsubscribe(self, sub: Subscription) -> None:
         self._live.unsubscribe(sub)
 

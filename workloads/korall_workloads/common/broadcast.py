@@ -4,11 +4,14 @@ A thread publishes (the camera's inference worker, the audio capture thread); ev
 on the event loop) owns a small asyncio queue. Publishing hands the item to each subscriber's loop with
 `call_soon_threadsafe`; a full queue loses its oldest item (counted per client, and reported to `on_drop`), so a
 client that reads slowly sees fresh items with gaps, and never blocks the publisher or the other clients.
+`close` (on shutdown: `end_streams_on_exit_signals`) hands every subscriber None, the end of its stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,3 +86,39 @@ class Broadcaster:
                 sub.loop.call_soon_threadsafe(sub.offer, item)
             except RuntimeError:  # that loop is closed: the client is gone
                 self.unsubscribe(sub)
+
+
+def end_streams_on_exit_signals(end_streams: Callable[[], None]) -> Callable[[], None]:
+    """On SIGINT/SIGTERM, end the live streams (`end_streams`, e.g. `Broadcaster.close`), then let the server's
+    own handler run; returns the function that puts the previous handlers back. Call it on the server's loop.
+
+    uvicorn waits for open responses to finish before it runs the lifespan shutdown, and a live stream never
+    finishes by itself: without this, every connected SSE client would hold shutdown up to
+    `timeout_graceful_shutdown` (forever by default, until Kubernetes kills the pod). `end_streams` runs as a
+    loop callback, not inside the signal handler, which may have interrupted the loop thread while it held the
+    broadcaster's lock. Signal handlers can only be set on the main thread (uvicorn.run); elsewhere (a server in
+    a test thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    installed: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):  # nobody handles it gracefully: leave the default behaviour alone
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is streaming any more
+                loop.call_soon_threadsafe(end_streams)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, previous)
+
+    def restore() -> None:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+
+    return restore

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -19,6 +17,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from korall_contract import VisionEnv
 from prometheus_client import CollectorRegistry
 
+from korall_workloads.common.broadcast import end_streams_on_exit_signals
 from korall_workloads.common.errors import ApiError
 
 from .pipeline import CameraPipeline, Detector, FrameResult, StreamEvent
@@ -51,43 +50,12 @@ async def run_camera(
         yield None
         return
     pipeline.start()
-    restore = _close_streams_on_exit_signals(pipeline)
+    restore = end_streams_on_exit_signals(pipeline.broadcaster.close)
     try:
         yield pipeline
     finally:
         restore()
         await asyncio.to_thread(pipeline.stop)
-
-
-def _close_streams_on_exit_signals(pipeline: CameraPipeline) -> Callable[[], None]:
-    """End the live streams as soon as SIGINT/SIGTERM arrives, then let the server's own handler run.
-
-    uvicorn waits for open responses to finish before it runs the lifespan shutdown, and a live stream never
-    finishes by itself: without this, every connected SSE client would hold shutdown up to
-    `timeout_graceful_shutdown` and end in a cancelled task. Signal handlers can only be set on the main
-    thread (uvicorn.run); elsewhere (a server in a test thread) this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    installed: dict[int, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.getsignal(sig)
-        if not callable(previous):  # nobody handles it gracefully: leave the default behaviour alone
-            continue
-
-        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            pipeline.broadcaster.close()
-            previous(signum, frame)
-
-        signal.signal(sig, handler)
-        installed[sig] = (handler, previous)
-
-    def restore() -> None:
-        for sig, (handler, previous) in installed.items():
-            if signal.getsignal(sig) is handler:
-                signal.signal(sig, previous)
-
-    return restore
 
 
 def camera_lifespan(
