@@ -162,20 +162,26 @@ async def test_a_failing_poke_of_the_models_is_a_temporary_error(cluster: Cluste
         await operator_kube.close()
 
 
-async def test_a_conflict_from_the_api_server_is_a_temporary_error(cluster: Cluster, kube: ClusterClient) -> None:
-    """k8s.py raises its own Conflict for a 409: the handler must map it like any other API failure."""
-    ns, name = cluster.namespace, "conflict"
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(409, "Conflict"), (403, "Forbidden")],  # 403: missing RBAC or a terminating namespace, not the spec's fault
+)
+async def test_a_conflict_or_forbidden_from_the_api_server_is_a_temporary_error(
+    cluster: Cluster, kube: ClusterClient, status: int, reason: str
+) -> None:
+    """k8s.py raises its own Conflict for a 409, and a 403 is no spec error: both are retried after a delay."""
+    ns, name = cluster.namespace, f"refused-{status}"
     body = {"apiVersion": API, "kind": "InferenceModel", "metadata": {"name": name}}
     await kube.create(API, "inferencemodels", ns, {**body, "spec": {"model": {"file": CPU_MODEL}}})
     operator_kube = await ClusterClient.from_environment()
 
-    async def conflict(*args: Any, **kwargs: Any) -> Any:
-        raise ApiException(status=409, reason="Conflict")
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ApiException(status=status, reason=reason)
 
-    operator_kube._api.call_api = conflict
+    operator_kube._api.call_api = refuse
     memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
     try:
-        with kopf_context(), pytest.raises(kopf.TemporaryError, match="HTTP 409"):
+        with kopf_context(), pytest.raises(kopf.TemporaryError, match=f"HTTP {status}"):
             await _reconcile(kube, memo, ns, name, "update")
     finally:
         await operator_kube.close()

@@ -95,11 +95,13 @@ async def apply_children(
 
 
 def rejected(exc: ApiException, what: str) -> SpecError | None:
-    """A 4xx from the API server on a child object: the spec produced something the cluster refuses.
+    """A 400 or 422 from the API server on a child object: the spec produced something the cluster refuses.
 
-    That is permanent until the spec changes (report it); anything else (5xx, 429, network) is transient.
+    That is permanent until the spec changes (report it); anything else is transient: 5xx, 429, the network, and
+    403 too (missing RBAC, a namespace being terminated, an admission quota), which a spec change cannot fix but
+    the cluster's owner can, so it is retried after the delay and recovers without a restart.
     """
-    if exc.status in (400, 403, 422):
+    if exc.status in (400, 422):
         return SpecError("ChildRejected", f"the API server refused the {what} (HTTP {exc.status}): {_message(exc)}")
     return None
 
