@@ -23,7 +23,7 @@ from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
 from korall_workloads.common.broadcast import end_streams_on_exit_signals
-from korall_workloads.common.errors import ApiError, install_error_handlers
+from korall_workloads.common.errors import ApiError, error_body, install_error_handlers
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
 
@@ -100,7 +100,9 @@ def create_app(
         """
         wanted: set[str] | None = set(types) if types else None
         sub = hub.subscribe(wanted)  # before reading the history, so that nothing falls in between
-        if sub is None:  # lost a race for the last place
+        if sub is None:  # lost the race for the last place after the check: the 200 is out, so say it in-band
+            message = f"too many live clients (max {hub.max_clients}); reconnect later"
+            yield ServerSentEvent(data=error_body("too_many_clients", message), event="error")
             return
         try:
             sent = last_event_id or 0
