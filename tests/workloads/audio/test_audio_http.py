@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.synth import Scene
 from korall_workloads.audio.wavfile import WavSource
+from service_process import stop_with_a_live_stream_open
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -241,34 +241,14 @@ def test_the_service_stops_promptly_with_a_live_stream_open(scene_wav: tuple[Pat
     path, _ = scene_wav
     port = free_port()
     env = {**os.environ, "AUDIO_SOURCE": str(path), "AUDIO_REALTIME": "false", "PORT": str(port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "korall_workloads.audio"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    log = stop_with_a_live_stream_open(
+        "korall_workloads.audio",
+        env,
+        f"http://127.0.0.1:{port}",
+        up_path="/ready",
+        stream_path="/events/stream",
+        headers={"Last-Event-ID": "0"},
     )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the service did not come up"
-            time.sleep(0.1)
-        with httpx.stream("GET", f"{url}/events/stream", headers={"Last-Event-ID": "0"}, timeout=10) as reply:
-            lines = reply.iter_lines()
-            assert next(line for line in lines if line.startswith("data: "))
-            proc.send_signal(signal.SIGINT)
-            stopped = time.monotonic()
-            for _ in lines:  # the server ends the stream instead of waiting for the client
-                pass
-        proc.wait(timeout=15)
-        assert time.monotonic() - stopped < 4
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    log = proc.stderr.read() if proc.stderr else ""
     assert "Traceback" not in log
 
 

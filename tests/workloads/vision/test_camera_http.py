@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from korall_workloads.common.broadcast import Broadcaster
 from korall_workloads.vision.app import create_app
 from korall_workloads.vision.camera.settings import CaptureSettings
 from korall_workloads.vision.detector import Detector
+from service_process import stop_with_a_live_stream_open
 from vision_helpers import ROOT, ThreadedServer, free_port, settings
 
 
@@ -258,33 +258,13 @@ def test_the_service_with_a_video_camera_serves_and_stops_promptly_with_a_stream
         VisionEnv.PORT: str(port),
         VisionEnv.NUM_THREADS: "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "korall_workloads.vision"], env=env, stderr=subprocess.PIPE, text=True
+    log = stop_with_a_live_stream_open(
+        "korall_workloads.vision",
+        env,
+        f"http://127.0.0.1:{port}",
+        up_path="/detections",
+        stream_path="/detections/stream",
+        start_timeout_s=30,
     )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/detections", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "the service did not come up"
-            time.sleep(0.1)
-        with httpx.stream("GET", f"{url}/detections/stream", timeout=10) as reply:
-            lines = reply.iter_lines()
-            assert next(line for line in lines if line.startswith("data: "))
-            proc.send_signal(signal.SIGINT)
-            stopped = time.monotonic()
-            for _ in lines:  # the server ends the stream instead of waiting for the client
-                pass
-        proc.wait(timeout=15)
-        assert time.monotonic() - stopped < 4
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    log = proc.stderr.read() if proc.stderr else ""
     assert "camera streaming -> stopped: service shutting down" in log
     assert "Traceback" not in log and "graceful shutdown exceeded" not in log
