@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5052
 PIP_VERSION ?= 26.3
 
-.PHONY: run run-audio test lint typecheck pytest venv sysdeps tools bench lock clean
+.PHONY: run run-audio test lint typecheck pytest venv sysdeps kube-assets tools bench lock clean
 
 venv: $(VENV)/.installed
 
@@ -43,7 +43,11 @@ lint: venv
 typecheck: venv
 	$(PY) -m mypy
 
-pytest: venv sysdeps
+# Kubernetes server binaries for the real-control-plane tier (tests/realcluster/), when this machine has them.
+kube-assets:
+	@bash scripts/kube-assets.sh
+
+pytest: venv sysdeps kube-assets
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 from emulator import EmulatedCluster
 from korall_operator.k8s import KubeClient, NotFound, resource_path
+from kubernetes_asyncio import client, config
 
 API = "korall.io/v1alpha1"
 T = TypeVar("T")
@@ -34,6 +35,13 @@ class Cluster:
 
 class ClusterClient(KubeClient):
     """The operator's client plus the verbs only tests need."""
+
+    @classmethod
+    async def from_kubeconfig(cls, path: Path) -> ClusterClient:
+        """A client for that kubeconfig, whatever $KUBECONFIG says (the operator may run as someone else)."""
+        configuration = client.Configuration()
+        await config.load_kube_config(config_file=str(path), client_configuration=configuration)
+        return cls(client.ApiClient(configuration=configuration))
 
     async def create(
         self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]

@@ -27,11 +27,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
+from cluster import RealClusterWithChart
 from cluster_helpers import Cluster, ClusterClient, eventually
 from emulator import ROOT, EmulatedCluster
 from korall_operator.k8s import resource_path
 
 REAL_KUBECONFIG_ENV = "KORALL_TEST_KUBECONFIG"
+WATCH_NAMESPACE_ENV = "KORALL_WATCH_NAMESPACE"
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per emulator request drowns the output
 
 
@@ -40,8 +42,8 @@ def _real_kubeconfig() -> Path | None:
     return Path(value) if value else None
 
 
-async def _prepare_real_cluster(namespace: str) -> None:
-    """Apply the CRDs (server-side) and wait until they are Established; create the test namespace."""
+async def _apply_crds() -> None:
+    """Apply the CRDs (server-side) and wait until they are Established (a cluster of yours: no chart installed)."""
     client = await ClusterClient.from_environment()
     try:
         for path in sorted((ROOT / "crds").glob("*.yaml")):
@@ -60,23 +62,39 @@ async def _prepare_real_cluster(namespace: str) -> None:
                 assert conds.get("Established") == "True", conds
 
             await eventually(established, timeout=60)
-        await client.create("v1", "namespaces", None, {"metadata": {"name": namespace}})
     finally:
         await client.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+BACKENDS = ["emulator", "real"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Every module runs twice: on the emulator (fast, and it can fake what a real cluster will not do on
+    request) and on a real API server (the judge: admission, RBAC, real controllers and scheduling).
+
+    The real one is the session's control plane with the chart installed, and the operator runs with a token of the
+    chart's ServiceAccount; or, with KORALL_TEST_KUBECONFIG, a cluster of yours (the operator then uses your
+    credentials and the CRDs are applied first).
+    """
     namespace = f"korall-test-{secrets.token_hex(3)}"
-    real = _real_kubeconfig()
     saved = os.environ.get("KUBECONFIG")
-    if real is not None:
-        os.environ["KUBECONFIG"] = str(real)
-        asyncio.run(_prepare_real_cluster(namespace))
+    if request.param == "real":
+        external = _real_kubeconfig()
+        if external is not None:
+            admin = operator_kubeconfig = external
+            os.environ["KUBECONFIG"] = str(admin)
+            asyncio.run(_apply_crds())
+        else:
+            real: RealClusterWithChart = request.getfixturevalue("real_cluster")
+            admin, operator_kubeconfig = real.cluster.admin_kubeconfig, real.operator_kubeconfig
+        asyncio.run(_create_namespace(admin, namespace))
+        os.environ["KUBECONFIG"] = str(operator_kubeconfig)  # what the operator (KopfRunner) logs in with
         try:
-            yield Cluster(kubeconfig=real, namespace=namespace, emulated=None)
+            yield Cluster(kubeconfig=admin, namespace=namespace, emulated=None)
         finally:
-            asyncio.run(_delete_namespace(namespace))
+            asyncio.run(_delete_namespace(admin, namespace))
             _restore_env("KUBECONFIG", saved)
         return
     emulated = EmulatedCluster(tmp_path_factory.mktemp("kmock")).start()
@@ -89,8 +107,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         _restore_env("KUBECONFIG", saved)
 
 
-async def _delete_namespace(namespace: str) -> None:
-    client = await ClusterClient.from_environment()
+async def _create_namespace(kubeconfig: Path, namespace: str) -> None:
+    client = await ClusterClient.from_kubeconfig(kubeconfig)
+    try:
+        await client.create("v1", "namespaces", None, {"metadata": {"name": namespace}})
+    finally:
+        await client.close()
+
+
+async def _delete_namespace(kubeconfig: Path, namespace: str) -> None:
+    client = await ClusterClient.from_kubeconfig(kubeconfig)
     try:
         await client.delete("v1", "namespaces", None, namespace)
     finally:
@@ -108,15 +134,22 @@ def _restore_env(key: str, value: str | None) -> None:
 def operator(cluster: Cluster) -> Iterator[Any]:
     from kopf.testing import KopfRunner
 
-    args = ["run", "--standalone", "--namespace", cluster.namespace, "-m", "korall_operator.handlers"]
-    with KopfRunner(args, timeout=30) as runner:
-        yield runner
+    # As the chart runs it with watchNamespace set: the namespace on kopf's command line and in the settings.
+    args = ["run", "--standalone", f"--namespace={cluster.namespace}", "-m", "korall_operator.handlers"]
+    saved = os.environ.get(WATCH_NAMESPACE_ENV)
+    os.environ[WATCH_NAMESPACE_ENV] = cluster.namespace
+    try:
+        with KopfRunner(args, timeout=30) as runner:
+            yield runner
+    finally:
+        _restore_env(WATCH_NAMESPACE_ENV, saved)
     assert runner.exception is None, runner.output[-4000:]
 
 
 @pytest_asyncio.fixture
 async def kube(cluster: Cluster) -> AsyncIterator[ClusterClient]:
-    client = await ClusterClient.from_environment()
+    """The tests' own client, as the cluster's admin (not as the operator)."""
+    client = await ClusterClient.from_kubeconfig(cluster.kubeconfig)
     try:
         yield client
     finally:

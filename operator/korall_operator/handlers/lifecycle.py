@@ -31,6 +31,10 @@ def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None
     settings.watching.client_timeout = korall.watch_client_timeout_s
     settings.watching.connect_timeout = korall.watch_connect_timeout_s
     settings.posting.level = logging.WARNING
+    # One namespace: kopf would otherwise list and watch all namespaces to match its namespace patterns, which a
+    # namespaced install is not allowed to (a 403 retried for about a minute, with nothing reconciled meanwhile).
+    # Cluster-wide, scanning stays on, so that CRDs installed after the operator are still picked up.
+    settings.scanning.disabled = bool(korall.watch_namespace)
     settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -1,0 +1,30 @@
+"""Fixtures shared by every test folder: the real control plane (tests/realcluster/), started once per session.
+
+The real-cluster tier needs the Kubernetes server binaries (`KUBEBUILDER_ASSETS`, or what scripts/kube-assets.sh
+unpacks into .cache/kube-assets; `make test` runs it). Where they are missing, every test that asks for
+`real_cluster` is skipped with the reason, and the emulator-backed tests still run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from cluster import RELEASE_NAMESPACE, RealCluster, RealClusterWithChart
+from controlplane import ControlPlaneUnavailable
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClusterWithChart]:
+    try:
+        cluster = RealCluster.start(tmp_path_factory.mktemp("realcluster"))
+    except ControlPlaneUnavailable as e:
+        pytest.skip(f"real control plane unavailable: {e}")
+    try:
+        service_account = cluster.install_chart()
+        kubeconfig = cluster.service_account_kubeconfig(
+            RELEASE_NAMESPACE, service_account, cluster.plane.workdir / "operator.kubeconfig"
+        )
+        yield RealClusterWithChart(cluster, kubeconfig)
+    finally:
+        cluster.stop()

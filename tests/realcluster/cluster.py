@@ -1,0 +1,113 @@
+"""One real control plane with fake nodes, the chart installed by a real helm, and credentials to act as the operator.
+
+`RealCluster.start()` is what the session fixture (tests/conftest.py) and `bench/bench_operator.py --real` call:
+the control plane (controlplane.py), the fake nodes below (fake_nodes.py), then `helm install` of the chart, whose
+CRDs, ServiceAccount and RBAC are then the ones under test. `operator_kubeconfig()` is a kubeconfig with a token of
+the chart's ServiceAccount: an operator run with it has exactly the chart's permissions, no more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controlplane import ROOT, ControlPlane, find_assets, kubeconfig
+from fake_nodes import FakeNodes, NodeSpec
+
+CHART = ROOT / "charts" / "korall"
+RELEASE_NAMESPACE = "korall-system"
+
+TPU_NODE, SOLO_TPU_NODE, PCI_NODE, CPU_NODE = "edge-usb-1", "edge-solo", "edge-pci-1", "cpu-1"
+NODES = [
+    # The general-purpose TPU node: several USB accelerators, so the tests of one module never queue for one.
+    NodeSpec(TPU_NODE, {"coral.ai/tpu": "8"}, {"korall.io/tpu": "usb"}),
+    # One TPU and nothing else: what scheduling and Recreate rollouts are tested on (pods select it by hostname).
+    NodeSpec(SOLO_TPU_NODE, {"coral.ai/tpu": "1"}, {"korall.io/tpu": "usb"}),
+    NodeSpec(PCI_NODE, {"coral.ai/tpu": "2"}, {"korall.io/tpu": "pci"}),
+    NodeSpec(CPU_NODE),
+]
+
+
+def tools_bin() -> Path:
+    """helm and kubectl, pinned and checked (scripts/tools.sh installs them once)."""
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "tools.sh")], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class RealCluster:
+    plane: ControlPlane
+    nodes: FakeNodes
+    tools: Path
+
+    @classmethod
+    def start(cls, workdir: Path) -> RealCluster:
+        plane = ControlPlane(find_assets(), workdir).start()
+        try:
+            nodes = FakeNodes(plane.server, plane.admin_token, str(plane.ca), NODES).start()
+        except BaseException:
+            plane.stop()
+            raise
+        return cls(plane, nodes, tools_bin())
+
+    def stop(self) -> None:
+        self.nodes.stop()
+        self.plane.stop()
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.plane.kubeconfig
+
+    def run(self, tool: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """helm or kubectl against this cluster as its admin."""
+        env = {**os.environ, "KUBECONFIG": str(self.admin_kubeconfig), "HELM_CACHE_HOME": str(self.plane.workdir)}
+        result = subprocess.run(
+            [str(self.tools / tool), *args], capture_output=True, text=True, timeout=timeout, env=env
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def install_chart(self, release: str = "korall", namespace: str = RELEASE_NAMESPACE, *values: str) -> str:
+        """`helm install` of the chart (CRDs included); returns the name of its ServiceAccount."""
+        sets = [arg for value in values for arg in ("--set", value)]
+        self.run("helm", "install", release, str(CHART), "--namespace", namespace, "--create-namespace", *sets)
+        return release if "korall" in release else f"{release}-korall"
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """One admin API call (synchronous: for fixtures)."""
+        context = ssl.create_default_context(cafile=str(self.plane.ca))
+        request = urllib.request.Request(
+            self.plane.server + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.plane.admin_token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read() or b"{}")
+
+    def service_account_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path:
+        """A kubeconfig holding a token of that ServiceAccount (TokenRequest API, as the kubelet gets one)."""
+        token = self.api(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}},
+        )["status"]["token"]
+        path.write_text(
+            kubeconfig(self.plane.server, self.plane.ca, f"system:serviceaccount:{namespace}:{service_account}", token)
+        )
+        return path
+
+
+@dataclass(frozen=True)
+class RealClusterWithChart:
+    """The session's real cluster with the chart installed (cluster-wide release `korall` in korall-system)."""
+
+    cluster: RealCluster
+    operator_kubeconfig: Path  # a token of the chart's ServiceAccount: exactly the chart's RBAC
