@@ -22,6 +22,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
         pytest.skip(f"real control plane unavailable: {e}")
     try:
         service_account = cluster.install_chart()
+        cluster.wait_for_garbage_collection()  # so that deletions cascade from the first test on
         kubeconfig = cluster.service_account_kubeconfig(
             RELEASE_NAMESPACE, service_account, cluster.plane.workdir / "operator.kubeconfig"
         )

@@ -16,6 +16,7 @@ PATCH creates or updates, and fields the operator stops setting are removed, wit
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any, Self
@@ -26,7 +27,15 @@ from kubernetes_asyncio.client.exceptions import ApiException
 FIELD_MANAGER = "korall-operator"
 _SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
-__all__ = ["FIELD_MANAGER", "ApiException", "Conflict", "KubeClient", "NotFound", "uses_service_account"]
+__all__ = [
+    "FIELD_MANAGER",
+    "ApiException",
+    "Conflict",
+    "KubeClient",
+    "NotFound",
+    "namespace_terminating",
+    "uses_service_account",
+]
 
 
 class NotFound(ApiException):
@@ -43,6 +52,18 @@ def resource_path(api_version: str, plural: str, namespace: str | None, name: st
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
     return f"{path}/{name}" if name else path
+
+
+def namespace_terminating(exc: ApiException) -> bool:
+    """A 403 because the namespace is being deleted (the API server's `NamespaceTerminating` cause)."""
+    if exc.status != 403:
+        return False
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return False
+    causes = ((body.get("details") or {}).get("causes") or []) if isinstance(body, dict) else []
+    return any(c.get("reason") == "NamespaceTerminating" for c in causes if isinstance(c, dict))
 
 
 def uses_service_account() -> bool:

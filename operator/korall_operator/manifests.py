@@ -276,6 +276,7 @@ def _deployment(
     exclusive_devices: bool,
     template_annotations: dict[str, str],
     owner: Mapping[str, Any] | None,
+    progress_deadline_s: int,
 ) -> Manifest:
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -299,6 +300,7 @@ def _deployment(
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": progress_deadline_s,
             "selector": {"matchLabels": selector_labels(cr_name, component)},
             "strategy": _strategy(exclusive_devices),
             "template": template,
@@ -423,7 +425,7 @@ def build_vision_deployment(
     if model.accelerator == "edgetpu":
         interface = model.effective_tpu_interface
         env[VisionEnv.EDGETPU_DEVICE] = interface
-        resources["limits"][settings.tpu_resource] = 1
+        resources["limits"][settings.tpu_resource] = "1"  # a quantity: the API server returns it as a string
         resources["requests"].pop(settings.tpu_resource, None)  # extended resources: request defaults to limit
         affinity = _tpu_affinity(interface, settings)
         if interface == "usb":
@@ -486,6 +488,7 @@ def build_vision_deployment(
         exclusive_devices=needs_device,
         template_annotations={MODEL_ANNOTATION: model.model.file},
         owner=owner,
+        progress_deadline_s=settings.progress_deadline_s,
     )
     # The stage labels the Deployment only, not its pods: promoting test -> production rolls nothing out.
     deployment["metadata"]["labels"][STAGE_LABEL] = model.stage
@@ -564,6 +567,7 @@ def build_audio_deployment(
         exclusive_devices=uses_alsa,
         template_annotations={},
         owner=owner,
+        progress_deadline_s=settings.progress_deadline_s,
     )
 
 

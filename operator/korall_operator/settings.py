@@ -110,6 +110,16 @@ class OperatorSettings(BaseSettings):
 
     watch_connect_timeout_s: int = Field(default=30, ge=1)
 
+    resync_interval_s: float = Field(default=60.0, gt=0)
+    """Every this often, every parent is compared with its children and CaptureProfile as the operator's indexes
+    know them, and what drifted is put right (handlers/resync.py): the longest a lost watch event can go unnoticed.
+    Costs no API call for a parent that has not drifted."""
+
+    progress_deadline_s: int = Field(default=300, ge=30)
+    """progressDeadlineSeconds of the workload Deployments: a rollout that makes no progress for this long is
+    reported as ProgressDeadlineExceeded. Pods that crash, cannot pull their image or cannot be scheduled are
+    reported at once, from the pods themselves; this catches the rest (Kubernetes' default is 600 s)."""
+
     def model_file(self, name: str) -> BundledModel | None:
         """The bundled model of that file name, or None when the image does not have it."""
         return next((m for m in self.vision_models if m.file == name), None)

@@ -20,9 +20,10 @@ Fields (the CRD's status schema mirrors them):
 - `lastFailure`: `{reason, message, time}` of the last failure; kept after recovery, as a record.
 
 Ready means: the Deployment observed its latest spec, its pod template carries the hash the current spec asks
-for, and at least `replicas` pods are updated and ready. A spec failure (`Degraded` with a reason that is not a
-Deployment failure) belongs to the reconcile handler: the watcher leaves those conditions alone until a fixed
-spec is reconciled.
+for, and at least `replicas` pods are updated and ready. Degraded means a failure: the spec's (nothing rolled
+out, no `specHash`), the Deployment's (progress deadline, replica failure) or a pod's (crash loop, image pull,
+unschedulable, a failed init container). A spec failure belongs to the reconcile handler: the watcher leaves
+those conditions alone until a fixed spec is reconciled.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from korall_operator.manifests import MODEL_ANNOTATION, pod_template_hash
+from korall_operator.observed import PodProblem
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 
-# Reasons set from the child Deployment (the others on a Degraded condition come from the spec).
+# Reasons set from the child Deployment (its pods add the kubelet's and the scheduler's: observed.pod_problem).
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 REPLICA_FAILURE = "ReplicaFailure"
-DEPLOYMENT_REASONS = frozenset({PROGRESS_DEADLINE_EXCEEDED, REPLICA_FAILURE})
 NOTHING_TO_ROLL_OUT = "nothing to roll out until the spec is fixed"
 NO_WORKLOAD = "NoWorkload"
 
@@ -74,8 +75,12 @@ def now_iso() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def rollout_of(deployment: Mapping[str, Any], expected_hash: str | None) -> Rollout:
-    """Read a Deployment (spec and status, as the API returns it) against the expected pod-template hash."""
+def rollout_of(deployment: Mapping[str, Any], expected_hash: str | None, problem: PodProblem | None = None) -> Rollout:
+    """Read a Deployment (spec and status, as the API returns it) against the expected pod-template hash.
+
+    `problem` is what keeps one of its pods from running (observed.pod_problem): seen at once, where the
+    Deployment itself would only give up at its progress deadline (and never, for a pod that crashes after its
+    rollout completed)."""
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     meta = deployment.get("metadata") or {}
@@ -88,6 +93,8 @@ def rollout_of(deployment: Mapping[str, Any], expected_hash: str | None) -> Roll
             failure = Failure(PROGRESS_DEADLINE_EXCEEDED, cond.get("message") or "the rollout did not progress")
         elif cond.get("type") == REPLICA_FAILURE and cond.get("status") == "True":
             failure = Failure(REPLICA_FAILURE, cond.get("message") or "pods could not be created")
+    if failure is None and problem is not None:
+        failure = Failure(problem.reason, problem.message)
     annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
     return Rollout(
         desired=desired,
@@ -126,9 +133,13 @@ def condition(status: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | 
 
 
 def spec_failure(status: Mapping[str, Any] | None) -> Failure | None:
-    """The spec failure the reconcile handler reported and no fixed spec has cleared yet."""
+    """The spec failure the reconcile handler reported and no fixed spec has cleared yet.
+
+    A spec failure rolls nothing out, so its status has no `specHash`; a failure of the rollout (the Deployment's
+    or a pod's) always has one.
+    """
     degraded = condition(status, DEGRADED)
-    if degraded and degraded.get("status") == "True" and degraded.get("reason") not in DEPLOYMENT_REASONS:
+    if degraded and degraded.get("status") == "True" and not (status or {}).get("specHash"):
         return Failure(degraded.get("reason", "Unknown"), degraded.get("message", ""))
     return None
 
@@ -172,10 +183,11 @@ def reconciled_status(
     deployment: Mapping[str, Any],
     previous: Mapping[str, Any] | None,
     noun: str = "workload",
+    problem: PodProblem | None = None,
 ) -> dict[str, Any]:
     """The status after the reconcile handler applied the children (`deployment` as the API returned it)."""
     previous = previous or {}
-    fields = _rollout_fields(rollout_of(deployment, expected_hash), previous, generation, noun)
+    fields = _rollout_fields(rollout_of(deployment, expected_hash, problem), previous, generation, noun)
     return {"observedGeneration": generation, "specHash": expected_hash, **fields}
 
 
@@ -216,16 +228,19 @@ def no_workload_status(*, generation: int, previous: Mapping[str, Any] | None, m
 
 
 def followed_status(
-    parent_status: Mapping[str, Any] | None, deployment: Mapping[str, Any], noun: str = "workload"
+    parent_status: Mapping[str, Any] | None,
+    deployment: Mapping[str, Any],
+    noun: str = "workload",
+    problem: PodProblem | None = None,
 ) -> dict[str, Any] | None:
-    """The status patch after the child Deployment changed, or None when there is nothing to change.
+    """The status patch after the child Deployment or one of its pods changed, or None when nothing changes.
 
     The parent's `specHash` (written by the reconcile handler) is what the Deployment must be running.
     """
     previous = parent_status or {}
     if spec_failure(previous) is not None or not previous.get("specHash"):
         return None
-    fields = _rollout_fields(rollout_of(deployment, previous["specHash"]), previous, None, noun)
+    fields = _rollout_fields(rollout_of(deployment, previous["specHash"], problem), previous, None, noun)
     if _same(previous, fields):
         return None
     return fields

@@ -156,6 +156,7 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         ("korall.io", "captureprofiles/status"): ["patch"],
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services"): ["create", "delete", "get", "patch"],
+        ("", "pods"): ["list", "watch"],
         ("", "events"): ["create"],
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     }

@@ -1,11 +1,12 @@
 """The real handlers called directly (no kopf runner), for what a running operator hits only by chance.
 
-- Interleaving: kopf runs the two writers of a parent's status (reconcile handler, Deployment follower)
-  concurrently, so a Deployment event can be handled between the reconcile handler's apply and its status write.
-  The test forces that, playing the Deployment controller by writing the Deployment's status right after the
-  handler applied it (emulator only: a real controller owns that status). kopf's part is played too: after the
-  handler returns, its `patch` is applied the way kopf applies it (an unconditional merge patch of the status).
-- Self-healing: the follower is handed the DELETED event of a child whose parent wants none.
+- Interleaving: kopf runs the writers of a parent's status (reconcile handler, child watchers) concurrently, so
+  a Deployment event can be handled between the reconcile handler's apply and its status write. The test forces
+  that, playing the Deployment controller by writing the Deployment's status right after the handler applied it
+  (emulator only: a real controller owns that status). kopf's part is played too: its indexes are filled by
+  hand (kopf fills them from its watches, which do not run here), and after the handler returns its `patch` is
+  applied the way kopf applies it (an unconditional merge patch of the status).
+- Self-healing: a parent that wants no child is not reconciled again when its child is missing.
 - API failures: the operator's client is made to fail its calls (503, 409: a failing API server cannot be
   produced on demand otherwise); the handler must turn them into kopf.TemporaryError, retried after a delay.
 """
@@ -24,14 +25,30 @@ import pytest
 from cluster_helpers import API, Cluster, ClusterClient, emulator_only
 from kopf._core.engines import posting
 from korall_operator import status as st
-from korall_operator.handlers import follow_deployment, reconcile_capture_profile, reconcile_inference_model
+from korall_operator.handlers import deployment_changed, reconcile_capture_profile, reconcile_inference_model
 from korall_operator.handlers._common import RECONCILE_REQUESTED, State
+from korall_operator.handlers.follow import heal_or_refresh
+from korall_operator.handlers.indexes import Indexes, ParentView
 from korall_operator.manifests import child_name
+from korall_operator.observed import child_key, slim_deployment
 from korall_operator.settings import OperatorSettings
 from kubernetes_asyncio.client.exceptions import ApiException
 
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 LOGGER = logging.getLogger("test_handlers_direct")
+
+
+def index_kwargs(**stores: dict[Any, list[Any]]) -> dict[str, Any]:
+    """kopf's indexes as handler keyword arguments, filled by the test (a mapping of key -> values is what a
+    handler reads of a kopf.Index)."""
+    names = (
+        "deployments_by_parent",
+        "pod_problems_by_parent",
+        "inference_models",
+        "capture_profiles",
+        "inference_models_by_capture_profile",
+    )
+    return {name: stores.get(name, {}) for name in names}
 
 
 @contextlib.contextmanager
@@ -50,10 +67,12 @@ def kopf_context() -> Iterator[None]:
 
 
 class _ControllerAfterApply(ClusterClient):
-    """The operator's client; right after it applies a Deployment, the 'controller' marks it rolled out and the
-    follower handles that event, before the reconcile handler goes on with the (stale) applied object."""
+    """The operator's client; right after it applies a Deployment, the 'controller' marks it rolled out, kopf's
+    index takes the new state and the child watcher handles that event, before the reconcile handler goes on with
+    the (stale) applied object."""
 
     memo: Any = None
+    indexes: dict[str, Any] | None = None
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         applied = await super().apply(manifest)
@@ -67,17 +86,23 @@ class _ControllerAfterApply(ClusterClient):
                 "readyReplicas": replicas,
             }
             fresh = await self.merge_patch_status("apps/v1", "deployments", meta["namespace"], meta["name"], status)
-            await follow_deployment(
-                type="MODIFIED", body=kopf.Body(fresh), namespace=meta["namespace"], memo=self.memo, logger=LOGGER
-            )
+            assert self.indexes is not None
+            self.indexes["deployments_by_parent"][child_key(fresh)] = [slim_deployment(fresh)]
+            await deployment_changed(body=kopf.Body(fresh), memo=self.memo, logger=LOGGER, **self.indexes)
         return applied
 
 
-async def _reconcile(kube: ClusterClient, memo: Any, ns: str, name: str, reason: str) -> None:
+async def _reconcile(
+    kube: ClusterClient, memo: Any, ns: str, name: str, reason: str, indexes: dict[str, Any] | None = None
+) -> None:
     """Run the reconcile handler once, then apply its patch as kopf does."""
     raw = await kube.get(API, "inferencemodels", ns, name)
     assert raw is not None
     body, patch = kopf.Body(raw), kopf.Patch()
+    if indexes is None:
+        indexes = index_kwargs()
+    view = ParentView("InferenceModel", ns, name, raw["metadata"]["uid"], raw["metadata"]["generation"], {})
+    indexes["inference_models"][("InferenceModel", ns, name)] = [view]
     await reconcile_inference_model(
         body=body,
         spec=body.spec,
@@ -89,6 +114,7 @@ async def _reconcile(kube: ClusterClient, memo: Any, ns: str, name: str, reason:
         memo=memo,
         reason=reason,
         logger=LOGGER,
+        **indexes,
     )
     if patch.get("status"):
         await kube.merge_patch_status(API, "inferencemodels", ns, name, patch["status"])
@@ -99,17 +125,18 @@ async def test_a_deployment_event_during_reconcile_is_not_overwritten(cluster: C
     ns, name = cluster.namespace, "race"
     operator_kube = await _ControllerAfterApply.from_environment()
     memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
+    indexes = operator_kube.indexes = index_kwargs()
     try:
         with kopf_context():
             body = {"apiVersion": API, "kind": "InferenceModel", "metadata": {"name": name}}
             await kube.create(API, "inferencemodels", ns, {**body, "spec": {"model": {"file": CPU_MODEL}}})
-            await _reconcile(kube, memo, ns, name, "create")
+            await _reconcile(kube, memo, ns, name, "create", indexes)
 
             # Scale to 2: the apply bumps the Deployment's generation, the controller catches up at once and the
             # follower reports Ready, all before the handler writes the status it computed from the applied object.
             await kube.merge_patch(API, "inferencemodels", ns, name, {"spec": {"replicas": 2}})
             operator_kube.memo = memo
-            await _reconcile(kube, memo, ns, name, "update")
+            await _reconcile(kube, memo, ns, name, "update", indexes)
 
             deployment = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
             im = await kube.get(API, "inferencemodels", ns, name)
@@ -156,7 +183,7 @@ async def test_a_failing_poke_of_the_models_is_a_temporary_error(cluster: Cluste
                 memo=memo,
                 reason="update",
                 logger=LOGGER,
-                inference_models_by_capture_profile={(ns, name): ["a-model"]},
+                **index_kwargs(inference_models_by_capture_profile={(ns, name): ["a-model"]}),
             )
     finally:
         await operator_kube.close()
@@ -187,9 +214,9 @@ async def test_a_conflict_or_forbidden_from_the_api_server_is_a_temporary_error(
         await operator_kube.close()
 
 
-async def test_a_deleted_child_the_parent_no_longer_wants_is_not_healed(cluster: Cluster, kube: ClusterClient) -> None:
-    """A profile that stopped being audio had its audio Deployment deleted by the operator itself: the DELETED
-    event must not poke the profile into one more (empty) reconcile."""
+async def test_a_missing_child_the_parent_no_longer_wants_is_not_healed(cluster: Cluster, kube: ClusterClient) -> None:
+    """A profile that stopped being audio had its audio Deployment deleted by the operator itself: its missing
+    child must not get the profile reconciled once more (it would apply nothing)."""
     ns, name = cluster.namespace, "was-audio"
     spec = {"type": "video", "device": "/dev/video0", "video": {}}
     created = await kube.create(
@@ -201,12 +228,13 @@ async def test_a_deleted_child_the_parent_no_longer_wants_is_not_healed(cluster:
     meta = created["metadata"]
     status = st.no_workload_status(generation=meta["generation"], previous=None, message="video")
     await kube.merge_patch_status(API, "captureprofiles", ns, name, status)
-    owner = {"apiVersion": API, "kind": "CaptureProfile", "name": name, "uid": meta["uid"], "controller": True}
-    deleted_child = {"metadata": {"name": child_name(name, "audio"), "uid": "gone", "ownerReferences": [owner]}}
+    view = ParentView("CaptureProfile", ns, name, meta["uid"], meta["generation"], status)
+    indexes = Indexes.of(index_kwargs(capture_profiles={("CaptureProfile", ns, name): [view]}))
     operator_kube = await ClusterClient.from_environment()
     memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
     try:
-        await follow_deployment(type="DELETED", body=kopf.Body(deleted_child), namespace=ns, memo=memo, logger=LOGGER)
+        with kopf_context():
+            await heal_or_refresh(memo.korall, indexes, "CaptureProfile", ns, name)
     finally:
         await operator_kube.close()
     profile = await kube.get(API, "captureprofiles", ns, name)

@@ -117,7 +117,7 @@ def test_usb_tpu_with_camera_is_pinned_to_the_tpu_and_camera_node() -> None:
     )
     k8s_valid(dep)
     c = container(dep)
-    assert c["resources"]["limits"]["coral.ai/tpu"] == 1
+    assert c["resources"]["limits"]["coral.ai/tpu"] == "1"
     terms = pod(dep)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "korall.io/tpu", "operator": "In", "values": ["usb"]}]}]
     assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
@@ -224,7 +224,7 @@ def test_configurable_tpu_resource_and_no_node_label() -> None:
         "m", "ns", tpu_model(), None, settings(tpu_resource="example.com/edgetpu", tpu_node_label="")
     )
     limits = container(dep)["resources"]["limits"]
-    assert limits == {"example.com/edgetpu": 1}
+    assert limits == {"example.com/edgetpu": "1"}
     assert "affinity" not in pod(dep)
 
 
@@ -234,7 +234,7 @@ def test_user_resources_are_kept_and_the_tpu_limit_added() -> None:
     k8s_valid(dep)
     assert container(dep)["resources"] == {
         "requests": {"cpu": "250m", "memory": "128Mi"},
-        "limits": {"memory": "384Mi", "coral.ai/tpu": 1},
+        "limits": {"memory": "384Mi", "coral.ai/tpu": "1"},
     }
 
 

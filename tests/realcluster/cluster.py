@@ -12,6 +12,8 @@ import json
 import os
 import ssl
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,41 @@ class RealCluster:
         )
         with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
             return json.loads(response.read() or b"{}")
+
+    def wait_for_garbage_collection(self, timeout: float = 90.0) -> float:
+        """Wait until the garbage collector cascades deletions from korall's CRs; returns how long that took.
+
+        The controller manager finds new resource types (the CRDs helm just installed) by discovery every 30 s;
+        until then a deleted InferenceModel's children linger. A throwaway model with a ConfigMap it owns is
+        deleted, and the ConfigMap's disappearance says the collector knows the type.
+        """
+        namespace = "gc-probe"
+        self.api("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+        owner = self.api(
+            "POST",
+            f"/apis/korall.io/v1alpha1/namespaces/{namespace}/inferencemodels",
+            {"apiVersion": "korall.io/v1alpha1", "kind": "InferenceModel", "metadata": {"name": "probe"},
+             "spec": {"model": {"file": "probe.tflite"}}},
+        )  # fmt: skip
+        ref = {"apiVersion": "korall.io/v1alpha1", "kind": "InferenceModel", "name": "probe",
+               "uid": owner["metadata"]["uid"]}  # fmt: skip
+        self.api(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            {"metadata": {"name": "dependent", "ownerReferences": [ref]}},
+        )
+        started = time.monotonic()
+        self.api("DELETE", f"/apis/korall.io/v1alpha1/namespaces/{namespace}/inferencemodels/probe")
+        while time.monotonic() - started < timeout:
+            try:
+                self.api("GET", f"/api/v1/namespaces/{namespace}/configmaps/dependent")
+            except urllib.error.HTTPError as e:
+                if e.code == 404:
+                    self.api("DELETE", f"/api/v1/namespaces/{namespace}")
+                    return time.monotonic() - started
+                raise
+            time.sleep(0.5)
+        raise TimeoutError(f"the garbage collector did not cascade an InferenceModel's deletion in {timeout} s")
 
     def service_account_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path:
         """A kubeconfig holding a token of that ServiceAccount (TokenRequest API, as the kubelet gets one)."""

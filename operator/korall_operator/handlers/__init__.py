@@ -3,22 +3,37 @@
 Importing this package registers every handler with kopf's default registry (`kopf run -m
 korall_operator.handlers` or `python -m korall_operator`):
 
-- lifecycle: start-up settings and the API client, shutdown;
-- inference_models: reconcile an InferenceModel into its vision Deployment and Service; the capture-profile index;
+- lifecycle: start-up settings, the API client and the resync loop; shutdown;
+- indexes: what the operator keeps in memory of Deployments, Pods and its own resources (kopf indexes);
+- inference_models: reconcile an InferenceModel into its vision Deployment and Service;
 - capture_profiles: reconcile audio CaptureProfiles; poke the InferenceModels of a profile that changed;
-- deployments: the parent's status follows its child Deployment.
+- children: a child Deployment or Pod changed: its parent's status follows (follow.py);
+- resync (no handlers): the periodic loop that puts right whatever a lost event left out of line.
 """
 
 from korall_operator.handlers.capture_profiles import forget_capture_profile, reconcile_capture_profile
-from korall_operator.handlers.deployments import follow_deployment
-from korall_operator.handlers.inference_models import inference_models_by_capture_profile, reconcile_inference_model
+from korall_operator.handlers.children import deployment_changed, pod_changed
+from korall_operator.handlers.indexes import (
+    capture_profiles,
+    deployments_by_parent,
+    inference_models,
+    inference_models_by_capture_profile,
+    pod_problems_by_parent,
+)
+from korall_operator.handlers.inference_models import forget_inference_model, reconcile_inference_model
 from korall_operator.handlers.lifecycle import configure, start, stop
 
 __all__ = [
+    "capture_profiles",
     "configure",
-    "follow_deployment",
+    "deployment_changed",
+    "deployments_by_parent",
     "forget_capture_profile",
+    "forget_inference_model",
+    "inference_models",
     "inference_models_by_capture_profile",
+    "pod_changed",
+    "pod_problems_by_parent",
     "reconcile_capture_profile",
     "reconcile_inference_model",
     "start",

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import kopf
 from korall_contract import API_GROUP, API_VERSION
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator import status as st
-from korall_operator.k8s import Conflict, KubeClient, NotFound
+from korall_operator.handlers._status_writes import StatusWriters
+from korall_operator.k8s import KubeClient, namespace_terminating
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import SpecError
 from korall_operator.status import Failure
@@ -22,6 +22,8 @@ API = f"{API_GROUP}/{API_VERSION}"
 INFERENCE_MODELS = "inferencemodels"
 CAPTURE_PROFILES = "captureprofiles"
 PLURALS = {"InferenceModel": INFERENCE_MODELS, "CaptureProfile": CAPTURE_PROFILES}
+NOUNS = {"InferenceModel": "model", "CaptureProfile": "capture"}
+"""How a status message names what a parent runs ("the model is healthy")."""
 
 CAPTURE_PROFILE_SEEN = f"{API_GROUP}/capture-profile-seen"
 """Annotation the CaptureProfile handlers write on the InferenceModels that reference a profile (its uid and
@@ -29,22 +31,21 @@ generation, or `absent`), so that kopf runs their update handler: how a model wa
 recovers, and how a camera change rolls the vision pods out."""
 
 RECONCILE_REQUESTED = f"{API_GROUP}/reconcile-requested"
-"""Annotation the Deployment follower writes on a parent whose child Deployment was deleted by hand (the uid of the
-deleted child): the parent's update handler runs and applies the child again."""
+"""Annotation written on a parent that must be reconciled again although its spec did not change (a child deleted
+by hand, a CaptureProfile change whose poke was lost): kopf then runs its update handler. The value is a time."""
 
 RETRY_DELAY_S = 15
 """Delay before kopf retries a reconcile that failed for a transient reason (API unavailable, 5xx)."""
 
-STATUS_ATTEMPTS = 3
-"""Reads of the parent before a conditional status write gives up (see `write_status`)."""
-
 
 @dataclass
 class State:
-    """What the operator keeps for its lifetime (kopf's `memo.korall`): settings read once, one API client."""
+    """What the operator keeps for its lifetime (kopf's `memo.korall`): settings read once, one API client, and
+    the per-parent serialization of its own status writes."""
 
     settings: OperatorSettings
     kube: KubeClient
+    writers: StatusWriters = field(default_factory=lambda: StatusWriters())
 
 
 def load_settings() -> OperatorSettings:
@@ -71,26 +72,37 @@ def report_spec_failure(
     generation: int,
     previous: Mapping[str, Any],
     logger: kopf.Logger,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     """A spec the operator cannot serve: Degraded status, a Warning Event, a log line; the handler then returns.
 
-    Through kopf's patch: this status depends on no Deployment, and the follower leaves a spec failure alone.
+    Through kopf's patch: this status depends on no Deployment, and the child watchers leave a spec failure alone
+    (their own writes are conditional, so they cannot put an older view over it either). `extra`: more status
+    fields the handler records whatever the outcome (the CaptureProfile it saw).
     """
     failure = failure_of(exc)
     patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
+    patch.status.update(extra or {})
     kopf.warn(body, reason=failure.reason, message=failure.message)
     logger.warning(f"not served: {failure.reason}: {failure.message}")
+
+
+class NamespaceGoing(Exception):
+    """The parent's namespace is being deleted: nothing may be created there any more, and the parent goes with
+    it. Not a failure: the handler stops quietly (deleting a namespace of 200 models must not log 200 errors)."""
 
 
 async def apply_children(
     kube: KubeClient, what: str, service: Mapping[str, Any], deployment: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Apply a Service and its Deployment; returns the Deployment as stored. A refusal of the API server is a
-    SpecError (`rejected`), any other API failure a TemporaryError (`transient`)."""
+    SpecError (`rejected`), a terminating namespace NamespaceGoing, any other API failure a TemporaryError."""
     try:
         await kube.apply(service)
         return await kube.apply(deployment)
     except ApiException as e:
+        if namespace_terminating(e):
+            raise NamespaceGoing(str(deployment["metadata"].get("namespace"))) from e
         raise (rejected(e, what) or transient(e, "applying the children")) from e
 
 
@@ -120,71 +132,3 @@ def _message(exc: ApiException) -> str:
     except (TypeError, ValueError):
         body = {}
     return str(body.get("message") or exc.reason or "no message") if isinstance(body, dict) else str(exc.reason)
-
-
-StatusOf = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any] | None]]
-
-
-async def write_status(
-    kube: KubeClient,
-    plural: str,
-    namespace: str,
-    name: str,
-    uid: str,
-    status_of: StatusOf,
-    parent: Mapping[str, Any] | None = None,
-) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
-    """Write `status_of(parent)` as the parent's status, on condition that the parent did not change meanwhile.
-
-    Two writers share a parent's status (the reconcile handler, the Deployment follower), each computing it from
-    the Deployment as it saw it. kopf runs them concurrently, so an unconditional write could put an older view
-    over a newer one, and no later event would correct it. With the parent's resourceVersion as a precondition,
-    the writer that lost the race reads the parent again and recomputes. Starts from `parent` when given (kopf's
-    body), else reads it. Returns (the parent as read, the fields written), or None when there was nothing to
-    write or the parent is gone or replaced (another uid). Raises Conflict if it kept changing.
-    """
-    for attempt in range(STATUS_ATTEMPTS):
-        if parent is None or attempt:
-            parent = await kube.get(API, plural, namespace, name)
-        if parent is None or parent.get("metadata", {}).get("uid") != uid:
-            return None
-        fields = await status_of(parent)
-        if fields is None:
-            return None
-        version = parent["metadata"]["resourceVersion"]
-        try:
-            await kube.merge_patch_status(API, plural, namespace, name, fields, resource_version=version)
-        except NotFound:
-            return None
-        except Conflict:
-            continue
-        return parent, fields
-    raise Conflict(409, f"the status of {plural} {namespace}/{name} kept changing")
-
-
-async def write_reconciled_status(
-    kube: KubeClient, body: kopf.Body, plural: str, *, generation: int, expected_hash: str, applied: Mapping[str, Any]
-) -> None:
-    """The status after a reconcile applied the children (`applied`: the Deployment as the apply returned it).
-
-    Written by `write_status`, not through kopf's patch (which kopf applies unconditionally after the handler):
-    a Deployment event handled meanwhile must not be overwritten. After a conflict the Deployment is read again.
-    """
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    noun = "model" if plural == INFERENCE_MODELS else "capture"
-    deployment = applied
-
-    async def status_of(parent: Mapping[str, Any]) -> dict[str, Any]:
-        nonlocal deployment
-        if parent is not body:  # read again after a conflict: the Deployment may have moved on as well
-            fresh = await kube.get("apps/v1", "deployments", namespace, applied["metadata"]["name"])
-            deployment = fresh or deployment
-        previous = parent.get("status") or {}
-        return st.reconciled_status(
-            generation=generation, expected_hash=expected_hash, deployment=deployment, previous=previous, noun=noun
-        )
-
-    try:
-        await write_status(kube, plural, namespace, name, body["metadata"]["uid"], status_of, parent=body)
-    except (ApiException, aiohttp.ClientError) as e:  # Conflict included
-        raise transient(e, "writing the status") from e

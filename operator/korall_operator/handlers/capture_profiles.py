@@ -8,7 +8,12 @@ profile's uid and generation (`absent` when deleted). That is a real change of t
 runs, no polling, no restart. The models are found through a kopf index (in memory, kept current by the watch).
 
 Deletion is seen as a raw watch event, not with a delete handler, so kopf puts no finalizer on profiles; the
-audio children go with their profile through their ownerReferences.
+audio children go with their profile through their ownerReferences. A poke that fails (or an operator that was
+down) loses nothing: each model records the profile it saw (`status.captureProfile`), and the resync loop
+reconciles every model whose profile differs from it (follow.drift).
+
+`status.usedBy` lists the InferenceModels that reference the profile (from the index; written here, by the
+models' handlers when they change, and by the resync loop).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from korall_operator.handlers._common import (
     CAPTURE_PROFILE_SEEN,
     CAPTURE_PROFILES,
     INFERENCE_MODELS,
+    NamespaceGoing,
     apply_children,
     report_spec_failure,
     state,
     transient,
-    write_reconciled_status,
 )
+from korall_operator.handlers.follow import write_reconciled_status
+from korall_operator.handlers.indexes import Indexes
 from korall_operator.k8s import KubeClient, NotFound
 from korall_operator.manifests import build_audio_deployment, build_audio_service, child_name, pod_template_hash
 from korall_operator.specs import SpecError, parse_capture_profile
@@ -41,7 +48,7 @@ GROUP, VERSION = API.split("/")
 
 async def _poke_models(memo: Any, index: kopf.Index[Any, Any], namespace: str, name: str, seen: str) -> None:
     korall = state(memo)
-    for model in list(index.get((namespace, name), [])):
+    for model in sorted(set(index.get((namespace, name), []))):
         patch = {"metadata": {"annotations": {CAPTURE_PROFILE_SEEN: seen}}}
         with contextlib.suppress(NotFound):  # deleted meanwhile: nothing to reconcile
             await korall.kube.merge_patch(API, INFERENCE_MODELS, namespace, model, patch)
@@ -77,8 +84,10 @@ async def reconcile_capture_profile(
 ) -> None:
     assert namespace is not None  # the CRD is namespaced
     korall = state(memo)
+    indexes = Indexes.of(kwargs)
     generation = int(meta.get("generation", 1))
     previous = dict(status)
+    used_by = {"usedBy": indexes.used_by(namespace, name)}
     try:
         if reason != "resume":  # on resume the models' own resume handlers already reconcile them
             seen = f"{meta.get('uid')}/{generation}"
@@ -88,19 +97,30 @@ async def reconcile_capture_profile(
             await _remove_audio_children(korall.kube, body, name, namespace)
             message = "a video profile runs nothing itself: it feeds the InferenceModels that reference it"
             patch.status.update(st.no_workload_status(generation=generation, previous=previous, message=message))
+            patch.status.update(used_by)
             return
         deployment = build_audio_deployment(name, namespace, profile, korall.settings, owner=body)
         service = build_audio_service(name, namespace, korall.settings, owner=body)
         applied = await apply_children(korall.kube, "audio Deployment or Service", service, deployment)
+    except NamespaceGoing:
+        logger.info(f"namespace {namespace} is being deleted; nothing to reconcile")
+        return
     except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
-        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger)
+        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger, extra=used_by)
         return
 
     expected = pod_template_hash(deployment) or ""
     await write_reconciled_status(
-        korall.kube, body, CAPTURE_PROFILES, generation=generation, expected_hash=expected, applied=applied
+        korall,
+        indexes,
+        body,
+        "CaptureProfile",
+        generation=generation,
+        expected_hash=expected,
+        applied=applied,
+        extra=used_by,
     )
     if reason == "create" or not previous:
         child = deployment["metadata"]["name"]

@@ -7,8 +7,10 @@ Error policy (no exception storms, no restart needed):
 - a spec the operator cannot serve (invalid field, model not in the image, TPU without a TPU resource, missing
   or wrong CaptureProfile, a child the API server refuses) -> Degraded condition + Warning Event, and the handler
   *returns*: kopf marks it handled and waits for the next change. A fixed spec is a change; a CaptureProfile
-  that appears pokes the models that wait for it (see capture_profiles.py), which is also a change.
-- a transient failure (API server unavailable, 5xx) -> `kopf.TemporaryError`, retried by kopf after a delay.
+  that appears pokes the models that wait for it (see capture_profiles.py), which is also a change; and should
+  that poke be lost, the resync loop sees the profile differ from `status.captureProfile` (follow.drift);
+- a transient failure (API server unavailable, 5xx) -> `kopf.TemporaryError`, retried by kopf after a delay;
+- a namespace being deleted -> nothing: the model goes with it.
 
 No delete handler and so no finalizer: the children carry ownerReferences, so Kubernetes' garbage collector
 deletes them with the InferenceModel.
@@ -27,31 +29,22 @@ from korall_operator.handlers._common import (
     API,
     CAPTURE_PROFILES,
     INFERENCE_MODELS,
+    NamespaceGoing,
     State,
     apply_children,
     report_spec_failure,
     state,
     transient,
-    write_reconciled_status,
 )
+from korall_operator.handlers.follow import refresh_status, write_reconciled_status
+from korall_operator.handlers.indexes import Indexes, profile_ref
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
 from korall_operator.specs import CaptureProfileSpec, SpecError, parse_capture_profile, parse_inference_model
 
 GROUP, VERSION = API.split("/")
 
 
-@kopf.index(GROUP, VERSION, INFERENCE_MODELS)
-def inference_models_by_capture_profile(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], str] | None:
-    """(namespace, CaptureProfile name) -> the InferenceModels that reference it; read by the profile handlers."""
-    ref = spec.get("captureProfileRef") or {}
-    profile = ref.get("name") if isinstance(ref, dict) else None
-    return {(namespace or "", profile): name} if isinstance(profile, str) and profile else None
-
-
-async def _capture_profile(korall: State, namespace: str, name: str) -> CaptureProfileSpec:
-    body = await korall.kube.get(API, CAPTURE_PROFILES, namespace, name)
+def _capture_profile(body: dict[str, Any] | None, namespace: str, name: str) -> CaptureProfileSpec:
     if body is None:
         raise SpecError(
             "CaptureProfileNotFound",
@@ -62,6 +55,15 @@ async def _capture_profile(korall: State, namespace: str, name: str) -> CaptureP
         return parse_capture_profile(body.get("spec") or {})
     except SpecError as e:
         raise SpecError("CaptureProfileInvalid", f"CaptureProfile {name!r} is invalid: {e.message}") from e
+
+
+def _seen(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """status.captureProfile: the CaptureProfile this reconcile used (the resync loop compares it with the
+    profile's current uid and generation: a change whose poke was lost still rolls out)."""
+    if body is None:
+        return None
+    meta = body.get("metadata") or {}
+    return {"name": meta.get("name"), "uid": meta.get("uid"), "generation": int(meta.get("generation") or 1)}
 
 
 @kopf.on.resume(GROUP, VERSION, INFERENCE_MODELS)
@@ -78,31 +80,68 @@ async def reconcile_inference_model(
     memo: Any,
     reason: str,
     logger: kopf.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     assert namespace is not None  # the CRD is namespaced
     korall = state(memo)
+    indexes = Indexes.of(kwargs)
     generation = int(meta.get("generation", 1))
     previous = dict(status)
+    ref = profile_ref(spec)
+    seen: dict[str, Any] = {"captureProfile": None}
     try:
+        # The profile is read first, whatever the outcome: the status records which one this reconcile saw.
+        profile_body = await korall.kube.get(API, CAPTURE_PROFILES, namespace, ref) if ref else None
+        seen["captureProfile"] = _seen(profile_body)
         model = parse_inference_model(spec)
-        capture = None
-        if model.capture_profile_ref is not None:
-            capture = await _capture_profile(korall, namespace, model.capture_profile_ref.name)
+        capture = _capture_profile(profile_body, namespace, ref) if ref else None
         deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
         applied = await apply_children(korall.kube, "vision Deployment or Service", service, deployment)
+    except NamespaceGoing:
+        logger.info(f"namespace {namespace} is being deleted; nothing to reconcile")
+        return
     except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
-        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger)
+        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger, extra=seen)
+        await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
         return
 
     await write_reconciled_status(
-        korall.kube, body, INFERENCE_MODELS, generation=generation, expected_hash=expected, applied=applied
+        korall,
+        indexes,
+        body,
+        "InferenceModel",
+        generation=generation,
+        expected_hash=expected,
+        applied=applied,
+        extra=seen,
     )
     _announce(body, reason, previous, expected, model.model.display, deployment["metadata"]["name"])
+    await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
+
+
+async def _refresh_used_by(
+    korall: State, indexes: Indexes, namespace: str, ref: str | None, kwargs: dict[str, Any], logger: kopf.Logger
+) -> None:
+    """status.usedBy of the CaptureProfiles this model references now, and referenced before this change."""
+    old = profile_ref(((kwargs.get("old") or {}).get("spec")) or {})
+    for profile in {p for p in (ref, old) if p}:
+        try:
+            await refresh_status(korall, indexes, "CaptureProfile", namespace, profile)
+        except (ApiException, aiohttp.ClientError) as e:  # the resync loop makes it good
+            logger.debug(f"usedBy of CaptureProfile {profile} not updated: {e}")
+
+
+@kopf.on.event(GROUP, VERSION, INFERENCE_MODELS)
+async def forget_inference_model(
+    type: str, spec: kopf.Spec, namespace: str | None, memo: Any, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    """A deleted model no longer uses its CaptureProfile (status.usedBy)."""
+    if type == "DELETED" and namespace is not None:
+        await _refresh_used_by(state(memo), Indexes.of(kwargs), namespace, profile_ref(spec), {}, logger)
 
 
 def _announce(body: kopf.Body, reason: str, previous: dict[str, Any], expected: str, model: str, child: str) -> None:

@@ -5,11 +5,14 @@ Settings that matter for a long-running operator (see docs/operator-runtime.md):
   one after `watch_client_timeout_s`, so a watch stalled by a dead connection or a proxy is always renewed;
 - progress and diff-base in `kopf.korall.io/` annotations (not `status.kopf`), so the status holds only our fields;
 - only warnings and errors of kopf's own log become Events; our Normal Events are posted explicitly;
-- no finalizers are needed (no delete handlers), so deleting a CR never waits for the operator.
+- no finalizers are needed (no delete handlers), so deleting a CR never waits for the operator;
+- one background task, the resync loop (resync.py), started here and stopped at cleanup.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -17,6 +20,8 @@ import kopf
 from korall_contract import API_GROUP
 
 from korall_operator.handlers._common import State, load_settings
+from korall_operator.handlers.indexes import Indexes
+from korall_operator.handlers.resync import resync_forever
 from korall_operator.k8s import KubeClient, uses_service_account
 from korall_operator.settings import OperatorSettings
 
@@ -60,16 +65,24 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     korall = load_settings()
     configure(settings, korall)
     logging.getLogger().setLevel(korall.log_level)
     memo.korall = State(settings=korall, kube=await KubeClient.from_environment())
+    # kopf passes the indexes to startup handlers too, empty until its watches have listed: the loop's first
+    # round comes one interval later.
+    memo.resync = asyncio.create_task(resync_forever(memo.korall, Indexes.of(kwargs)), name="korall resync")
     logger.info(f"korall operator configured: TPU resource {korall.tpu_resource or '(none)'}")
 
 
 @kopf.on.cleanup()
 async def stop(memo: Any, **_: Any) -> None:
+    resync = getattr(memo, "resync", None)
+    if isinstance(resync, asyncio.Task):
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
     korall = getattr(memo, "korall", None)
     if isinstance(korall, State):
         await korall.kube.close()

@@ -1,0 +1,135 @@
+"""kopf indexes: what the operator knows of the cluster, kept current by kopf's watches (relisted after any gap).
+
+Every status the operator writes and every drift the resync loop looks for is computed from these, in memory,
+without an API call: the child Deployments and the troubles of their Pods by parent, the parents themselves, and
+which InferenceModels use which CaptureProfile. Each index keeps a small view (observed.py), not whole bodies.
+
+kopf fills an index before it calls any other handler with the same event, and passes the indexes to every handler
+as keyword arguments named like the functions below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS
+from korall_operator.manifests import MANAGED_BY
+from korall_operator.observed import ChildKey, PodProblem, child_key, parent_key, pod_problem, slim_deployment
+
+GROUP, VERSION = API.split("/")
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+ParentKey = tuple[str, str, str]
+"""(kind, namespace, name) of an InferenceModel or CaptureProfile."""
+
+
+@dataclass(frozen=True)
+class ParentView:
+    """What the resync loop needs of a parent: identity, generation, its status, its CaptureProfile reference."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    status: dict[str, Any]
+    capture_profile: str | None = None  # InferenceModel: spec.captureProfileRef.name
+    deleting: bool = False
+
+
+def _view(kind: str, body: kopf.Body, capture_profile: str | None = None) -> ParentView:
+    meta = body.get("metadata") or {}
+    return ParentView(
+        kind=kind,
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 1),
+        status=dict(body.get("status") or {}),
+        capture_profile=capture_profile,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def profile_ref(spec: Any) -> str | None:
+    ref = (spec or {}).get("captureProfileRef") or {}
+    name = ref.get("name") if isinstance(ref, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployments_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
+    key = child_key(body)
+    return {key: slim_deployment(body)} if key is not None else None
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED)
+def pod_problems_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, PodProblem] | None:
+    """Only the pods with a problem are kept: a healthy fleet costs nothing here."""
+    key = child_key(body)
+    problem = pod_problem(body) if key is not None else None
+    return {key: problem} if key is not None and problem is not None else None
+
+
+@kopf.index(GROUP, VERSION, INFERENCE_MODELS)
+def inference_models(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[ParentKey, ParentView]:
+    view = _view("InferenceModel", body, profile_ref(spec))
+    return {(view.kind, view.namespace, view.name): view}
+
+
+@kopf.index(GROUP, VERSION, CAPTURE_PROFILES)
+def capture_profiles(body: kopf.Body, **_: Any) -> dict[ParentKey, ParentView]:
+    view = _view("CaptureProfile", body)
+    return {(view.kind, view.namespace, view.name): view}
+
+
+@kopf.index(GROUP, VERSION, INFERENCE_MODELS)
+def inference_models_by_capture_profile(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], str] | None:
+    """(namespace, CaptureProfile name) -> the InferenceModels that reference it."""
+    profile = profile_ref(spec)
+    return {(namespace or "", profile): name} if profile else None
+
+
+def first(index: kopf.Index[Any, Any], key: Any) -> Any | None:
+    """The one value an index holds for a key (each parent has one child Deployment), or None."""
+    store = index.get(key)
+    return next(iter(store), None) if store else None
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """The indexes above, as one argument (kopf passes them to handlers as keyword arguments)."""
+
+    deployments: kopf.Index[ChildKey, dict[str, Any]]
+    pod_problems: kopf.Index[ChildKey, PodProblem]
+    models: kopf.Index[ParentKey, ParentView]
+    profiles: kopf.Index[ParentKey, ParentView]
+    models_by_profile: kopf.Index[tuple[str, str], str]
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> Indexes:
+        return cls(
+            deployments=kwargs["deployments_by_parent"],
+            pod_problems=kwargs["pod_problems_by_parent"],
+            models=kwargs["inference_models"],
+            profiles=kwargs["capture_profiles"],
+            models_by_profile=kwargs["inference_models_by_capture_profile"],
+        )
+
+    def parent(self, kind: str, namespace: str, name: str) -> ParentView | None:
+        index = self.models if kind == "InferenceModel" else self.profiles
+        return first(index, (kind, namespace, name))
+
+    def children(self, kind: str, namespace: str, name: str) -> tuple[dict[str, Any] | None, PodProblem | None]:
+        """The parent's child Deployment (slim) and the problem of one of its pods, if any."""
+        key = parent_key(kind, namespace, name)
+        return first(self.deployments, key), first(self.pod_problems, key)
+
+    def used_by(self, namespace: str, profile: str) -> list[str]:
+        """The InferenceModels that reference this CaptureProfile, sorted."""
+        return sorted(set(self.models_by_profile.get((namespace, profile), [])))
