@@ -99,7 +99,7 @@ async def test_create_gives_tpu_pinned_deployment_service_and_status(cluster: Cl
     deployment = await eventually(lambda: vision_deployment(kube, ns, name))
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["resources"]["limits"]["coral.ai/tpu"] == "1"  # a quantity: a real API server returns it as a string
+    assert container["resources"]["limits"]["coral.ai/tpu"] == "1"  # a quantity: the API server says "1"
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms[0]["matchExpressions"][0]["values"] == ["usb"]
     assert {"name": "edgetpu-usb", "hostPath": {"path": "/dev/bus/usb", "type": "Directory"}} in pod["volumes"]

@@ -91,7 +91,7 @@ class RealCluster:
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Authorization": f"Bearer {self.plane.admin_token}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
             return json.loads(response.read() or b"{}")
 
     def wait_for_garbage_collection(self, timeout: float = 90.0) -> float:

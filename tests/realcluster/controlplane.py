@@ -205,7 +205,9 @@ class ControlPlane:
     def _spawn(self, name: str, command: list[str]) -> None:
         self._commands[name] = command
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
-        self._processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._processes[name] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         log.close()
 
     def _wait(self, url: str, name: str, timeout: float) -> None:
@@ -218,7 +220,7 @@ class ControlPlane:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
             try:
                 request = urllib.request.Request(url, headers=headers)
-                with urllib.request.urlopen(request, timeout=2, context=context) as response:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=2, context=context) as response:
                     if response.status == 200:
                         return
             except (OSError, urllib.error.URLError):

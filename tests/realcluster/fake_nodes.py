@@ -225,9 +225,7 @@ class FakeNodes:
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
             self._pods.pop(key, None)
-            asyncio.get_running_loop().call_later(
-                self.delete_delay, lambda: asyncio.ensure_future(self._finalize(pod))
-            )
+            asyncio.get_running_loop().call_later(self.delete_delay, lambda: asyncio.ensure_future(self._finalize(pod)))
             return
         self._pods[key] = pod
         rule = next((r for r in self._rules if r.matches(key)), None)
