@@ -22,10 +22,16 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
         pytest.skip(f"real control plane unavailable: {e}")
     try:
         service_account = cluster.install_chart()
-        cluster.wait_for_garbage_collection()  # so that deletions cascade from the first test on
+        cluster.probe_garbage_collection()  # in the background: see garbage_collection below
         kubeconfig = cluster.service_account_kubeconfig(
             RELEASE_NAMESPACE, service_account, cluster.plane.workdir / "operator.kubeconfig"
         )
         yield RealClusterWithChart(cluster, kubeconfig)
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def garbage_collection(real_cluster: RealClusterWithChart) -> float:
+    """For tests that need deletions to cascade: waits (once) until the collector knows korall's CRDs."""
+    return real_cluster.cluster.garbage_collection_ready()

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,9 +25,10 @@ T = TypeVar("T")
 
 @dataclass
 class Cluster:
-    kubeconfig: Path
+    kubeconfig: Path  # the admin's: what the tests act with
     namespace: str
     emulated: EmulatedCluster | None
+    operator_kubeconfig: Path | None = None  # what the operator logs in with (the chart's RBAC); None: the admin's
 
     @property
     def is_emulated(self) -> bool:
@@ -75,6 +77,41 @@ async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0, i
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def running_operator(
+    namespace: str, kubeconfig: Path, *, resync_s: float = 2.0, env: dict[str, str] | None = None
+) -> Iterator[Any]:
+    """The real operator (`korall_operator.handlers`) run by kopf's KopfRunner in its own thread and event loop, as
+    the chart runs it with watchNamespace set: the namespace on kopf's command line and in the settings.
+
+    `kubeconfig` is what it logs in with. A short resync interval, so that tests of the resync loop are quick.
+    On exit: the operator must not have failed, nor been refused anything (a 403 means the chart's RBAC lacks it).
+    """
+    from kopf.testing import KopfRunner
+
+    settings = {
+        "KUBECONFIG": str(kubeconfig),
+        "KORALL_WATCH_NAMESPACE": namespace,
+        "KORALL_RESYNC_INTERVAL_S": str(resync_s),
+        **(env or {}),
+    }
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    args = ["run", "--standalone", f"--namespace={namespace}", "-m", "korall_operator.handlers"]
+    try:
+        with KopfRunner(args, timeout=30) as runner:
+            yield runner
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert runner.exception is None, runner.output[-4000:]
+    refused = [line for line in runner.output.splitlines() if "Forbidden" in line or "forbidden" in line]
+    assert not refused, "the operator was refused (RBAC?):\n" + "\n".join(refused[:5])
 
 
 def emulator_only(cluster: Cluster, why: str) -> None:

@@ -28,12 +28,11 @@ import pytest
 import pytest_asyncio
 import yaml
 from cluster import RealClusterWithChart
-from cluster_helpers import Cluster, ClusterClient, eventually
+from cluster_helpers import Cluster, ClusterClient, eventually, running_operator
 from emulator import ROOT, EmulatedCluster
 from korall_operator.k8s import resource_path
 
 REAL_KUBECONFIG_ENV = "KORALL_TEST_KUBECONFIG"
-WATCH_NAMESPACE_ENV = "KORALL_WATCH_NAMESPACE"
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per emulator request drowns the output
 
 
@@ -90,9 +89,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             real: RealClusterWithChart = request.getfixturevalue("real_cluster")
             admin, operator_kubeconfig = real.cluster.admin_kubeconfig, real.operator_kubeconfig
         asyncio.run(_create_namespace(admin, namespace))
-        os.environ["KUBECONFIG"] = str(operator_kubeconfig)  # what the operator (KopfRunner) logs in with
+        os.environ["KUBECONFIG"] = str(operator_kubeconfig)  # for the direct handler tests' operator client
         try:
-            yield Cluster(kubeconfig=admin, namespace=namespace, emulated=None)
+            yield Cluster(kubeconfig=admin, namespace=namespace, emulated=None, operator_kubeconfig=operator_kubeconfig)
         finally:
             asyncio.run(_delete_namespace(admin, namespace))
             _restore_env("KUBECONFIG", saved)
@@ -132,18 +131,9 @@ def _restore_env(key: str, value: str | None) -> None:
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster) -> Iterator[Any]:
-    from kopf.testing import KopfRunner
-
-    # As the chart runs it with watchNamespace set: the namespace on kopf's command line and in the settings.
-    args = ["run", "--standalone", f"--namespace={cluster.namespace}", "-m", "korall_operator.handlers"]
-    saved = os.environ.get(WATCH_NAMESPACE_ENV)
-    os.environ[WATCH_NAMESPACE_ENV] = cluster.namespace
-    try:
-        with KopfRunner(args, timeout=30) as runner:
-            yield runner
-    finally:
-        _restore_env(WATCH_NAMESPACE_ENV, saved)
-    assert runner.exception is None, runner.output[-4000:]
+    """The real operator, watching only the module's namespace (it cannot fight an operator already installed)."""
+    with running_operator(cluster.namespace, cluster.operator_kubeconfig or cluster.kubeconfig) as runner:
+        yield runner
 
 
 @pytest_asyncio.fixture

@@ -389,7 +389,11 @@ async def test_a_profile_that_becomes_video_drops_its_audio_status(cluster: Clus
     }
 
 
-async def test_delete_cascades_to_children(cluster: Cluster, kube: ClusterClient) -> None:
+async def test_delete_cascades_to_children(
+    cluster: Cluster, kube: ClusterClient, request: pytest.FixtureRequest
+) -> None:
+    if not cluster.is_emulated:
+        request.getfixturevalue("garbage_collection")  # the real collector must know the CRDs first
     ns, name = cluster.namespace, _name("gone")
     created = await kube.create(API, "inferencemodels", ns, inference_model(name))
     deployment = await eventually(lambda: vision_deployment(kube, ns, name))

@@ -8,6 +8,7 @@ the chart's ServiceAccount: an operator run with it has exactly the chart's perm
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import ssl
@@ -25,9 +26,9 @@ from fake_nodes import FakeNodes, NodeSpec
 CHART = ROOT / "charts" / "korall"
 RELEASE_NAMESPACE = "korall-system"
 
-TPU_NODE, SOLO_TPU_NODE, PCI_NODE, CPU_NODE = "edge-usb-1", "edge-solo", "edge-pci-1", "cpu-1"
+TPU_NODE, SOLO_TPU_NODE, PCI_NODE, CPU_NODE = "edge-node-1", "edge-solo", "edge-pci-1", "cpu-1"
 NODES = [
-    # The general-purpose TPU node: several USB accelerators, so the tests of one module never queue for one.
+    # The samples' node (samples/*.yaml pin to it) and the general-purpose TPU node: several USB accelerators.
     NodeSpec(TPU_NODE, {"coral.ai/tpu": "8"}, {"korall.io/tpu": "usb"}),
     # One TPU and nothing else: what scheduling and Recreate rollouts are tested on (pods select it by hostname).
     NodeSpec(SOLO_TPU_NODE, {"coral.ai/tpu": "1"}, {"korall.io/tpu": "usb"}),
@@ -47,6 +48,7 @@ class RealCluster:
     plane: ControlPlane
     nodes: FakeNodes
     tools: Path
+    _gc_probe: concurrent.futures.Future[float] | None = None
 
     @classmethod
     def start(cls, workdir: Path) -> RealCluster:
@@ -93,6 +95,16 @@ class RealCluster:
         )
         with urllib.request.urlopen(request, context=context, timeout=30) as response:
             return json.loads(response.read() or b"{}")
+
+    def probe_garbage_collection(self) -> None:
+        """Start wait_for_garbage_collection in a thread: the tests that need it wait for it, the others do not."""
+        self._gc_probe = concurrent.futures.ThreadPoolExecutor(1).submit(self.wait_for_garbage_collection)
+
+    def garbage_collection_ready(self) -> float:
+        if self._gc_probe is None:
+            self.probe_garbage_collection()
+        assert self._gc_probe is not None
+        return float(self._gc_probe.result())
 
     def wait_for_garbage_collection(self, timeout: float = 90.0) -> float:
         """Wait until the garbage collector cascades deletions from korall's CRs; returns how long that took.

@@ -1,0 +1,134 @@
+"""Specs that the CRDs must accept or refuse, shared by the offline checks (test_crds.py: jsonschema and
+cel-python) and the real API server (tests/realcluster/test_admission.py), so that both judge the same cases."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+SHA = "a" * 64
+
+SCHEMA_REJECTS = [
+    ("InferenceModel", {}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": 1.01}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": -0.1}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "topK": 0}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "topK": 101}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "accelerator": "gpu"}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "tpuInterface": "pcie"}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "stage": "staging"}),
+    ("InferenceModel", {"model": {"file": "model.onnx"}}),
+    ("InferenceModel", {"model": {"file": "../../etc/passwd.tflite"}}),
+    ("InferenceModel", {"model": {"url": "ftp://x/m.tflite", "sha256": SHA}}),
+    ("InferenceModel", {"model": {"s3": "s3:/bucket", "sha256": SHA}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL, "sha256": "ABC"}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "replicas": 101}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "captureProfileRef": {}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "captureProfileRef": {"name": "Bad_Name"}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "nodeSelector": {"zone": 1}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "labels": "labels.csv"}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "typo": True}),
+    ("CaptureProfile", {}),
+    ("CaptureProfile", {"type": "radio"}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"width": 100}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"fps": 0}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"pixelFormat": "H264"}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"sampleEvery": 0}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"bufferFrames": 65}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 0.4}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 5.5}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"sampleRate": 44000}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"channels": 9}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"thresholds": {"loudDbfs": 3}}}),
+]
+
+
+SCHEMA_ACCEPTS = [
+    ("InferenceModel", {"model": {"file": CPU_MODEL}}),
+    ("InferenceModel", {"model": {"url": "https://models.example/ssd.tflite", "sha256": SHA}}),
+    ("InferenceModel", {"model": {"s3": "s3://models/ssd/v2.tflite", "sha256": SHA}}),
+    (
+        "InferenceModel",
+        {
+            "model": {"file": CPU_MODEL},
+            "accelerator": "edgetpu",
+            "tpuInterface": "pci",
+            "scoreThreshold": 0,
+            "topK": 100,
+            "replicas": 0,
+            "resources": {"requests": {"cpu": "250m", "memory": 134217728}, "limits": {"memory": "1Gi"}},
+            "nodeSelector": {"kubernetes.io/hostname": "n1"},
+            "captureProfileRef": {"name": "cam.front-1"},
+            "stage": "production",
+        },
+    ),
+    ("CaptureProfile", {"type": "video", "video": {"source": "rtsp://cam/s"}}),
+    ("CaptureProfile", {"type": "video", "device": "/dev/video2", "video": {"pixelFormat": "YUYV", "fps": 120}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"sampleRate": 48000, "chunkSeconds": 0.5}}),
+]
+
+
+# For every CEL rule (by its message): a spec the openAPI schema alone accepts but the rule forbids.
+CEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tpuInterface may only be set when accelerator is edgetpu": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL}, "accelerator": "cpu", "tpuInterface": "usb"},
+    ),
+    "exactly one of model.file, model.url or model.s3 must be set": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL, "s3": "s3://models/k.tflite", "sha256": SHA}},
+    ),
+    "model.url and model.s3 require model.sha256": ("InferenceModel", {"model": {"url": "https://x/m.tflite"}}),
+    "type video requires a video block and no audio block": (
+        "CaptureProfile",
+        {"type": "video", "device": "/dev/video0", "audio": {}},
+    ),
+    "type audio requires an audio block and no video block": (
+        "CaptureProfile",
+        {"type": "audio", "device": "hw:1,0", "video": {}},
+    ),
+    "type video requires device or video.source": ("CaptureProfile", {"type": "video", "video": {}}),
+    "a video device is a path under /dev/, e.g. /dev/video0": (
+        "CaptureProfile",
+        {"type": "video", "device": "video0", "video": {}},
+    ),
+    "type audio requires device (an ALSA name such as hw:1,0, or a WAV path)": (
+        "CaptureProfile",
+        {"type": "audio", "audio": {}},
+    ),
+    "audio.overlapSeconds must be below chunkSeconds": (
+        "CaptureProfile",
+        {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 1, "overlapSeconds": 1}},
+    ),
+    "audio.thresholds.silenceDbfs must be below loudDbfs": (
+        "CaptureProfile",
+        {"type": "audio", "device": "hw:1,0", "audio": {"thresholds": {"silenceDbfs": -10, "loudDbfs": -30}}},
+    ),
+}
+
+
+def inference_model_grid() -> Iterator[dict[str, Any]]:
+    sources = {"file": CPU_MODEL, "url": "https://models.example/m.tflite", "s3": "s3://models/m.tflite", "sha256": SHA}
+    for present in itertools.product([False, True], repeat=4):
+        model = {k: v for (k, v), on in zip(sources.items(), present, strict=True) if on}
+        for accelerator, interface in itertools.product([None, "cpu", "edgetpu"], [None, "usb", "pci"]):
+            spec: dict[str, Any] = {"model": model}
+            if accelerator:
+                spec["accelerator"] = accelerator
+            if interface:
+                spec["tpuInterface"] = interface
+            yield spec
+
+
+def capture_profile_grid() -> Iterator[dict[str, Any]]:
+    devices = [None, "/dev/video0", "hw:1,0"]
+    videos = [None, {}, {"source": "rtsp://cam/s"}]
+    audios = [None, {}, {"chunkSeconds": 1, "overlapSeconds": 1.5}, {"thresholds": {"silenceDbfs": -20}}]
+    for kind, device, video, audio in itertools.product(["video", "audio"], devices, videos, audios):
+        spec: dict[str, Any] = {"type": kind}
+        for key, value in (("device", device), ("video", video), ("audio", audio)):
+            if value is not None:
+                spec[key] = value
+        yield spec
