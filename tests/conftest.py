@@ -21,10 +21,9 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
     except ControlPlaneUnavailable as e:
         pytest.skip(f"real control plane unavailable: {e}")
     try:
-        service_account = cluster.install_chart()
         cluster.probe_garbage_collection()  # in the background: see garbage_collection below
         kubeconfig = cluster.service_account_kubeconfig(
-            RELEASE_NAMESPACE, service_account, cluster.plane.workdir / "operator.kubeconfig"
+            RELEASE_NAMESPACE, "korall", cluster.plane.workdir / "operator.kubeconfig"
         )
         yield RealClusterWithChart(cluster, kubeconfig)
     finally:

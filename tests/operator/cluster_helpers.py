@@ -81,13 +81,19 @@ async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0, i
 
 @contextlib.contextmanager
 def running_operator(
-    namespace: str, kubeconfig: Path, *, resync_s: float = 2.0, env: dict[str, str] | None = None
+    namespace: str,
+    kubeconfig: Path,
+    *,
+    resync_s: float = 2.0,
+    env: dict[str, str] | None = None,
+    refusals_allowed: bool = False,
 ) -> Iterator[Any]:
     """The real operator (`korall_operator.handlers`) run by kopf's KopfRunner in its own thread and event loop, as
     the chart runs it with watchNamespace set: the namespace on kopf's command line and in the settings.
 
     `kubeconfig` is what it logs in with. A short resync interval, so that tests of the resync loop are quick.
-    On exit: the operator must not have failed, nor been refused anything (a 403 means the chart's RBAC lacks it).
+    On exit: the operator must not have failed, nor been refused anything (a 403 means the chart's RBAC lacks it),
+    unless `refusals_allowed` (an API server that restarts refuses everything until its RBAC caches are warm).
     """
     from kopf.testing import KopfRunner
 
@@ -111,7 +117,7 @@ def running_operator(
                 os.environ[key] = value
     assert runner.exception is None, runner.output[-4000:]
     refused = [line for line in runner.output.splitlines() if "Forbidden" in line or "forbidden" in line]
-    assert not refused, "the operator was refused (RBAC?):\n" + "\n".join(refused[:5])
+    assert refusals_allowed or not refused, "the operator was refused (RBAC?):\n" + "\n".join(refused[:5])
 
 
 def emulator_only(cluster: Cluster, why: str) -> None:

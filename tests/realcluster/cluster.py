@@ -46,22 +46,32 @@ def tools_bin() -> Path:
 @dataclass
 class RealCluster:
     plane: ControlPlane
-    nodes: FakeNodes
     tools: Path
+    _nodes: FakeNodes | None = None
     _gc_probe: concurrent.futures.Future[float] | None = None
 
+    @property
+    def nodes(self) -> FakeNodes:
+        assert self._nodes is not None, "the fake nodes start with the controllers"
+        return self._nodes
+
     @classmethod
-    def start(cls, workdir: Path) -> RealCluster:
-        plane = ControlPlane(find_assets(), workdir).start()
+    def start(cls, workdir: Path, *chart_values: str) -> RealCluster:
+        """The API server, `helm install` of the chart (CRDs first), then the controllers and the fake nodes."""
+        plane = ControlPlane(find_assets(), workdir).start_core()
         try:
-            nodes = FakeNodes(plane.server, plane.admin_token, str(plane.ca), NODES).start()
+            cluster = cls(plane, tools_bin())
+            cluster.install_chart("korall", RELEASE_NAMESPACE, *chart_values)
+            plane.start_controllers()
+            cluster._nodes = FakeNodes(plane.server, plane.admin_token, str(plane.ca), NODES).start()
         except BaseException:
             plane.stop()
             raise
-        return cls(plane, nodes, tools_bin())
+        return cluster
 
     def stop(self) -> None:
-        self.nodes.stop()
+        if self._nodes is not None:
+            self._nodes.stop()
         self.plane.stop()
 
     @property
@@ -78,7 +88,7 @@ class RealCluster:
             raise AssertionError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def install_chart(self, release: str = "korall", namespace: str = RELEASE_NAMESPACE, *values: str) -> str:
+    def install_chart(self, release: str, namespace: str, *values: str) -> str:
         """`helm install` of the chart (CRDs included); returns the name of its ServiceAccount."""
         sets = [arg for value in values for arg in ("--set", value)]
         self.run("helm", "install", release, str(CHART), "--namespace", namespace, "--create-namespace", *sets)

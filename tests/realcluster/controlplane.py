@@ -131,6 +131,9 @@ class ControlPlane:
     api_port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _tokens: dict[str, str] = field(
+        default_factory=lambda: {CONTROLLER_MANAGER: secrets.token_hex(16), SCHEDULER: secrets.token_hex(16)}
+    )
     _commands: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -147,14 +150,20 @@ class ControlPlane:
         return self.workdir / "admin.kubeconfig"
 
     def start(self, timeout: float = 90.0) -> ControlPlane:
+        """etcd and the API server, then the controllers (when the assets have them)."""
+        self.start_core(timeout)
+        self.start_controllers(timeout)
+        return self
+
+    def start_core(self, timeout: float = 90.0) -> ControlPlane:
+        """etcd and the API server only: objects can be created, nothing acts on them yet."""
         pki = self.workdir / "pki"
         generate_pki(pki)
         (self.workdir / "logs").mkdir(exist_ok=True)
-        kcm_token, sched_token = secrets.token_hex(16), secrets.token_hex(16)
         (pki / "tokens.csv").write_text(
             f"{self.admin_token},admin,admin-uid,system:masters\n"
-            f"{kcm_token},system:kube-controller-manager,kcm-uid\n"
-            f"{sched_token},system:kube-scheduler,scheduler-uid\n"
+            f"{self._tokens[CONTROLLER_MANAGER]},system:kube-controller-manager,kcm-uid\n"
+            f"{self._tokens[SCHEDULER]},system:kube-scheduler,scheduler-uid\n"
         )
         self.kubeconfig.write_text(kubeconfig(self.server, self.ca, "admin", self.admin_token))
         etcd_port, etcd_peer = free_port(), free_port()
@@ -181,8 +190,14 @@ class ControlPlane:
              "--service-cluster-ip-range=10.96.0.0/16", "--endpoint-reconciler-type=none", "--profiling=false"],
         )  # fmt: skip
         self.wait_ready(timeout)
+        return self
+
+    def start_controllers(self, timeout: float = 90.0) -> ControlPlane:
+        """The controller manager and the scheduler, when the assets have them. Started after the CRDs are in,
+        the garbage collector knows them from its first discovery (else only after its next, up to 30 s later)."""
+        pki = self.workdir / "pki"
         if self.assets.controller_manager is not None and self.assets.scheduler is not None:
-            for name, token in ((CONTROLLER_MANAGER, kcm_token), (SCHEDULER, sched_token)):
+            for name, token in self._tokens.items():
                 (self.workdir / f"{name}.kubeconfig").write_text(kubeconfig(self.server, self.ca, name, token))
             self._spawn(
                 CONTROLLER_MANAGER,

@@ -260,13 +260,18 @@ class FakeNodes:
         def running(c: Mapping[str, Any]) -> dict[str, Any]:
             return {"running": {"startedAt": started}}
 
-        def waiting(reason: str) -> dict[str, Any]:
-            return {"waiting": {"reason": reason, "message": message}}
+        def waiting(reason: str, container: Mapping[str, Any]) -> dict[str, Any]:
+            """The kubelet's own words for each wait."""
+            text = {
+                CRASH_LOOP: f"back-off 10s restarting failed container={container['name']} pod={meta['name']}",
+                IMAGE_PULL: f'Back-off pulling image "{container.get("image", "")}"',
+            }.get(reason, "")
+            return {"waiting": {"reason": reason, "message": text}}
 
         init_statuses = []
         for c in spec.get("initContainers") or []:
             if outcome == INIT_FAILED:
-                state = waiting(CRASH_LOOP)
+                state = waiting(CRASH_LOOP, c)
                 last = {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "finishedAt": _now()}}
                 init_statuses.append(_container(c, False, restarts, state, last))
             else:
@@ -278,11 +283,11 @@ class FakeNodes:
                 statuses.append(_container(c, True, 0, running(c), {}))
             elif outcome == CRASH_LOOP:
                 last = {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "finishedAt": _now()}}
-                statuses.append(_container(c, False, restarts, waiting(CRASH_LOOP), last))
+                statuses.append(_container(c, False, restarts, waiting(CRASH_LOOP, c), last))
             elif outcome == IMAGE_PULL:
-                statuses.append(_container(c, False, 0, waiting(IMAGE_PULL), {}))
+                statuses.append(_container(c, False, 0, waiting(IMAGE_PULL, c), {}))
             else:  # the main containers wait for a failing init container
-                statuses.append(_container(c, False, 0, waiting("PodInitializing"), {}))
+                statuses.append(_container(c, False, 0, waiting("PodInitializing", c), {}))
         phase = "Running" if outcome in (RUNNING, CRASH_LOOP) else "Pending"
         now = _now()
         conditions = [

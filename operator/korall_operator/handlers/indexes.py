@@ -5,7 +5,9 @@ without an API call: the child Deployments and the troubles of their Pods by par
 which InferenceModels use which CaptureProfile. Each index keeps a small view (observed.py), not whole bodies.
 
 kopf fills an index before it calls any other handler with the same event, and passes the indexes to every handler
-as keyword arguments named like the functions below.
+as keyword arguments named like the functions below. An index function returns `{}`, never None, for an object that
+contributes nothing: kopf keeps an object's previous contribution when its function returns None, so a pod that
+recovered would stay listed with its old problem.
 """
 
 from __future__ import annotations
@@ -61,17 +63,17 @@ def profile_ref(spec: Any) -> str | None:
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployments_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
+def deployments_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]]:
     key = child_key(body)
-    return {key: slim_deployment(body)} if key is not None else None
+    return {key: slim_deployment(body)} if key is not None else {}
 
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
-def pod_problems_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, PodProblem] | None:
+def pod_problems_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, PodProblem]:
     """Only the pods with a problem are kept: a healthy fleet costs nothing here."""
     key = child_key(body)
     problem = pod_problem(body) if key is not None else None
-    return {key: problem} if key is not None and problem is not None else None
+    return {key: problem} if key is not None and problem is not None else {}
 
 
 @kopf.index(GROUP, VERSION, INFERENCE_MODELS)
@@ -89,10 +91,10 @@ def capture_profiles(body: kopf.Body, **_: Any) -> dict[ParentKey, ParentView]:
 @kopf.index(GROUP, VERSION, INFERENCE_MODELS)
 def inference_models_by_capture_profile(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], str] | None:
+) -> dict[tuple[str, str], str]:
     """(namespace, CaptureProfile name) -> the InferenceModels that reference it."""
     profile = profile_ref(spec)
-    return {(namespace or "", profile): name} if profile else None
+    return {(namespace or "", profile): name} if profile else {}
 
 
 def first(index: kopf.Index[Any, Any], key: Any) -> Any | None:
