@@ -133,6 +133,12 @@ class KubeClient:
         except NotFound:
             return None
 
+    async def create(
+        self, api_version: str, plural: str, namespace: str | None, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """POST a new object (409 Conflict if one of that name exists)."""
+        return await self._call("POST", resource_path(api_version, plural, namespace), body=dict(body))
+
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply of a child manifest (creates it or makes it match); returns the object as stored."""
         meta = manifest["metadata"]

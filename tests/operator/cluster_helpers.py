@@ -45,11 +45,6 @@ class ClusterClient(KubeClient):
         await config.load_kube_config(config_file=str(path), client_configuration=configuration)
         return cls(client.ApiClient(configuration=configuration))
 
-    async def create(
-        self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._call("POST", resource_path(api_version, plural, namespace), body=body)
-
     async def list(
         self, api_version: str, plural: str, namespace: str | None, label_selector: str = ""
     ) -> list[dict[str, Any]]:

@@ -157,7 +157,7 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services"): ["create", "delete", "get", "patch"],
         ("", "pods"): ["list", "watch"],
-        ("", "events"): ["create"],
+        ("", "events"): ["create", "get", "patch"],
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     }
     bindings = kinds["ClusterRoleBinding"]

@@ -12,6 +12,7 @@ from korall_contract import API_GROUP, API_VERSION
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator import status as st
+from korall_operator.events import EventRecorder
 from korall_operator.handlers._status_writes import StatusWriters
 from korall_operator.k8s import KubeClient, namespace_terminating
 from korall_operator.settings import OperatorSettings
@@ -46,6 +47,10 @@ class State:
     settings: OperatorSettings
     kube: KubeClient
     writers: StatusWriters = field(default_factory=lambda: StatusWriters())
+    events: EventRecorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = EventRecorder(self.kube)
 
 
 def load_settings() -> OperatorSettings:
@@ -64,7 +69,8 @@ def failure_of(exc: SpecError) -> Failure:
     return Failure(exc.reason, exc.message)
 
 
-def report_spec_failure(
+async def report_spec_failure(
+    korall: State,
     body: kopf.Body,
     patch: kopf.Patch,
     exc: SpecError,
@@ -83,7 +89,7 @@ def report_spec_failure(
     failure = failure_of(exc)
     patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
     patch.status.update(extra or {})
-    kopf.warn(body, reason=failure.reason, message=failure.message)
+    await korall.events.record(body, "Warning", failure.reason, failure.message)
     logger.warning(f"not served: {failure.reason}: {failure.message}")
 
 

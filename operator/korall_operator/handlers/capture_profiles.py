@@ -32,6 +32,7 @@ from korall_operator.handlers._common import (
     CAPTURE_PROFILES,
     INFERENCE_MODELS,
     NamespaceGoing,
+    State,
     apply_children,
     report_spec_failure,
     state,
@@ -39,7 +40,7 @@ from korall_operator.handlers._common import (
 )
 from korall_operator.handlers.follow import write_reconciled_status
 from korall_operator.handlers.indexes import Indexes
-from korall_operator.k8s import KubeClient, NotFound
+from korall_operator.k8s import NotFound
 from korall_operator.manifests import build_audio_deployment, build_audio_service, child_name, pod_template_hash
 from korall_operator.specs import SpecError, parse_capture_profile
 
@@ -54,16 +55,16 @@ async def _poke_models(memo: Any, index: kopf.Index[Any, Any], namespace: str, n
             await korall.kube.merge_patch(API, INFERENCE_MODELS, namespace, model, patch)
 
 
-async def _remove_audio_children(kube: KubeClient, body: kopf.Body, name: str, namespace: str) -> None:
+async def _remove_audio_children(korall: State, body: kopf.Body, name: str, namespace: str) -> None:
     """A profile that is no longer audio: its audio Deployment and Service go (only if this profile owns them)."""
     uid = str(body.get("metadata", {}).get("uid", ""))
     child = child_name(name, "audio")
     removed = [
-        await kube.delete_owned("apps/v1", "deployments", namespace, child, uid),
-        await kube.delete_owned("v1", "services", namespace, child, uid),
+        await korall.kube.delete_owned("apps/v1", "deployments", namespace, child, uid),
+        await korall.kube.delete_owned("v1", "services", namespace, child, uid),
     ]
     if any(removed):
-        kopf.event(body, type="Normal", reason="AudioRemoved", message=f"no longer an audio profile: {child} deleted")
+        await korall.events.record(body, "Normal", "AudioRemoved", f"no longer an audio profile: {child} deleted")
 
 
 @kopf.on.create(GROUP, VERSION, CAPTURE_PROFILES)
@@ -94,7 +95,7 @@ async def reconcile_capture_profile(
             await _poke_models(memo, kwargs["inference_models_by_capture_profile"], namespace, name, seen)
         profile = parse_capture_profile(spec)
         if profile.type != "audio":
-            await _remove_audio_children(korall.kube, body, name, namespace)
+            await _remove_audio_children(korall, body, name, namespace)
             message = "a video profile runs nothing itself: it feeds the InferenceModels that reference it"
             patch.status.update(st.no_workload_status(generation=generation, previous=previous, message=message))
             patch.status.update(used_by)
@@ -108,7 +109,9 @@ async def reconcile_capture_profile(
     except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
-        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger, extra=used_by)
+        await report_spec_failure(
+            korall, body, patch, e, generation=generation, previous=previous, logger=logger, extra=used_by
+        )
         return
 
     expected = pod_template_hash(deployment) or ""
@@ -124,9 +127,9 @@ async def reconcile_capture_profile(
     )
     if reason == "create" or not previous:
         child = deployment["metadata"]["name"]
-        kopf.event(body, type="Normal", reason="Created", message=f"audio Deployment {child} applied")
+        await korall.events.record(body, "Normal", "Created", f"audio Deployment {child} applied")
     elif previous.get("specHash") != expected:
-        kopf.event(body, type="Normal", reason="RollingOut", message=f"audio pod template changed to {expected}")
+        await korall.events.record(body, "Normal", "RollingOut", f"audio pod template changed to {expected}")
 
 
 @kopf.on.event(GROUP, VERSION, CAPTURE_PROFILES)

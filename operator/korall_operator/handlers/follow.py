@@ -12,7 +12,7 @@ import contextlib
 import datetime
 import enum
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import kopf
@@ -100,23 +100,24 @@ async def refresh_status(korall: State, indexes: Indexes, kind: str, namespace: 
         written = await write_status(korall.kube, API, PLURALS[kind], namespace, name, None, status_of)
         if written is not None:
             parent, fields = written
-            announce(parent, parent.get("status") or {}, fields)
+            await announce(korall, parent, parent.get("status") or {}, fields)
 
     await korall.writers.follow_up((kind, namespace, name), write)
 
 
-def announce(parent: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+async def announce(
+    korall: State, parent: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[str, Any]
+) -> None:
     """Events on transitions only: a rollout that completed; a rollout or a pod that failed (or failed anew)."""
-    obj = kopf.Body(cast(kopf.RawBody, parent))
     was = {c["type"]: c for c in before.get("conditions") or []}
     now = {c["type"]: c for c in after.get("conditions") or []}
     ready, degraded = now.get(st.READY, {}), now.get(st.DEGRADED, {})
     if ready.get("status") == "True" and was.get(st.READY, {}).get("status") != "True":
-        kopf.event(obj, type="Normal", reason="RolloutComplete", message=ready.get("message", ""))
+        await korall.events.record(parent, "Normal", "RolloutComplete", ready.get("message", ""))
     old = was.get(st.DEGRADED, {})
     anew = old.get("status") != "True" or old.get("reason") != degraded.get("reason")
     if degraded.get("status") == "True" and anew:
-        kopf.event(obj, type="Warning", reason=degraded.get("reason", "Degraded"), message=degraded.get("message", ""))
+        await korall.events.record(parent, "Warning", degraded.get("reason", "Degraded"), degraded.get("message", ""))
 
 
 async def write_reconciled_status(

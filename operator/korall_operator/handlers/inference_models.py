@@ -105,7 +105,9 @@ async def reconcile_inference_model(
     except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
-        report_spec_failure(body, patch, e, generation=generation, previous=previous, logger=logger, extra=seen)
+        await report_spec_failure(
+            korall, body, patch, e, generation=generation, previous=previous, logger=logger, extra=seen
+        )
         await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
         return
 
@@ -119,7 +121,7 @@ async def reconcile_inference_model(
         applied=applied,
         extra=seen,
     )
-    _announce(body, reason, previous, expected, model.model.display, deployment["metadata"]["name"])
+    await _announce(korall, body, reason, previous, expected, model.model.display, deployment["metadata"]["name"])
     await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
 
 
@@ -144,17 +146,19 @@ async def forget_inference_model(
         await _refresh_used_by(state(memo), Indexes.of(kwargs), namespace, profile_ref(spec), {}, logger)
 
 
-def _announce(body: kopf.Body, reason: str, previous: dict[str, Any], expected: str, model: str, child: str) -> None:
+async def _announce(
+    korall: State, body: kopf.Body, reason: str, previous: dict[str, Any], expected: str, model: str, child: str
+) -> None:
     """Normal Events for what a human wants in `kubectl describe`: created, rollout started, recovered."""
     old_hash = previous.get("specHash")
     if reason == "create" or not previous:
-        kopf.event(body, type="Normal", reason="Created", message=f"Deployment {child} applied, serving {model}")
+        await korall.events.record(body, "Normal", "Created", f"Deployment {child} applied, serving {model}")
     elif old_hash != expected:
         if st.spec_failure(previous) is not None:
-            kopf.event(body, type="Normal", reason="Recovered", message=f"the spec is valid again; rolling out {model}")
-        kopf.event(
+            await korall.events.record(body, "Normal", "Recovered", f"the spec is valid again; rolling out {model}")
+        await korall.events.record(
             body,
-            type="Normal",
-            reason="RollingOut",
-            message=f"pod template of {child} changed ({old_hash or 'none'} -> {expected}); rolling out {model}",
+            "Normal",
+            "RollingOut",
+            f"pod template of {child} changed ({old_hash or 'none'} -> {expected}); rolling out {model}",
         )
