@@ -1,0 +1,115 @@
+"""Level-triggered: an API call that fails while the operator handles a watch event loses nothing for good.
+
+Each test makes one kind of call of the running operator fail (the operator's KubeClient is patched in this
+process, where KopfRunner runs it: a failing API server cannot be produced on demand otherwise), lets the event
+pass, then checks that the resync loop (every 2 s in these tests) puts the outcome right without any further
+event. Run on the emulator and on the real API server, except where a test must write a Deployment's status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cluster_helpers import API, Cluster, ClusterClient, emulator_only, eventually
+from korall_operator.handlers._common import CAPTURE_PROFILE_SEEN, RECONCILE_REQUESTED
+from korall_operator.k8s import KubeClient
+from korall_operator.manifests import child_name
+from kubernetes_asyncio.client.exceptions import ApiException
+from test_reconcile import CPU_MODEL, cond, inference_model, observed, video_profile
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+@contextlib.contextmanager
+def failing(method: str, when: Callable[..., bool], times: int = 1_000_000) -> Iterator[list[str]]:
+    """The operator's `KubeClient.<method>` answers 503 for calls matching `when`, at most `times` times."""
+    original = getattr(KubeClient, method)
+    failed: list[str] = []
+
+    async def flaky(self: KubeClient, *args: Any, **kwargs: Any) -> Any:
+        if len(failed) < times and when(*args, **kwargs):
+            failed.append(repr(args)[:120])
+            raise ApiException(status=503, reason="Service Unavailable (injected by the test)")
+        return await original(self, *args, **kwargs)
+
+    setattr(KubeClient, method, flaky)
+    try:
+        yield failed
+    finally:
+        setattr(KubeClient, method, original)
+
+
+def annotating(key: str) -> Callable[..., bool]:
+    def when(*args: Any, **_: Any) -> bool:
+        patch = args[-1] if args else {}
+        return key in ((patch.get("metadata") or {}).get("annotations") or {})
+
+    return when
+
+
+async def test_a_lost_capture_profile_deletion_still_reaches_its_models(cluster: Cluster, kube: ClusterClient) -> None:
+    ns, model, camera = cluster.namespace, f"lost-{secrets.token_hex(2)}", f"cam-{secrets.token_hex(2)}"
+    await kube.create(API, "captureprofiles", ns, video_profile(camera))
+    await kube.create(API, "inferencemodels", ns, inference_model(model, captureProfileRef={"name": camera}))
+    im = await eventually(lambda: observed(kube, ns, model))
+    assert im["status"]["captureProfile"]["name"] == camera
+
+    with failing("merge_patch", annotating(CAPTURE_PROFILE_SEEN)) as failed:  # every poke of the models
+        await kube.delete(API, "captureprofiles", ns, camera)
+
+        async def reports_it_missing() -> None:
+            got = await kube.get(API, "inferencemodels", ns, model)
+            assert got is not None and cond(got, "Degraded")["reason"] == "CaptureProfileNotFound", got.get("status")
+
+        await eventually(reports_it_missing, timeout=30)
+    assert failed, "the deletion's poke was not even tried: the test proves nothing"
+
+
+async def test_a_lost_heal_of_a_deleted_child_is_retried(cluster: Cluster, kube: ClusterClient) -> None:
+    ns, name = cluster.namespace, f"heal-{secrets.token_hex(2)}"
+    await kube.create(API, "inferencemodels", ns, inference_model(name))
+    await eventually(lambda: observed(kube, ns, name))
+    deployment = await eventually(lambda: _deployment(kube, ns, name))
+
+    with failing("merge_patch", annotating(RECONCILE_REQUESTED), times=1) as failed:
+        await kube.delete("apps/v1", "deployments", ns, child_name(name, "vision"))
+
+        async def applied_again() -> None:
+            again = await _deployment(kube, ns, name)
+            assert again["metadata"]["uid"] != deployment["metadata"]["uid"]
+
+        await eventually(applied_again, timeout=30)
+    assert failed, "the heal was not even tried: the test proves nothing"
+
+
+async def test_a_lost_status_write_is_made_good_without_another_event(cluster: Cluster, kube: ClusterClient) -> None:
+    emulator_only(cluster, "the test writes the Deployment status that a real Deployment controller owns")
+    ns, name = cluster.namespace, f"write-{secrets.token_hex(2)}"
+    await kube.create(API, "inferencemodels", ns, {**inference_model(name), "spec": {"model": {"file": CPU_MODEL}}})
+    await eventually(lambda: observed(kube, ns, name))
+    deployment = await eventually(lambda: _deployment(kube, ns, name))
+    meta = deployment["metadata"]
+    rolled_out = {"observedGeneration": meta["generation"], "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+
+    def for_this_model(api: str, plural: str, namespace: str, obj: str, *_: Any, **__: Any) -> bool:
+        return obj == name
+
+    with failing("merge_patch_status", for_this_model, times=8) as failed:  # every attempt of the follow-up
+        await kube.merge_patch_status("apps/v1", "deployments", ns, meta["name"], rolled_out)
+
+        async def ready() -> None:
+            got = await kube.get(API, "inferencemodels", ns, name)
+            assert got is not None and cond(got, "Ready")["status"] == "True", got.get("status")
+
+        await eventually(ready, timeout=30)
+    assert failed, "the follow-up did not even try to write: the test proves nothing"
+
+
+async def _deployment(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
+    got = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
+    assert got is not None
+    return got
