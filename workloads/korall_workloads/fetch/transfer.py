@@ -1,0 +1,171 @@
+"""One HTTP GET of the model, resumed where the partial file ends and streamed through the hash to disk.
+
+Standard library only (urllib: HTTPS, proxies from the environment, redirects). Memory stays flat: one 1 MiB
+buffer is read from the socket, hashed and written, whatever the file's size. Each outcome of an attempt is
+classified here: done, `Transient` (another attempt may fix it: a dropped connection, a timeout, a 5xx, a
+refused range) or a `FetchFailure` that no retry fixes (403, 404, too large, a full disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import re
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from .cache import BLOCK, storage_failure
+from .failures import FetchFailure, Reason, redact
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class Transient(Exception):
+    """An attempt failed in a way that another attempt (after a backoff) may fix."""
+
+
+@dataclass
+class Partial:
+    """The download so far: the open partial file, the hash of its bytes, and their count."""
+
+    file: BinaryIO
+    hasher: hashlib._Hash
+    size: int
+    resumed_from_earlier_run: bool = False
+
+    def restart(self) -> None:
+        """Throw away what we have (a server that ignored Range, or bytes that failed the hash)."""
+        try:
+            self.file.seek(0)
+            self.file.truncate(0)
+        except OSError as exc:
+            raise storage_failure(exc, "cannot truncate the partial file") from None
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.resumed_from_earlier_run = False
+
+    def append(self, view: memoryview) -> None:
+        """Hash and write one block; a full disk is DiskFull, any other write error CacheError."""
+        self.hasher.update(view)
+        self.size += len(view)
+        try:
+            while view:  # an unbuffered write may take only part of the block
+                written = self.file.write(view)
+                view = view[written or 0 :]
+        except OSError as exc:
+            raise storage_failure(exc, "cannot write the model into the cache") from None
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow up to 5 redirects; headers from the headers file go to the original host only (as curl does)."""
+
+    max_redirections = 5
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: object, code: int, msg: str, headers: object, newurl: str
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)  # type: ignore[arg-type]
+        if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+            for name in [n for n in new.headers if n.lower() != "range"]:
+                new.remove_header(name)
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
+
+
+def _refusal(exc: urllib.error.HTTPError, url: str) -> Exception:
+    """Map an HTTP error status to a FetchFailure (final) or Transient (retry)."""
+    try:
+        body = exc.read(4096).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        body = ""
+    finally:
+        exc.close()
+    code = re.search(r"<Code>([^<]{1,100})</Code>", body)
+    text = re.search(r"<Message>([^<]{1,300})</Message>", body)
+    s3 = f" ({code.group(1)}: {text.group(1)})" if code and text else f" ({code.group(1)})" if code else ""
+    where = f"{exc.code} from {redact(url)}{s3}"
+    if exc.code in RETRYABLE_STATUS:
+        return Transient(f"HTTP {where}")
+    if exc.code == 403 and "expired" in body.lower():
+        return FetchFailure(Reason.LINK_EXPIRED, f"the link expired before it was used: HTTP {where}")
+    if exc.code in (401, 403):
+        return FetchFailure(Reason.ACCESS_DENIED, f"the server refused the link: HTTP {where}")
+    if exc.code in (404, 410):
+        return FetchFailure(Reason.NOT_FOUND, f"no such object: HTTP {where}")
+    if exc.code == 416:
+        return Transient(f"HTTP {where}: the partial file is not a prefix of the object; starting over")
+    return FetchFailure(Reason.HTTP_ERROR, f"HTTP {where}")
+
+
+def _expected_total(resp: http.client.HTTPResponse, partial: Partial) -> int | None:
+    """The object's full length if the server said it; restarts the partial if the server ignored Range."""
+    length = resp.getheader("Content-Length")
+    if resp.status == 206:
+        match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
+        if not match or int(match.group(1)) != partial.size:
+            raise Transient(f"the server answered the range from byte {partial.size} with {match and match.group(0)!r}")
+        return int(match.group(3)) if match.group(3) != "*" else None
+    if partial.size:
+        log.info("the server ignored the Range request (200 instead of 206); downloading from the start")
+        partial.restart()
+    return int(length) if length and length.isdigit() else None
+
+
+def download(
+    url: str, headers: dict[str, str], partial: Partial, *, max_bytes: int, timeout_s: float, free_bytes_dir: str
+) -> None:
+    """One attempt: GET the object from `partial.size` on and append it. Returns when the body is complete."""
+    request = urllib.request.Request(url, headers={**headers, "Accept-Encoding": "identity"})
+    if partial.size:
+        request.add_header("Range", f"bytes={partial.size}-")
+    try:
+        resp = _OPENER.open(request, timeout=timeout_s)
+    except urllib.error.HTTPError as exc:
+        raise _refusal(exc, url) from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError, refused, reset, timeout, bad URL
+        if isinstance(exc, ValueError):
+            raise FetchFailure(Reason.NO_LINK, f"the link {redact(url)} is not a valid URL: {exc}") from None
+        raise Transient(f"cannot reach {redact(url)}: {getattr(exc, 'reason', None) or exc}") from None
+    with resp:
+        total = _expected_total(resp, partial)
+        if total is not None:
+            if total > max_bytes:
+                raise FetchFailure(
+                    Reason.SIZE_LIMIT_EXCEEDED, f"the object is {total} bytes, over MODEL_MAX_BYTES={max_bytes}"
+                )
+            _check_space(free_bytes_dir, total - partial.size)
+        buf = bytearray(BLOCK)
+        view = memoryview(buf)
+        try:
+            while n := resp.readinto(view):
+                if partial.size + n > max_bytes:
+                    raise FetchFailure(
+                        Reason.SIZE_LIMIT_EXCEEDED, f"the object streams past MODEL_MAX_BYTES={max_bytes} bytes"
+                    )
+                partial.append(view[:n])
+        except (OSError, http.client.HTTPException) as exc:  # IncompleteRead, reset, timeout mid-body
+            raise Transient(f"the connection broke after {partial.size} bytes: {type(exc).__name__}: {exc}") from None
+    if total is not None and partial.size != total:
+        raise Transient(f"the body ended at {partial.size} of {total} bytes")
+
+
+def _check_space(folder: str, needed: int) -> None:
+    """Refuse up front a download that cannot fit (DiskFull), rather than filling the node's disk first."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise FetchFailure(
+            Reason.DISK_FULL, f"the model needs {needed} more bytes but the cache's disk has {free} free"
+        )
