@@ -294,3 +294,15 @@ def test_the_termination_message_file_is_never_created(tmp_path: Path, server: O
     env["TERMINATION_MESSAGE_PATH"] = str(tmp_path / "absent")
     proc = subprocess.run([sys.executable, "-m", "korall_workloads.fetch"], env=env, capture_output=True, timeout=60)
     assert proc.returncode == 0 and not (tmp_path / "absent").exists()
+
+
+def test_the_downloader_needs_neither_boto3_nor_any_http_library_beyond_the_standard_one() -> None:
+    """The init container gets a link, never credentials: no S3 SDK, and nothing the vision extra lacks."""
+    code = (
+        "import sys, korall_workloads.fetch.__main__\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
+    assert "korall_workloads" in loaded
+    assert loaded.isdisjoint({"boto3", "botocore", "limits", "kopf", "korall_operator", "httpx", "requests", "cv2"})
