@@ -1,9 +1,10 @@
 """A real HTTP/1.1 object server on a loopback port that can misbehave on purpose, for the downloader tests.
 
-It serves bytes or files with Content-Length and Range (206 + Content-Range, via sendfile for files) like a
-static file server or S3 does, records every request, and can be told to: drop the connection after N body
-bytes, ignore Range (200 with the whole body), answer without a length (chunked), or answer a status with a
-body (a 403 "Request has expired" in S3's XML, a 500). Used by tests/workloads/fetch and bench/bench_fetch.py.
+It serves bytes or files with Content-Length and Range (206 + Content-Range; via sendfile for files, or paced
+at a network link's rate) like a static file server or S3 does, records every request, and can be told to:
+drop the connection after N body bytes, ignore Range (200 with the whole body), answer without a length
+(chunked), redirect, or answer a status with a body (a 403 "Request has expired" in S3's XML, a 500).
+Used by tests/workloads/fetch and bench/bench_fetch.py.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class Seen:
 class ObjectServer:
     """`with ObjectServer() as srv: srv.put("/m", data); srv.url("/m")`; `srv.requests` lists what it saw."""
 
-    def __init__(self, on_request: Callable[[Seen], None] | None = None) -> None:
+    def __init__(self, on_request: Callable[[Seen], None] | None = None, rate_bytes_s: float | None = None) -> None:
         self.on_request = on_request
+        self.rate_bytes_s = rate_bytes_s  # pace every body at this rate (a network link), None: as fast as it goes
         self.objects: dict[str, bytes | Path] = {}
         self.misbehaviour: dict[str, Misbehaviour] = {}
         self.requests: list[Seen] = []
@@ -146,6 +148,8 @@ class ObjectServer:
             length = min(length, cut)
         if bad.chunked:
             self._send_chunked(h, body, start, length, cut is None)
+        elif self.rate_bytes_s:
+            self._send_paced(h, body, start, length)
         elif isinstance(body, Path):
             with body.open("rb") as f:
                 h.connection.sendfile(f, start, length)
@@ -155,6 +159,16 @@ class ObjectServer:
             h.wfile.flush()
             h.connection.shutdown(socket.SHUT_RDWR)
             h.close_connection = True
+
+    def _send_paced(self, h: BaseHTTPRequestHandler, body: bytes | Path, start: int, length: int) -> None:
+        """Send at `rate_bytes_s` (a network link's speed), in 64 KiB pieces, sleeping to keep the pace."""
+        data = memoryview(body.read_bytes() if isinstance(body, Path) else body)[start : start + length]
+        began = time.monotonic()
+        for i in range(0, len(data), 1 << 16):
+            ahead = began + i / (self.rate_bytes_s or 1) - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            h.wfile.write(data[i : i + (1 << 16)])
 
     @staticmethod
     def _send_chunked(h: BaseHTTPRequestHandler, body: bytes | Path, start: int, length: int, finish: bool) -> None:

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, MODEL_SHA256, run_fetch_process
+from fetch_helpers import MODEL, MODEL_SHA256, run_fetch_process
 from object_server import Misbehaviour, ObjectServer
 
 IN_SMALL_TMPFS = [

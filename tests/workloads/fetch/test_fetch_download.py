@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import MODEL, MODEL_SHA256, RunFetch, cache_files, fetch_env
+from fetch_helpers import MODEL, MODEL_SHA256, RunFetch, cache_files, fetch_env
 from object_server import Misbehaviour, ObjectServer
 
 SIZE = MODEL.stat().st_size

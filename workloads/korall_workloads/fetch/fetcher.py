@@ -20,9 +20,10 @@ from korall_contract import MODEL_FETCHED, FetchEnv
 
 from .cache import ModelCache, hash_stream
 from .failures import FetchFailure, Reason, redact
+from .partial import Partial
 from .settings import FetchSettings
 from .source import read_headers, read_link
-from .transfer import Partial, Transient, download
+from .transfer import Transient, download
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ def fetch(settings: FetchSettings, *, sleep: Callable[[float], None] = time.slee
                 if exc.reason in _DISCARD_PARTIAL:
                     cache.discard(cache.partial(digest))
                 raise
+            finally:
+                partial.close()
             path = cache.publish(f, digest)
     return Outcome(path, digest, partial.size, False, requests, time.monotonic() - started)
 
@@ -97,7 +100,7 @@ def _download(settings: FetchSettings, cache: ModelCache, partial: Partial, slee
     if partial.size > settings.max_bytes:
         partial.restart()
     if partial.size:
-        if partial.hasher.hexdigest() == digest:  # an earlier run died between the last byte and the rename
+        if partial.hexdigest() == digest:  # an earlier run died between the last byte and the rename
             log.info("the partial file of sha256:%s is complete and verified", digest)
             return 0
         log.info("resuming sha256:%s after the %d bytes an earlier run left", digest, partial.size)
@@ -134,7 +137,7 @@ def _download(settings: FetchSettings, cache: ModelCache, partial: Partial, slee
                     log.warning("attempt %d: %s; the link file has a new link, trying it", requests, exc.message)
                     continue
             raise
-        actual = partial.hasher.hexdigest()
+        actual = partial.hexdigest()
         if actual == digest:
             return requests
         if partial.resumed_from_earlier_run:  # e.g. a tail of zeros after a power cut: start over once

@@ -8,19 +8,16 @@ refused range) or a `FetchFailure` that no retry fixes (403, 404, too large, a f
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import re
 import shutil
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from .cache import BLOCK, storage_failure
 from .failures import FetchFailure, Reason, redact
+from .partial import Partial
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +27,6 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 class Transient(Exception):
     """An attempt failed in a way that another attempt (after a backoff) may fix."""
-
-
-@dataclass
-class Partial:
-    """The download so far: the open partial file, the hash of its bytes, and their count."""
-
-    file: BinaryIO
-    hasher: hashlib._Hash
-    size: int
-    resumed_from_earlier_run: bool = False
-
-    def restart(self) -> None:
-        """Throw away what we have (a server that ignored Range, or bytes that failed the hash)."""
-        try:
-            self.file.seek(0)
-            self.file.truncate(0)
-        except OSError as exc:
-            raise storage_failure(exc, "cannot truncate the partial file") from None
-        self.hasher = hashlib.sha256()
-        self.size = 0
-        self.resumed_from_earlier_run = False
-
-    def append(self, view: memoryview) -> None:
-        """Hash and write one block; a full disk is DiskFull, any other write error CacheError."""
-        self.hasher.update(view)
-        self.size += len(view)
-        try:
-            while view:  # an unbuffered write may take only part of the block
-                written = self.file.write(view)
-                view = view[written or 0 :]
-        except OSError as exc:
-            raise storage_failure(exc, "cannot write the model into the cache") from None
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -144,19 +109,32 @@ def download(
                     Reason.SIZE_LIMIT_EXCEEDED, f"the object is {total} bytes, over MODEL_MAX_BYTES={max_bytes}"
                 )
             _check_space(free_bytes_dir, total - partial.size)
-        buf = bytearray(BLOCK)
-        view = memoryview(buf)
         try:
-            while n := resp.readinto(view):
-                if partial.size + n > max_bytes:
-                    raise FetchFailure(
-                        Reason.SIZE_LIMIT_EXCEEDED, f"the object streams past MODEL_MAX_BYTES={max_bytes} bytes"
-                    )
-                partial.append(view[:n])
+            _receive(resp, partial, max_bytes)
         except (OSError, http.client.HTTPException) as exc:  # IncompleteRead, reset, timeout mid-body
             raise Transient(f"the connection broke after {partial.size} bytes: {type(exc).__name__}: {exc}") from None
     if total is not None and partial.size != total:
         raise Transient(f"the body ended at {partial.size} of {total} bytes")
+
+
+def _receive(resp: http.client.HTTPResponse, partial: Partial, max_bytes: int) -> None:
+    """Read the body block by block into the partial file, through the hash, within the size limit."""
+    while True:
+        buf = partial.hashing.buffer()
+        handed_over = False
+        try:
+            n = resp.readinto(buf)
+            if not n:
+                return
+            if partial.size + n > max_bytes:
+                raise FetchFailure(
+                    Reason.SIZE_LIMIT_EXCEEDED, f"the object streams past MODEL_MAX_BYTES={max_bytes} bytes"
+                )
+            partial.append(buf, n)
+            handed_over = True
+        finally:
+            if not handed_over:
+                partial.hashing.release(buf)
 
 
 def _check_space(folder: str, needed: int) -> None:
