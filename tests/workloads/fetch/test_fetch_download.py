@@ -120,6 +120,18 @@ def test_bytes_left_by_an_earlier_run_that_fail_the_hash_are_downloaded_once_mor
     assert cached(tmp_path).read_bytes() == MODEL.read_bytes()
 
 
+def test_a_partial_file_longer_than_the_object_gets_416_and_starts_over(
+    tmp_path: Path, server: ObjectServer, run_fetch: RunFetch
+) -> None:
+    folder = tmp_path / "cache" / "sha256"
+    folder.mkdir(parents=True)
+    (folder / f"{MODEL_SHA256}.partial").write_bytes(b"x" * (SIZE + 10))
+    run = run_fetch(MODEL_SHA256=MODEL_SHA256, MODEL_URL=server.put("/m.tflite", MODEL))
+    assert run.code == 0, run.stderr
+    assert [r.range for r in server.requests] == [f"bytes={SIZE + 10}-", None] and "416" in run.stderr
+    assert cached(tmp_path).read_bytes() == MODEL.read_bytes()
+
+
 def test_concurrent_downloads_of_one_model_make_one_request_and_one_file(tmp_path: Path, server: ObjectServer) -> None:
     """Four processes at once on one cache (four pods on one node): one downloads, three wait and re-verify."""
     url = server.put("/m.tflite", MODEL, Misbehaviour(hold_s=1.5))
@@ -253,6 +265,14 @@ def test_auth_headers_are_not_sent_to_another_host_after_a_redirect(
         assert run.code == 0, run.stderr
         assert server.requests[0].headers["Authorization"] == "Bearer t0ken"
         assert "Authorization" not in other.requests[0].headers
+
+
+def test_a_redirect_to_anything_but_http_is_not_followed(
+    tmp_path: Path, server: ObjectServer, run_fetch: RunFetch
+) -> None:
+    url = server.put("/m.tflite", b"", Misbehaviour(redirect_to="ftp://127.0.0.1/m.tflite"))
+    run = run_fetch(MODEL_SHA256=MODEL_SHA256, MODEL_URL=url)
+    assert run.code == 10 and run.message.startswith("ModelDownloadFailed: HttpError: HTTP 302")
 
 
 def test_no_link_is_a_clear_failure(tmp_path: Path, run_fetch: RunFetch) -> None:

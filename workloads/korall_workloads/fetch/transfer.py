@@ -1,7 +1,8 @@
 """One HTTP GET of the model, resumed where the partial file ends and streamed through the hash to disk.
 
-Standard library only (urllib: HTTPS, proxies from the environment, redirects). Memory stays flat: one 1 MiB
-buffer is read from the socket, hashed and written, whatever the file's size. Each outcome of an attempt is
+Standard library only (urllib: HTTPS, proxies from the environment, redirects). Memory stays flat whatever
+the file's size: blocks of 1 MiB are read, written and hashed (partial.py) through a ring of four buffers.
+Each outcome of an attempt is
 classified here: done, `Transient` (another attempt may fix it: a dropped connection, a timeout, a 5xx, a
 refused range) or a `FetchFailure` that no retry fixes (403, 404, too large, a full disk).
 """
@@ -37,6 +38,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(
         self, req: urllib.request.Request, fp: object, code: int, msg: str, headers: object, newurl: str
     ) -> urllib.request.Request | None:
+        if urlsplit(newurl).scheme not in ("http", "https"):  # urllib would follow ftp:// too
+            return None  # not followed: the 3xx itself becomes the (HttpError) answer
         new = super().redirect_request(req, fp, code, msg, headers, newurl)  # type: ignore[arg-type]
         if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
             for name in [n for n in new.headers if n.lower() != "range"]:
@@ -78,7 +81,9 @@ def _expected_total(resp: http.client.HTTPResponse, partial: Partial) -> int | N
     if resp.status == 206:
         match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
         if not match or int(match.group(1)) != partial.size:
-            raise Transient(f"the server answered the range from byte {partial.size} with {match and match.group(0)!r}")
+            asked = partial.size
+            partial.restart()
+            raise Transient(f"the server answered the range from byte {asked} with {match and match.group(0)!r}")
         return int(match.group(3)) if match.group(3) != "*" else None
     if partial.size:
         log.info("the server ignored the Range request (200 instead of 206); downloading from the start")
@@ -96,6 +101,8 @@ def download(
     try:
         resp = _OPENER.open(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
+        if exc.code == 416:  # the partial file is as long as the object or longer, yet did not verify
+            partial.restart()
         raise _refusal(exc, url) from None
     except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError, refused, reset, timeout, bad URL
         if isinstance(exc, ValueError):
