@@ -2,7 +2,8 @@
 
 Pure file-level knowledge, no interpreter: the runtime asks here which file to load and which checksum to
 expect, and GET /models lists what is here. A file missing from the manifest still works; its Edge TPU flag
-then comes from the `_edgetpu` name suffix Coral's compiler gives its output.
+then comes from the `_edgetpu` name suffix Coral's compiler gives its output, or, for a file without a .tflite
+name (a downloaded model in the node cache, `sha256/<hex>`), from its content.
 """
 
 from __future__ import annotations
