@@ -22,6 +22,19 @@ MODELS_DIR_IN_IMAGE: Final = "/models"
 DEFAULT_TPU_RESOURCE: Final = "coral.ai/tpu"
 """The extended resource a Coral device plugin advertises; pods that want a TPU request one of it."""
 
+FETCH_MODULE: Final = "korall_workloads.fetch"
+"""The model downloader in the vision image: the init container runs `python -m korall_workloads.fetch`."""
+
+DEFAULT_MODEL_CACHE_DIR: Final = "/var/lib/korall/models"
+"""Node-local, content-addressed model cache; a model lives at `<dir>/sha256/<hex digest>`."""
+
+MODEL_DOWNLOAD_FAILED: Final = "ModelDownloadFailed"
+"""First word of the downloader's termination message on failure: `ModelDownloadFailed: <Reason>: <detail>`,
+one line; <Reason> is one CamelCase word (ChecksumMismatch, LinkExpired, NotFound, ...; docs/model-delivery.md)."""
+
+MODEL_FETCHED: Final = "ModelFetched"
+"""First word of the downloader's termination message on success: `ModelFetched: sha256:<hex> <n> bytes (...)`."""
+
 
 class ServiceEnv:
     """Environment variables every workload service reads the same way."""
@@ -79,6 +92,28 @@ class AudioEnv(ServiceEnv):
     AUDIO_VAD_THRESHOLD: Final = "AUDIO_VAD_THRESHOLD"  # speech probability (0..1) per VAD frame
     AUDIO_REALTIME: Final = "AUDIO_REALTIME"  # pace a WAV source in real time (true) or read it at full speed
     AUDIO_RETRY_MAX_S: Final = "AUDIO_RETRY_MAX_S"  # longest wait between attempts to open the device
+
+
+class FetchEnv:
+    """Environment variables of the model downloader (`python -m korall_workloads.fetch`, an init container).
+
+    MODEL_SHA256 is the same variable the vision service reads: the operator sets one value on both containers.
+    """
+
+    MODEL_SHA256: Final = "MODEL_SHA256"  # required: the file is refused unless it hashes to this
+    MODEL_URL_FILE: Final = "MODEL_URL_FILE"  # a file holding the (presigned) link: the link Secret, mounted
+    MODEL_URL: Final = "MODEL_URL"  # the link itself, when no MODEL_URL_FILE is given
+    MODEL_HEADERS_FILE: Final = "MODEL_HEADERS_FILE"  # optional `Name: value` lines sent with the request (auth)
+    MODEL_CACHE_DIR: Final = "MODEL_CACHE_DIR"  # cache root; the model lands in <dir>/sha256/<hex>
+    MODEL_MAX_BYTES: Final = "MODEL_MAX_BYTES"  # a larger file is refused before or while it streams
+    MODEL_FETCH_ATTEMPTS: Final = "MODEL_FETCH_ATTEMPTS"  # consecutive failed attempts before giving up
+    MODEL_FETCH_BACKOFF_MIN_S: Final = "MODEL_FETCH_BACKOFF_MIN_S"  # first retry delay, doubled per failure
+    MODEL_FETCH_BACKOFF_MAX_S: Final = "MODEL_FETCH_BACKOFF_MAX_S"  # cap of the retry delay
+    MODEL_FETCH_TIMEOUT_S: Final = "MODEL_FETCH_TIMEOUT_S"  # connect timeout and longest silence of a read
+    MODEL_FETCH_LOCK_TIMEOUT_S: Final = "MODEL_FETCH_LOCK_TIMEOUT_S"  # longest wait for another download of it
+    TERMINATION_MESSAGE_PATH: Final = "TERMINATION_MESSAGE_PATH"  # where the one-line outcome goes (Kubernetes)
+    LOG_JSON: Final = ServiceEnv.LOG_JSON
+    LOG_LEVEL: Final = ServiceEnv.LOG_LEVEL
 
 
 def env_names(env_class: type) -> frozenset[str]:

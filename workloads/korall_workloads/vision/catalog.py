@@ -2,7 +2,8 @@
 
 Pure file-level knowledge, no interpreter: the runtime asks here which file to load and which checksum to
 expect, and GET /models lists what is here. A file missing from the manifest still works; its Edge TPU flag
-then comes from the `_edgetpu` name suffix Coral's compiler gives its output.
+then comes from the `_edgetpu` name suffix Coral's compiler gives its output, or, for a file without a .tflite
+name (a downloaded model in the node cache, `sha256/<hex>`), from its content.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 EDGETPU_SUFFIX = "_edgetpu"
+EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"  # the op Coral's compiler puts the compiled graph in
 
 
 class ModelFileError(Exception):
@@ -53,7 +55,25 @@ def read_manifest(models_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def is_edgetpu_file(path: Path) -> bool:
-    return path.stem.endswith(EDGETPU_SUFFIX)
+    """A .tflite file says it by its name (`*_edgetpu.tflite`, as Coral's compiler names its output). A file
+    without that name, such as a downloaded model in the node cache (`sha256/<hex>`), says it by its content."""
+    if path.suffix == ".tflite":
+        return path.stem.endswith(EDGETPU_SUFFIX)
+    return _contains(path, EDGETPU_CUSTOM_OP)
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    """Whether the file holds `needle`, read in 1 MiB blocks; an unreadable file does not (loading says why)."""
+    tail = b""
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                if needle in tail + block:
+                    return True
+                tail = block[-(len(needle) - 1) :]
+    except OSError:
+        return False
+    return False
 
 
 def entry_for(path: Path, manifest: dict[str, dict[str, Any]] | None = None) -> ModelEntry:
