@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from korall_operator.k8s import Conflict, KubeClient, NotFound
+from korall_operator.k8s import ApiError, Conflict, KubeClient, NotFound
 
 COMPONENT = "korall-operator"
 MAX_MESSAGE = 1024
@@ -45,7 +44,7 @@ class EventRecorder:
         """Post (or count again) the Event `reason` of `involved` (a body with apiVersion, kind and metadata)."""
         try:
             await self._record(involved, type_, reason, message[:MAX_MESSAGE])
-        except (ApiException, aiohttp.ClientError) as e:
+        except (ApiError, aiohttp.ClientError) as e:
             logger.warning(f"Event {reason} of {involved.get('kind')} not posted: {e}")
 
     async def _record(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

@@ -1,14 +1,13 @@
 """The only module that talks to the Kubernetes API for objects other than the one a kopf handler is serving.
 
 kopf already reads, watches and patches the CR a handler runs for (its `patch` kwarg). Everything else goes
-through here: applying the child Deployments and Services, writing a parent's status conditionally (after a
-reconcile or a Deployment event), and poking InferenceModels when their CaptureProfile appears or changes.
+through here: applying the child Deployments and Services, writing a parent's status conditionally, poking
+InferenceModels when their CaptureProfile appears or changes, posting Events.
 
-Why kubernetes_asyncio rather than kopf's internal client: kopf's API calls live in the private
-`kopf._cogs.clients` package, which may change in any release. kubernetes_asyncio is a pinned, public async
-client that loads the same credentials as kopf (the pod's service account in a cluster, else `$KUBECONFIG`). We
-use only its transport (auth, TLS, retries of the connection) with plain dicts and paths, not its generated
-models: manifests are dicts already, and skipping the models keeps the operator lean (see the RSS bench).
+Plain aiohttp (which kopf itself runs on) with the credentials of kopf's own login functions: the pod's service
+account in a cluster, else `$KUBECONFIG`. No Kubernetes client library: manifests are dicts already, and the
+generated client of kubernetes_asyncio costs the operator about 45 MB of memory just to import (kopf imports it
+too when it is installed), a third of the operator's memory budget (see bench/bench_operator.py).
 
 Children are written with server-side apply (`fieldManager=korall-operator`, `force=true`): one idempotent
 PATCH creates or updates, and fields the operator stops setting are removed, with no read-modify-write race.
@@ -16,20 +15,24 @@ PATCH creates or updates, and fields the operator stops setting are removed, wit
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import ssl
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+import aiohttp
+import kopf
 
 FIELD_MANAGER = "korall-operator"
 _SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 __all__ = [
     "FIELD_MANAGER",
-    "ApiException",
+    "ApiError",
     "Conflict",
     "KubeClient",
     "NotFound",
@@ -38,23 +41,25 @@ __all__ = [
 ]
 
 
-class NotFound(ApiException):
-    """The object does not exist (HTTP 404). An ApiException, so a caller that does not expect it maps it like any
-    other API failure."""
+class ApiError(Exception):
+    """The API server answered with an error status. `body` is its Status object as text (may be empty)."""
+
+    def __init__(self, status: int, reason: str = "", body: str = "") -> None:
+        super().__init__(f"HTTP {status}: {reason}" if reason else f"HTTP {status}")
+        self.status = status
+        self.reason = reason
+        self.body = body
 
 
-class Conflict(ApiException):
-    """The object changed since it was read (HTTP 409): read it again and retry. An ApiException, like NotFound."""
+class NotFound(ApiError):
+    """The object does not exist (HTTP 404)."""
 
 
-def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
-    """The REST path of a resource (collection when `name` is None), e.g. /apis/apps/v1/namespaces/ns/deployments."""
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-    return f"{path}/{name}" if name else path
+class Conflict(ApiError):
+    """The object changed since it was read, or already exists (HTTP 409): read it again and retry."""
 
 
-def namespace_terminating(exc: ApiException) -> bool:
+def namespace_terminating(exc: ApiError) -> bool:
     """A 403 because the namespace is being deleted (the API server's `NamespaceTerminating` cause)."""
     if exc.status != 403:
         return False
@@ -66,6 +71,13 @@ def namespace_terminating(exc: ApiException) -> bool:
     return any(c.get("reason") == "NamespaceTerminating" for c in causes if isinstance(c, dict))
 
 
+def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    """The REST path of a resource (collection when `name` is None), e.g. /apis/apps/v1/namespaces/ns/deployments."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
 def uses_service_account() -> bool:
     """An explicit `$KUBECONFIG` wins (tests and tools, even inside a pod); else the pod's service account when
     running in a cluster; else ~/.kube/config. kopf's login (handlers/lifecycle.py) follows the same decision."""
@@ -74,29 +86,80 @@ def uses_service_account() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(_SERVICE_ACCOUNT_TOKEN)
 
 
-_PLURALS = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps"}
+def login() -> kopf.ConnectionInfo:
+    """The credentials, read now, by kopf's own login functions (as the operator's kopf login does)."""
+    settings = kopf.OperatorSettings()
+    info = (
+        kopf.login_with_service_account(settings=settings)
+        if uses_service_account()
+        else kopf.login_with_kubeconfig(settings=settings)
+    )
+    if info is None:
+        raise kopf.LoginError("no credentials: neither a service account nor a kubeconfig")
+    return info
+
+
+def _material(path: Any, data: str | bytes | None, folder: Path, name: str) -> str | None:
+    """A file path for a CA, certificate or key given as a path or as base64 data (ssl wants files)."""
+    if path:
+        return os.fspath(path)
+    if not data:
+        return None
+    target = folder / name
+    target.write_bytes(base64.b64decode(data))
+    target.chmod(0o600)
+    return str(target)
+
+
+def _ssl_context(info: kopf.ConnectionInfo, folder: Path) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    context = ssl.create_default_context(cafile=_material(info.ca_path, info.ca_data, folder, "ca.crt"))
+    cert = _material(info.certificate_path, info.certificate_data, folder, "client.crt")
+    key = _material(info.private_key_path, info.private_key_data, folder, "client.key")
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+_PLURALS = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps", "Secret": "secrets"}
 
 
 class KubeClient:
-    """A thin async client over kubernetes_asyncio's transport, speaking plain dicts."""
+    """A thin async client over aiohttp, speaking plain dicts."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self._api = api
+    def __init__(self, info: kopf.ConnectionInfo) -> None:
+        self._info = info
+        self._server = info.server.rstrip("/")
+        self._folder = tempfile.TemporaryDirectory(prefix="korall-kube-")
+        self._ssl = _ssl_context(info, Path(self._folder.name))
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     async def from_environment(cls) -> Self:
         """Credentials as `uses_service_account()` decides (the same decision as the operator's kopf login)."""
-        configuration = client.Configuration()
-        if uses_service_account():
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            # Read $KUBECONFIG now: kubernetes_asyncio's own default is frozen when it is first imported.
-            paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-            await config.load_kube_config(config_file=paths[0] if paths else None, client_configuration=configuration)
-        return cls(client.ApiClient(configuration=configuration))
+        return cls(login())
+
+    def _headers(self) -> dict[str, str]:
+        info = self._info
+        if info.token:
+            return {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"}
+        if info.username and info.password:
+            basic = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+            return {"Authorization": f"Basic {basic}"}
+        return {}
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=20)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self._session
 
     async def close(self) -> None:
-        await self._api.close()
+        if self._session is not None:
+            await self._session.close()
+        self._folder.cleanup()
 
     async def _call(
         self,
@@ -107,24 +170,23 @@ class KubeClient:
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
-        try:
-            result = await self._api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-                response_types_map={200: "object", 201: "object"},
-                _return_http_data_only=True,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                raise NotFound(404, f"{method} {path}: not found") from e
-            if e.status == 409:
-                raise Conflict(409, f"{method} {path}: conflict") from e
-            raise
-        return dict(result or {})
+        headers = {**self._headers(), "Accept": "application/json", "Content-Type": content_type}
+        data = json.dumps(body) if body is not None else None
+        for attempt in range(2):
+            async with self._http().request(
+                method, self._server + path, params=query or None, data=data, headers=headers
+            ) as response:
+                text = await response.text()
+                if response.status == 401 and attempt == 0 and uses_service_account():
+                    # The kubelet rotates the projected token: read it again once, as kopf does on a 401.
+                    self._info = login()
+                    headers.update(self._headers())
+                    continue
+                if response.status >= 400:
+                    error = {404: NotFound, 409: Conflict}.get(response.status, ApiError)
+                    raise error(response.status, f"{method} {path}: {response.reason or ''}", text)
+                return dict(json.loads(text)) if text else {}
+        raise ApiError(401, f"{method} {path}: Unauthorized")
 
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None if it does not exist."""

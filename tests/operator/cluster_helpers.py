@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 from emulator import EmulatedCluster
-from korall_operator.k8s import KubeClient, NotFound, resource_path
-from kubernetes_asyncio import client, config
+from korall_operator.k8s import KubeClient, NotFound, login, resource_path
 
 API = "korall.io/v1alpha1"
 T = TypeVar("T")
@@ -41,9 +40,15 @@ class ClusterClient(KubeClient):
     @classmethod
     async def from_kubeconfig(cls, path: Path) -> ClusterClient:
         """A client for that kubeconfig, whatever $KUBECONFIG says (the operator may run as someone else)."""
-        configuration = client.Configuration()
-        await config.load_kube_config(config_file=str(path), client_configuration=configuration)
-        return cls(client.ApiClient(configuration=configuration))
+        saved = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(path)
+        try:
+            return cls(login())
+        finally:
+            if saved is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = saved
 
     async def list(
         self, api_version: str, plural: str, namespace: str | None, label_selector: str = ""

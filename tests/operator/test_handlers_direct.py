@@ -29,10 +29,10 @@ from korall_operator.handlers import deployment_changed, reconcile_capture_profi
 from korall_operator.handlers._common import RECONCILE_REQUESTED, State
 from korall_operator.handlers.follow import heal_or_refresh
 from korall_operator.handlers.indexes import Indexes, ParentView
+from korall_operator.k8s import ApiError
 from korall_operator.manifests import child_name
 from korall_operator.observed import child_key, slim_deployment
 from korall_operator.settings import OperatorSettings
-from kubernetes_asyncio.client.exceptions import ApiException
 
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 LOGGER = logging.getLogger("test_handlers_direct")
@@ -153,7 +153,7 @@ class _PokeFails(ClusterClient):
     """The operator's client, with an API server that fails every merge patch (the capture-profile poke)."""
 
     async def merge_patch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise ApiException(status=503, reason="Service Unavailable")
+        raise ApiError(503, "Service Unavailable")
 
 
 async def test_a_failing_poke_of_the_models_is_a_temporary_error(cluster: Cluster, kube: ClusterClient) -> None:
@@ -203,9 +203,9 @@ async def test_a_conflict_or_forbidden_from_the_api_server_is_a_temporary_error(
     operator_kube = await ClusterClient.from_environment()
 
     async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise ApiException(status=status, reason=reason)
+        raise ApiError(status, reason)
 
-    operator_kube._api.call_api = refuse
+    operator_kube._call = refuse  # type: ignore[method-assign]
     memo = SimpleNamespace(korall=State(settings=OperatorSettings(), kube=operator_kube))
     try:
         with kopf_context(), pytest.raises(kopf.TemporaryError, match=f"HTTP {status}"):

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 from cluster_helpers import API, Cluster, ClusterClient, emulator_only, eventually
 from korall_operator.handlers._common import CAPTURE_PROFILE_SEEN, RECONCILE_REQUESTED
-from korall_operator.k8s import KubeClient
+from korall_operator.k8s import ApiError, KubeClient
 from korall_operator.manifests import child_name
-from kubernetes_asyncio.client.exceptions import ApiException
 from test_reconcile import CPU_MODEL, cond, inference_model, observed, video_profile
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -33,7 +32,7 @@ def failing(method: str, when: Callable[..., bool], times: int = 1_000_000) -> I
     async def flaky(self: KubeClient, *args: Any, **kwargs: Any) -> Any:
         if len(failed) < times and when(*args, **kwargs):
             failed.append(repr(args)[:120])
-            raise ApiException(status=503, reason="Service Unavailable (injected by the test)")
+            raise ApiError(503, "Service Unavailable (injected by the test)")
         return await original(self, *args, **kwargs)
 
     setattr(KubeClient, method, flaky)

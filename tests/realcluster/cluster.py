@@ -56,14 +56,14 @@ class RealCluster:
         return self._nodes
 
     @classmethod
-    def start(cls, workdir: Path, *chart_values: str) -> RealCluster:
+    def start(cls, workdir: Path, *chart_values: str, nodes: list[NodeSpec] = NODES) -> RealCluster:
         """The API server, `helm install` of the chart (CRDs first), then the controllers and the fake nodes."""
         plane = ControlPlane(find_assets(), workdir).start_core()
         try:
             cluster = cls(plane, tools_bin())
             cluster.install_chart("korall", RELEASE_NAMESPACE, *chart_values)
             plane.start_controllers()
-            cluster._nodes = FakeNodes(plane.server, plane.admin_token, str(plane.ca), NODES).start()
+            cluster._nodes = FakeNodes(plane.server, plane.admin_token, str(plane.ca), nodes).start()
         except BaseException:
             plane.stop()
             raise

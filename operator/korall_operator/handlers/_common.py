@@ -9,12 +9,11 @@ from typing import Any
 
 import kopf
 from korall_contract import API_GROUP, API_VERSION
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator import status as st
 from korall_operator.events import EventRecorder
 from korall_operator.handlers._status_writes import StatusWriters
-from korall_operator.k8s import KubeClient, namespace_terminating
+from korall_operator.k8s import ApiError, KubeClient, NotFound, namespace_terminating
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import SpecError
 from korall_operator.status import Failure
@@ -94,8 +93,9 @@ async def report_spec_failure(
 
 
 class NamespaceGoing(Exception):
-    """The parent's namespace is being deleted: nothing may be created there any more, and the parent goes with
-    it. Not a failure: the handler stops quietly (deleting a namespace of 200 models must not log 200 errors)."""
+    """The parent's namespace is being deleted, or is gone: nothing may be created there any more, and the parent
+    goes with it. Not a failure: the handler stops quietly (deleting a namespace of 200 models must not log 200
+    errors)."""
 
 
 async def apply_children(
@@ -106,13 +106,14 @@ async def apply_children(
     try:
         await kube.apply(service)
         return await kube.apply(deployment)
-    except ApiException as e:
-        if namespace_terminating(e):
+    except ApiError as e:
+        # Server-side apply creates what is missing, so a 404 can only mean the namespace itself is gone.
+        if namespace_terminating(e) or isinstance(e, NotFound):
             raise NamespaceGoing(str(deployment["metadata"].get("namespace"))) from e
         raise (rejected(e, what) or transient(e, "applying the children")) from e
 
 
-def rejected(exc: ApiException, what: str) -> SpecError | None:
+def rejected(exc: ApiError, what: str) -> SpecError | None:
     """A 400 or 422 from the API server on a child object: the spec produced something the cluster refuses.
 
     That is permanent until the spec changes (report it); anything else is transient: 5xx, 429, the network, and
@@ -131,7 +132,7 @@ def transient(exc: Exception, what: str) -> kopf.TemporaryError:
     return kopf.TemporaryError(f"{what}: {detail}; retrying in {RETRY_DELAY_S} s", delay=RETRY_DELAY_S)
 
 
-def _message(exc: ApiException) -> str:
+def _message(exc: ApiError) -> str:
     """The `message` of the API server's Status body, else the HTTP reason."""
     try:
         body = json.loads(exc.body or "{}")

@@ -23,7 +23,6 @@ from typing import Any
 
 import aiohttp
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator import status as st
 from korall_operator.handlers._common import (
@@ -40,7 +39,7 @@ from korall_operator.handlers._common import (
 )
 from korall_operator.handlers.follow import write_reconciled_status
 from korall_operator.handlers.indexes import Indexes
-from korall_operator.k8s import NotFound
+from korall_operator.k8s import ApiError, NotFound
 from korall_operator.manifests import build_audio_deployment, build_audio_service, child_name, pod_template_hash
 from korall_operator.specs import SpecError, parse_capture_profile
 
@@ -106,7 +105,7 @@ async def reconcile_capture_profile(
     except NamespaceGoing:
         logger.info(f"namespace {namespace} is being deleted; nothing to reconcile")
         return
-    except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
+    except (ApiError, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
         await report_spec_failure(

@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator.handlers._common import API, PLURALS, state
 from korall_operator.handlers.follow import heal_or_refresh
 from korall_operator.handlers.indexes import MANAGED, Indexes
+from korall_operator.k8s import ApiError
 from korall_operator.observed import child_key
 
 ParentRef = tuple[str, str, str]  # kind, namespace, name
@@ -48,7 +48,7 @@ async def _follow(memo: Any, parent: ParentRef | None, kwargs: dict[str, Any], l
         return
     try:
         await heal_or_refresh(state(memo), Indexes.of(kwargs), *parent)
-    except (ApiException, aiohttp.ClientError) as e:  # the next event, or the resync loop, makes it good
+    except (ApiError, aiohttp.ClientError) as e:  # the next event, or the resync loop, makes it good
         logger.debug(f"status of {parent[0]} {parent[2]} not updated ({type(e).__name__}); the resync repeats it")
 
 

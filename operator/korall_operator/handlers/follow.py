@@ -16,13 +16,12 @@ from typing import Any
 
 import aiohttp
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator import status as st
 from korall_operator.handlers._common import API, NOUNS, PLURALS, RECONCILE_REQUESTED, State
 from korall_operator.handlers._status_writes import write_status
 from korall_operator.handlers.indexes import Indexes, ParentView
-from korall_operator.k8s import NotFound
+from korall_operator.k8s import ApiError, NotFound
 from korall_operator.observed import slim_deployment
 
 
@@ -158,5 +157,5 @@ async def write_reconciled_status(
         # The Deployment may have moved on while this handler ran, and its event may have been followed before the
         # write above: one more follow-up, from the indexes, brings that in (and writes nothing otherwise).
         await refresh_status(korall, indexes, kind, namespace, name)
-    except (ApiException, aiohttp.ClientError) as e:  # Conflict included: it kept changing for seconds
+    except (ApiError, aiohttp.ClientError) as e:  # Conflict included: it kept changing for seconds
         raise kopf.TemporaryError(f"writing the status: {e}; retrying in 1 s", delay=1) from e

@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator import status as st
 from korall_operator.handlers._common import (
@@ -38,6 +37,7 @@ from korall_operator.handlers._common import (
 )
 from korall_operator.handlers.follow import refresh_status, write_reconciled_status
 from korall_operator.handlers.indexes import Indexes, profile_ref
+from korall_operator.k8s import ApiError
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
 from korall_operator.specs import CaptureProfileSpec, SpecError, parse_capture_profile, parse_inference_model
 
@@ -102,7 +102,7 @@ async def reconcile_inference_model(
     except NamespaceGoing:
         logger.info(f"namespace {namespace} is being deleted; nothing to reconcile")
         return
-    except (ApiException, aiohttp.ClientError) as e:  # the API server is unreachable or failing
+    except (ApiError, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except SpecError as e:
         await report_spec_failure(
@@ -133,7 +133,7 @@ async def _refresh_used_by(
     for profile in {p for p in (ref, old) if p}:
         try:
             await refresh_status(korall, indexes, "CaptureProfile", namespace, profile)
-        except (ApiException, aiohttp.ClientError) as e:  # the resync loop makes it good
+        except (ApiError, aiohttp.ClientError) as e:  # the resync loop makes it good
             logger.debug(f"usedBy of CaptureProfile {profile} not updated: {e}")
 
 

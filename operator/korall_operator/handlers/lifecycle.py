@@ -19,10 +19,11 @@ from typing import Any
 import kopf
 from korall_contract import API_GROUP
 
+from korall_operator import k8s
 from korall_operator.handlers._common import State, load_settings
 from korall_operator.handlers.indexes import Indexes
 from korall_operator.handlers.resync import resync_forever
-from korall_operator.k8s import KubeClient, uses_service_account
+from korall_operator.k8s import KubeClient
 from korall_operator.settings import OperatorSettings
 
 KOPF_PREFIX = f"kopf.{API_GROUP}"
@@ -53,15 +54,10 @@ def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The same credentials as the child-object client (k8s.py: `uses_service_account()`).
-
-    kopf's default login through kubernetes_asyncio reads the kubeconfig path frozen at import time, so a
-    `$KUBECONFIG` set later (tests, tools) would be ignored; these two read it when called.
-    """
-    if uses_service_account():
-        return kopf.login_with_service_account(**kwargs)
-    return kopf.login_with_kubeconfig(**kwargs)
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """The same credentials as the child-object client, by the same function (k8s.login): the pod's service
+    account, or `$KUBECONFIG` as it is when called (tests and tools set it late)."""
+    return k8s.login()
 
 
 @kopf.on.startup()

@@ -14,11 +14,11 @@ import asyncio
 import logging
 
 import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from korall_operator.handlers._common import State
 from korall_operator.handlers.follow import Drift, drift, refresh_status, request_reconcile
 from korall_operator.handlers.indexes import Indexes, ParentView
+from korall_operator.k8s import ApiError
 
 logger = logging.getLogger("korall.resync")
 
@@ -51,7 +51,7 @@ async def resync_once(korall: State, indexes: Indexes) -> dict[Drift, int]:
                 await request_reconcile(korall, view)
             else:
                 await refresh_status(korall, indexes, view.kind, view.namespace, view.name)
-        except (ApiException, aiohttp.ClientError) as e:
+        except (ApiError, aiohttp.ClientError) as e:
             logger.warning(f"resync of {view.kind} {view.namespace}/{view.name} failed ({e}); next round retries")
         await asyncio.sleep(0)  # let the watch handlers in between parents
     return counts
