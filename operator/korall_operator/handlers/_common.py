@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,8 +105,9 @@ async def apply_children(
     """Apply a Service and its Deployment; returns the Deployment as stored. A refusal of the API server is a
     SpecError (`rejected`), a terminating namespace NamespaceGoing, any other API failure a TemporaryError."""
     try:
-        await kube.apply(service)
-        return await kube.apply(deployment)
+        # Independent objects: applied together, the rollout starts one API round trip sooner.
+        applied = await asyncio.gather(kube.apply(service), kube.apply(deployment))
+        return applied[1]
     except ApiError as e:
         # Server-side apply creates what is missing, so a 404 can only mean the namespace itself is gone.
         if namespace_terminating(e) or isinstance(e, NotFound):

@@ -39,6 +39,18 @@ class StatusWriters:
     def __init__(self) -> None:
         self._locks: dict[Hashable, asyncio.Lock] = {}
         self._queued: set[Hashable] = set()
+        self.written: dict[Hashable, dict[str, Any]] = {}
+        """The status each parent got from this operator's last write: with the one kopf's watch last delivered,
+        it tells a follow-up that there is nothing to write, without reading the parent."""
+
+    def remember(self, key: Hashable, before: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+        """Record a write of `fields` (a merge patch) over `before`."""
+        merged = {**before, **fields}
+        self.written[key] = {k: v for k, v in merged.items() if v is not None}
+
+    def forget(self, key: Hashable) -> None:
+        """The parent is gone."""
+        self.written.pop(key, None)
 
     @contextlib.asynccontextmanager
     async def exclusive(self, key: Hashable) -> AsyncIterator[None]:

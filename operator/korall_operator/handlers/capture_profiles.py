@@ -144,4 +144,5 @@ async def forget_capture_profile(
     A raw watch-event handler rather than `on.delete`: a delete handler would need a finalizer on every profile.
     """
     if type == "DELETED" and namespace is not None:
+        state(memo).writers.forget(("CaptureProfile", namespace, name))
         await _poke_models(memo, kwargs["inference_models_by_capture_profile"], namespace, name, "absent")

@@ -80,11 +80,13 @@ async def request_reconcile(korall: State, view: ParentView) -> None:
 async def refresh_status(korall: State, indexes: Indexes, kind: str, namespace: str, name: str) -> None:
     """Bring the parent's status in line with its children as the indexes know them; write only on a change.
 
-    Coalesced per parent (StatusWriters.follow_up). Announces transitions with Events.
+    Costs no API call when the status the operator last wrote and the one its watch last saw both say it already
+    (most Pod and Deployment events change nothing the status shows). Otherwise coalesced per parent
+    (StatusWriters.follow_up), from a fresh read. Announces transitions with Events.
     """
+    key = (kind, namespace, name)
 
-    async def status_of(parent: Mapping[str, Any]) -> dict[str, Any] | None:
-        previous = parent.get("status") or {}
+    def fields_for(previous: Mapping[str, Any]) -> dict[str, Any] | None:
         fields: dict[str, Any] = {}
         deployment, problem = indexes.children(kind, namespace, name)
         if deployment is not None:
@@ -95,13 +97,23 @@ async def refresh_status(korall: State, indexes: Indexes, kind: str, namespace: 
                 fields["usedBy"] = used
         return fields or None
 
+    view = indexes.parent(kind, namespace, name)
+    if view is not None and fields_for(view.status) is None:
+        written = korall.writers.written.get(key)
+        if written is None or fields_for(written) is None:
+            return
+
+    async def status_of(parent: Mapping[str, Any]) -> dict[str, Any] | None:
+        return fields_for(parent.get("status") or {})
+
     async def write() -> None:
-        written = await write_status(korall.kube, API, PLURALS[kind], namespace, name, None, status_of)
-        if written is not None:
-            parent, fields = written
+        result = await write_status(korall.kube, API, PLURALS[kind], namespace, name, None, status_of)
+        if result is not None:
+            parent, fields = result
+            korall.writers.remember(key, parent.get("status") or {}, fields)
             await announce(korall, parent, parent.get("status") or {}, fields)
 
-    await korall.writers.follow_up((kind, namespace, name), write)
+    await korall.writers.follow_up(key, write)
 
 
 async def announce(
@@ -153,7 +165,11 @@ async def write_reconciled_status(
 
     try:
         async with korall.writers.exclusive((kind, namespace, name)):
-            await write_status(korall.kube, API, PLURALS[kind], namespace, name, body["metadata"]["uid"], status_of)
+            result = await write_status(
+                korall.kube, API, PLURALS[kind], namespace, name, body["metadata"]["uid"], status_of
+            )
+            if result is not None:
+                korall.writers.remember((kind, namespace, name), result[0].get("status") or {}, result[1])
         # The Deployment may have moved on while this handler ran, and its event may have been followed before the
         # write above: one more follow-up, from the indexes, brings that in (and writes nothing otherwise).
         await refresh_status(korall, indexes, kind, namespace, name)

@@ -139,11 +139,13 @@ async def _refresh_used_by(
 
 @kopf.on.event(GROUP, VERSION, INFERENCE_MODELS)
 async def forget_inference_model(
-    type: str, spec: kopf.Spec, namespace: str | None, memo: Any, logger: kopf.Logger, **kwargs: Any
+    type: str, name: str, spec: kopf.Spec, namespace: str | None, memo: Any, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     """A deleted model no longer uses its CaptureProfile (status.usedBy)."""
     if type == "DELETED" and namespace is not None:
-        await _refresh_used_by(state(memo), Indexes.of(kwargs), namespace, profile_ref(spec), {}, logger)
+        korall = state(memo)
+        korall.writers.forget(("InferenceModel", namespace, name))
+        await _refresh_used_by(korall, Indexes.of(kwargs), namespace, profile_ref(spec), {}, logger)
 
 
 async def _announce(
