@@ -153,6 +153,9 @@ class EventDelivery:
         except SpoolError as exc:
             self._on_lost(str(exc))
             return None
+        except (ValueError, TypeError) as exc:  # a payload JSON cannot carry: a bug, but never a silent one
+            self._on_lost(f"{event.type} event {event.id} cannot be rendered as JSON: {exc}")
+            return None
         if self.metrics is not None:
             self.metrics.spooled.labels(event.type).inc()
             self.metrics.last_seq.set(seq)

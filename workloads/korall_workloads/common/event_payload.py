@@ -73,7 +73,10 @@ class Event:
 
 
 def event_payload(event: Event, source: Source, seq: int, created_time: float | None = None) -> bytes:
-    """The v1 JSON document of `event` as the `seq`-th event of `source` (compact UTF-8)."""
+    """The v1 JSON document of `event` as the `seq`-th event of `source` (compact UTF-8).
+
+    Raises ValueError for a NaN or an infinity in the data (JSON has none) and TypeError for a value JSON cannot hold.
+    """
     body: dict[str, Any] = {
         "schema": EVENT_SCHEMA,
         "id": event.id,
@@ -88,7 +91,7 @@ def event_payload(event: Event, source: Source, seq: int, created_time: float | 
     }
     if event.model is not None:
         body["model"] = event.model
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def heartbeat_payload(source: Source, state: dict[str, Any]) -> bytes:
