@@ -130,10 +130,10 @@ class EventDelivery:
         )
 
     def stop(self, drain_s: float = 2.0) -> None:
+        """Stop publishing (after up to `drain_s` of draining while connected). The spool stays open for reading,
+        so /health and /metrics keep answering until the process ends; every write is already committed."""
         if self.publisher is not None:
             self.publisher.stop(drain_s)
-        if self.outbox is not None:
-            self.outbox.close()
         self._flush_log()
 
     # -- the producer side -------------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ class MqttPublisher:
         self._receive_maximum: int | None = None
         self._inflight: dict[int, int] = {}  # mid -> outbox row id; only the publisher thread touches it
         self._stopping = threading.Event()
+        self._closed = threading.Event()  # paho reported the end of the current connection
         self._drain_until = 0.0
         self._thread: threading.Thread | None = None
         self._next_expiry = 0.0
@@ -187,6 +188,7 @@ class MqttPublisher:
     def _session(self) -> _Outcome:
         self._set_state(DeliveryState.CONNECTING, str(self.broker))
         self._acks, self._lost, self._connack, self._receive_maximum = [], None, None, None
+        self._closed.clear()
         try:
             client = self._new_client()
         except (ssl.SSLError, OSError, ValueError) as exc:
@@ -204,7 +206,11 @@ class MqttPublisher:
         try:
             return self._connected_session(client)
         finally:
-            client.loop_stop()  # its thread ends with the connection (reconnect_on_failure=False)
+            client.disconnect()  # a no-op when the connection is already gone
+            self._closed.wait(1.0)  # the DISCONNECT is written and the socket closed by paho's thread
+            client.loop_stop()  # that thread ends with the connection (reconnect_on_failure=False)
+            if (sock := client.socket()) is not None:
+                sock.close()  # never leave a half-open connection behind for the broker to find
             self._settle()  # acks that came before the end still delete their rows
             self._inflight.clear()
             self._outbox.protect_upto(0)
@@ -216,7 +222,6 @@ class MqttPublisher:
                 if not self._cond.wait(deadline - time.monotonic()) and time.monotonic() >= deadline:
                     break
         if self._connack is None:
-            client.disconnect()
             why = self._lost or f"no CONNACK within {CONNECT_TIMEOUT_S:g} s"
             return _Outcome(DeliveryState.UNREACHABLE, f"{self.broker}: {why}")
         if self._connack.is_failure:
@@ -227,7 +232,6 @@ class MqttPublisher:
         if outcome.state is DeliveryState.STOPPED:
             info = client.publish(self._topics.availability, OFFLINE, qos=1, retain=True)
             info.wait_for_publish(1.0)
-            client.disconnect()
         return outcome
 
     def _pump(self, client: paho.Client) -> _Outcome:
@@ -243,11 +247,11 @@ class MqttPublisher:
                 self._dirty = False
                 lost = self._lost
             rejected = self._settle()
+            if rejected is not None:  # first: a broker may drop the connection right after refusing (mosquitto does)
+                # Not counted as a good session: the backoff keeps growing while the broker keeps refusing.
+                return _Outcome(DeliveryState.REJECTED, f"{self.broker} refused an event: {rejected}")
             if lost is not None:
                 return _Outcome(DeliveryState.DISCONNECTED, f"lost the connection to {self.broker}: {lost}", True)
-            if rejected is not None:
-                client.disconnect()
-                return _Outcome(DeliveryState.REJECTED, f"{self.broker} refused an event: {rejected}", True)
             now = time.monotonic()
             self._expire()
             if now >= next_beat:
@@ -338,6 +342,7 @@ class MqttPublisher:
             self._lost = str(reason) if reason.is_failure else "closed by the broker"
             self._dirty = True
             self._cond.notify()
+        self._closed.set()
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         with self._cond:
