@@ -152,13 +152,14 @@ class Subscriber:
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.broker = broker
-        self.connected = threading.Event()
+        self.subscribed = threading.Event()
 
     def __enter__(self) -> Subscriber:
         self.client.connect("127.0.0.1", self.broker.port, keepalive=5)
         self.client.loop_start()
-        wait_until(self.connected.is_set, 10, "the subscriber to connect")
+        wait_until(self.subscribed.is_set, 10, "the subscriber's SUBACK")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -166,9 +167,7 @@ class Subscriber:
         self.client.loop_stop()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        for topic in self._topics:
-            client.subscribe(topic, qos=1)
-        self.connected.set()
+        client.subscribe([(topic, 1) for topic in self._topics])
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:

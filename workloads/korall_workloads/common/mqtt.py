@@ -100,6 +100,7 @@ class MqttPublisher:
         self.since = time.time()
         self.attempts = 0
         self.published = 0
+        self._last_failure: tuple[DeliveryState, str] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -169,19 +170,22 @@ class MqttPublisher:
                 log.error("%s", exc)
 
     def _set_state(self, state: DeliveryState, reason: str | None) -> None:
-        changed = (state, reason) != (self.state, self.reason)
+        if (state, reason) == (self.state, self.reason):
+            return
         if state is not self.state:
             self.since = time.time()
         self.state, self.reason = state, reason
-        if not changed:
-            return
         self._on_state(state, reason)
         if state is DeliveryState.CONNECTED:
-            log.info("events: connected to %s", self.broker)
+            log.info("events: connected to %s (attempt %d)", self.broker, self.attempts)
+            self._last_failure = None
         elif state in (DeliveryState.CONNECTING, DeliveryState.STOPPED):
             log.debug("events: %s %s", state, reason or "")
-        else:
+        elif (state, _without_retry(reason)) != self._last_failure:  # an outage logs once, not at every retry
+            self._last_failure = (state, _without_retry(reason))
             log.warning("events: %s: %s", state, reason)
+        else:
+            log.debug("events: still %s (attempt %d): %s", state, self.attempts, reason)
 
     # -- one connection ----------------------------------------------------------------------------------------
 
@@ -349,6 +353,10 @@ class MqttPublisher:
             self._acks.append((mid, reason))
             self._dirty = True
             self._cond.notify()
+
+
+def _without_retry(reason: str | None) -> str:
+    return (reason or "").split("; retrying in")[0]
 
 
 def _describe(exc: BaseException) -> str:
