@@ -109,7 +109,7 @@ class EventDelivery:
             log.error("events: %s; events will NOT be delivered (each one is counted as lost)", exc)
             return
         self._install_gauges(self.outbox)
-        self.metrics_last_seq(self.outbox.last_seq(self.source.key))
+        self._set_last_seq(self.outbox.last_seq(self.source.key))
         self.publisher = MqttPublisher(
             self.settings,
             self.outbox,
@@ -169,9 +169,13 @@ class EventDelivery:
         if not self.enabled:
             return {"enabled": False, "state": str(DeliveryState.DISABLED), "reason": "no EVENTS_MQTT_URL"}
         publisher, outbox = self.publisher, self.outbox
+        if publisher is not None:
+            state = publisher.state
+        else:  # not started yet or already stopped, unless the spool failed to open
+            state = DeliveryState.SPOOL_ERROR if self._last_error else DeliveryState.STOPPED
         body: dict[str, Any] = {
             "enabled": True,
-            "state": str(publisher.state) if publisher else str(DeliveryState.SPOOL_ERROR),
+            "state": str(state),
             "reason": publisher.reason if publisher else self._last_error,
             "since": round(publisher.since, 3) if publisher else None,
             "connected": bool(publisher and publisher.connected),
@@ -238,7 +242,7 @@ class EventDelivery:
         m.file_bytes.set_function(lambda: outbox.stats().file_bytes)
         m.oldest_age.set_function(lambda: outbox.stats().oldest_age_s() or 0.0)
 
-    def metrics_last_seq(self, seq: int) -> None:
+    def _set_last_seq(self, seq: int) -> None:
         if self.metrics is not None:
             self.metrics.last_seq.set(seq)
 
