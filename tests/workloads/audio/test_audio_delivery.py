@@ -75,9 +75,8 @@ def test_a_broken_broker_leaves_the_service_working_and_every_event_spooled(
             extra = {}
         events = EventsSettings(mqtt_url=url, spool_dir=tmp_path / "spool", **FAST, **extra)
         with app_for(wav, events) as client:
-            body = finished(client)
-            wait_until(lambda: client.get("/health").json()["events"]["state"] == state, 10, state)
-            body = client.get("/health").json()
+            finished(client)
+            body = wait_until(lambda: (b := client.get("/health").json())["events"]["state"] == state and b, 10, state)
             assert body["status"] == "ok" and body["capture"]["error"] is None  # the service itself is fine
             assert client.get("/ready").status_code == 200
             local = client.get("/events").json()["events"]

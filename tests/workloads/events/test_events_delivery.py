@@ -208,8 +208,7 @@ def test_a_broker_that_cannot_be_reached_is_a_clear_state_and_events_wait(
 ) -> None:
     running = Running(tmp_path, url.format(closed=free_port()))
     with running as delivery:
-        wait_until(lambda: delivery.status()["state"] == state, 10, state)
-        status = delivery.status()
+        status = wait_until(lambda: (s := delivery.status())["state"] == state and s, 10, state)
         assert reason in status["reason"] and "retrying in" in status["reason"] and not status["connected"]
         assert [delivery.emit(audio_event(i)) for i in range(3)] == [1, 2, 3]
         assert delivery.status()["spool"]["depth"] == 3
@@ -221,11 +220,9 @@ def test_refused_credentials_are_reported_and_the_right_ones_deliver_what_waited
     with Mosquitto(tmp_path / "broker", users={"korall": "s3cret"}) as broker:
         wrong = Running(tmp_path, broker.url, mqtt_username="korall", mqtt_password="guess")
         with wrong as delivery:
-            wait_until(lambda: delivery.status()["state"] == "refused", 10, "the refusal")
+            status = wait_until(lambda: (s := delivery.status())["state"] == "refused" and s, 10, "the refusal")
             # mosquitto 2.0 answers a wrong password "Not authorized"; other brokers "Bad user name or password"
-            assert re.search(
-                "refused the connection: (Not authorized|Bad user name or password)", delivery.status()["reason"]
-            )
+            assert re.search("refused the connection: (Not authorized|Bad user name or password)", status["reason"])
             assert [delivery.emit(audio_event(i)) for i in range(4)] == [1, 2, 3, 4]
             assert delivery.status()["spool"]["depth"] == 4
         right = Running(tmp_path, broker.url, mqtt_username="korall", mqtt_password="s3cret")  # same spool
@@ -242,8 +239,7 @@ def test_a_broker_that_refuses_an_event_keeps_it_spooled_and_says_so(tmp_path: P
         Running(tmp_path, broker.url) as delivery,
     ):
         delivery.emit(audio_event(1))
-        wait_until(lambda: delivery.status()["state"] == "rejected", 10, "the refusal")
-        status = delivery.status()
+        status = wait_until(lambda: (s := delivery.status())["state"] == "rejected" and s, 10, "the refusal")
         assert "Not authorized" in status["reason"] and status["spool"]["depth"] == 1 and status["published"] == 0
 
 
@@ -261,8 +257,8 @@ def test_tls_with_the_brokers_ca_delivers_and_a_foreign_ca_is_a_tls_error(tmp_pa
             delivery.emit(audio_event(1))
             wait_until(lambda: len(sub.events()) == 1, 10, "the event over TLS")
         with Running(tmp_path / "bad", url, mqtt_tls_ca_file=foreign.ca) as delivery:
-            wait_until(lambda: delivery.status()["state"] == "tls_error", 10, "the TLS failure")
-            assert "certificate verify failed" in delivery.status()["reason"]
+            status = wait_until(lambda: (s := delivery.status())["state"] == "tls_error" and s, 10, "the TLS failure")
+            assert "certificate verify failed" in status["reason"]
 
 
 def test_a_spool_that_cannot_be_opened_leaves_the_service_running_and_counts_every_event_lost(tmp_path: Path) -> None:

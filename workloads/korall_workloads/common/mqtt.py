@@ -190,7 +190,8 @@ class MqttPublisher:
     # -- one connection ----------------------------------------------------------------------------------------
 
     def _session(self) -> _Outcome:
-        self._set_state(DeliveryState.CONNECTING, str(self.broker))
+        # The state stays `connecting` (first attempt) or the last failure (every retry) until this one resolves:
+        # /health and the metric show why delivery is down, not a flicker of `connecting` between attempts.
         self._acks, self._lost, self._connack, self._receive_maximum = [], None, None, None
         self._closed.clear()
         try:
