@@ -307,3 +307,10 @@ def test_the_service_stops_at_start_on_a_malformed_broker_url(tmp_path: Path) ->
         "korall audio: invalid configuration: EVENTS_MQTT_URL='tcp://broker': scheme must be mqtt:// or mqtts:// "
         "(TLS), got 'tcp'"
     ]
+
+
+def test_every_setting_is_read_from_a_contract_name_and_every_contract_name_is_read() -> None:
+    from korall_contract import EventsEnv, env_names
+
+    aliases = {field.validation_alias for field in EventsSettings.model_fields.values()}
+    assert aliases == env_names(EventsEnv)
