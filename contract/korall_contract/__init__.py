@@ -116,6 +116,45 @@ class FetchEnv:
     LOG_LEVEL: Final = ServiceEnv.LOG_LEVEL
 
 
+class EventsEnv:
+    """Environment variables of event delivery over MQTT, read the same way by the vision and audio workloads.
+
+    No EVENTS_MQTT_URL means no delivery (no spool, no connection). The operator is to set the source identity
+    (namespace, CR name, node through the Downward API), the broker and its Secret, and mount the spool folder.
+    Ranges and defaults: `korall_workloads.common.event_settings.EventsSettings`.
+    """
+
+    MQTT_URL: Final = "EVENTS_MQTT_URL"  # mqtt://host[:port] or mqtts://host[:port] (TLS); unset: delivery off
+    MQTT_USERNAME: Final = "EVENTS_MQTT_USERNAME"  # from a Secret
+    MQTT_PASSWORD: Final = "EVENTS_MQTT_PASSWORD"  # from a Secret
+    MQTT_TLS_CA_FILE: Final = "EVENTS_MQTT_TLS_CA_FILE"  # PEM bundle that signs the broker's certificate
+    MQTT_TLS_CERT_FILE: Final = "EVENTS_MQTT_TLS_CERT_FILE"  # client certificate (PEM), optional
+    MQTT_TLS_KEY_FILE: Final = "EVENTS_MQTT_TLS_KEY_FILE"  # its private key (PEM)
+    MQTT_TLS_INSECURE: Final = "EVENTS_MQTT_TLS_INSECURE"  # skip the host name check (tests only)
+    MQTT_VERSION: Final = "EVENTS_MQTT_VERSION"  # 5 | 3.1.1
+    QOS: Final = "EVENTS_QOS"  # 1 | 2
+    TOPIC_PREFIX: Final = "EVENTS_TOPIC_PREFIX"  # topics: <prefix>/<namespace>/<name>/{events,availability,heartbeat}
+    KEEPALIVE_S: Final = "EVENTS_KEEPALIVE_S"
+    HEARTBEAT_S: Final = "EVENTS_HEARTBEAT_S"
+    RECONNECT_MIN_S: Final = "EVENTS_RECONNECT_MIN_S"
+    RECONNECT_MAX_S: Final = "EVENTS_RECONNECT_MAX_S"
+    MAX_INFLIGHT: Final = "EVENTS_MAX_INFLIGHT"  # publishes awaiting their PUBACK at once
+    SPOOL_DIR: Final = "EVENTS_SPOOL_DIR"  # the operator mounts a hostPath (or an emptyDir) here
+    SPOOL_MAX_EVENTS: Final = "EVENTS_SPOOL_MAX_EVENTS"
+    SPOOL_MAX_BYTES: Final = "EVENTS_SPOOL_MAX_BYTES"
+    SPOOL_MAX_AGE_S: Final = "EVENTS_SPOOL_MAX_AGE_S"
+    SOURCE_NAMESPACE: Final = "EVENTS_SOURCE_NAMESPACE"  # the CR's namespace (Downward API metadata.namespace)
+    SOURCE_NAME: Final = "EVENTS_SOURCE_NAME"  # the InferenceModel's or CaptureProfile's name
+    SOURCE_NODE: Final = "EVENTS_SOURCE_NODE"  # Downward API spec.nodeName
+    OBJECT_END_AFTER_S: Final = "EVENTS_OBJECT_END_AFTER_S"  # vision: a label absent this long ends its event
+    OBJECT_UPDATE_INTERVAL_S: Final = "EVENTS_OBJECT_UPDATE_INTERVAL_S"  # vision: at most one update per label per
+    OBJECT_LABELS: Final = "EVENTS_OBJECT_LABELS"  # vision: comma-separated labels to report; empty: all
+
+
+SPOOL_DIR_IN_POD: Final = "/var/lib/korall/spool"
+"""Where the workloads keep their event spool by default; the operator mounts the node's spool folder here."""
+
+
 def env_names(env_class: type) -> frozenset[str]:
     """Every variable name an *Env class declares, inherited ones (ServiceEnv's) included."""
     return frozenset(getattr(env_class, key) for key in dir(env_class) if key.isupper())

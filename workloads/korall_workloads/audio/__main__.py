@@ -9,11 +9,13 @@ import sys
 
 
 def main() -> int:
+    from korall_workloads.common.event_settings import EventsSettings
     from korall_workloads.common.settings import load_or_exit
 
     from .settings import AudioSettings
 
     settings = load_or_exit(AudioSettings, "audio")
+    events = load_or_exit(EventsSettings, "audio")
 
     import uvicorn
 
@@ -21,7 +23,7 @@ def main() -> int:
     from korall_workloads.common.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(create_app(settings, events_settings=events), host=settings.host, port=settings.port, log_config=None)
     return 0
 
 

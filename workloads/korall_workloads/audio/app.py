@@ -6,6 +6,7 @@ shape (`korall_workloads.common.errors`). The capture thread starts with the app
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from korall_workloads.audio.capture import CaptureService, CaptureState, default_source
+from korall_workloads.audio.event_delivery import AudioEvents
 from korall_workloads.audio.events import EventType
 from korall_workloads.audio.hub import EventHub
 from korall_workloads.audio.metrics import AudioMetrics
@@ -24,6 +26,7 @@ from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
 from korall_workloads.common.broadcast import end_streams_on_exit_signals
 from korall_workloads.common.errors import ApiError, error_body, install_error_handlers
+from korall_workloads.common.event_settings import EventsSettings
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
 
@@ -35,13 +38,18 @@ def create_app(
     *,
     source_factory: Callable[[AudioSettings], AudioSource] = default_source,
     vad_factory: Callable[[], SpeechDetector] = SileroVad,
+    events_settings: EventsSettings | None = None,
 ) -> FastAPI:
+    """`events_settings` with a broker sends every event there too (None or no EVENTS_MQTT_URL: no delivery)."""
     metrics = AudioMetrics()
-    hub = EventHub(on_drop=metrics.sse_dropped.inc)
+    delivery = AudioEvents(events_settings, metrics.registry)
+    hub = EventHub(on_drop=metrics.sse_dropped.inc, on_publish=delivery.on_record)
     capture = CaptureService(settings, hub, metrics, source_factory=source_factory, vad_factory=vad_factory)
+    delivery.audio_clock = lambda: capture.audio_s
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        delivery.start()
         capture.start()
         restore = end_streams_on_exit_signals(hub.close)
         try:
@@ -49,10 +57,12 @@ def create_app(
         finally:
             restore()
             capture.stop()
+            await asyncio.to_thread(delivery.stop)  # after the capture: its last events are spooled first
 
     app = FastAPI(title="korall audio", version="0.1.0", lifespan=lifespan)
     app.state.capture = capture
     app.state.hub = hub
+    app.state.events = delivery
     app.state.metrics = metrics
     install_error_handlers(app, on_error=lambda code: metrics.http_errors.labels(code).inc())
 
@@ -60,7 +70,8 @@ def create_app(
     def health() -> dict[str, Any]:
         """Always answers: the process is alive; `capture` says what the source is doing and why not."""
         status = capture.status()
-        return {"status": "ok" if status["error"] is None else "degraded", "capture": status}
+        body = {"status": "ok" if status["error"] is None else "degraded", "capture": status}
+        return {**body, "events": delivery.status()}
 
     @app.get("/ready")
     def ready() -> dict[str, Any]:

@@ -27,6 +27,7 @@ class EventHub:
         client_queue: int = 64,
         max_clients: int = 32,
         on_drop: Callable[[], None] | None = None,
+        on_publish: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self.max_events = max_events
@@ -34,6 +35,7 @@ class EventHub:
         self._chunks: deque[dict[str, float]] = deque(maxlen=max_chunks)
         self._ids = itertools.count(1)
         self._live = Broadcaster(client_queue, max_clients=max_clients, on_drop=on_drop)
+        self._on_publish = on_publish  # e.g. event delivery: called with each record, on the publishing thread
 
     def publish(self, event: AudioEvent) -> dict[str, Any]:
         """Number the event, keep it, hand it to every live subscriber; returns the published record."""
@@ -41,6 +43,8 @@ class EventHub:
             record = {"id": next(self._ids), **event.as_dict(), "emitted_at": round(time.time(), 3)}
             self._events.append(record)
         self._live.publish(record)
+        if self._on_publish is not None:
+            self._on_publish(record)
         return record
 
     def add_chunk(self, features: ChunkFeatures) -> None:

@@ -10,6 +10,7 @@ import sys
 
 
 def main() -> int:
+    from korall_workloads.common.event_settings import EventsSettings
     from korall_workloads.common.settings import load_or_exit
 
     from .camera.settings import CaptureSettings
@@ -17,6 +18,7 @@ def main() -> int:
 
     settings = load_or_exit(VisionSettings, "vision")
     capture = load_or_exit(CaptureSettings, "vision")
+    events = load_or_exit(EventsSettings, "vision")
 
     if settings.accelerator == "edgetpu":
         from .runtime import ModelLoadError, require_edgetpu
@@ -34,7 +36,7 @@ def main() -> int:
     from .app import create_app
 
     configure_logging(settings.log_level, settings.log_json)
-    app = create_app(settings, capture=capture)
+    app = create_app(settings, capture=capture, events_settings=events)
     uvicorn.run(
         app,
         host=settings.host,

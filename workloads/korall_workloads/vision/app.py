@@ -22,12 +22,14 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from korall_workloads.common.errors import ApiError, InvalidInput, NotReady, Timeout, install_error_handlers
+from korall_workloads.common.event_settings import EventsSettings
 
 from .camera import CaptureSettings, camera_lifespan, camera_ready, camera_status
 from .camera import router as camera_router
 from .catalog import ModelFileError, list_models
 from .detector import Detector, DetectorNotReady
 from .metrics import RequestCounter, VisionMetrics
+from .object_events import CameraEvents
 from .preprocess import ImageError
 from .schemas import ErrorResponse, InferResponse, infer_response_json
 from .settings import VisionSettings
@@ -102,6 +104,7 @@ def create_app(
     detector: Detector | None = None,
     lifespan_hooks: list[LifespanHook] | None = None,
     capture: CaptureSettings | None = None,
+    events_settings: EventsSettings | None = None,
 ) -> FastAPI:
     """Build the app. Pass `detector` to share an already loaded one (tests, benches); it is then not closed here.
 
@@ -109,6 +112,7 @@ def create_app(
     the place for background work such as the camera loop.
 
     `capture` with a source runs the camera loop on the same detector (None or no CAPTURE_SOURCE: no camera).
+    `events_settings` with a broker sends the camera's object events there (None or no EVENTS_MQTT_URL: no delivery).
     """
     metrics = VisionMetrics()
     owns_detector = detector is None
@@ -120,8 +124,10 @@ def create_app(
     # The camera package's routes are always there; with a capture source, its lifespan hook runs the capture
     # loop on `det` (the same Detector /infer uses) and reports to this app's metrics registry.
     routers: list[Any] = [camera_router]  # always: without a camera its routes answer 404 with a hint
+    object_events = CameraEvents(events_settings, metrics.registry, capture, det)
     if capture is not None and capture.enabled:
-        hooks.append(camera_lifespan(det, metrics.registry, capture))
+        hooks.append(object_events.lifespan)  # first in, last out: spools the camera's final end events
+        hooks.append(camera_lifespan(det, metrics.registry, capture, object_events.on_result))
     # -----------------------------------------------------------------------------------------------------------
 
     async def _publish_model_info() -> None:
@@ -163,6 +169,7 @@ def create_app(
         body: dict[str, Any] = {"status": "ok" if det.ready else det.state.value, "model": det.status()}
         if (camera := camera_status(app)) is not None:
             body["camera"] = camera
+        body["events"] = object_events.status()
         return body
 
     @app.get("/ready", responses={503: _ERRORS[503]})

@@ -41,10 +41,13 @@ async def run_camera(
     detector: Detector,
     registry: CollectorRegistry,
     settings: CaptureSettings | None = None,
+    on_result: Callable[[FrameResult], None] | None = None,
 ) -> AsyncIterator[CameraPipeline | None]:
-    """Start the camera pipeline for the app's lifetime when CAPTURE_SOURCE is set (else app.state.camera = None)."""
+    """Start the camera pipeline for the app's lifetime when CAPTURE_SOURCE is set (else app.state.camera = None).
+
+    `on_result` is called on the inference thread after each inferred frame (the object events' feed)."""
     settings = settings if settings is not None else CaptureSettings()
-    pipeline = CameraPipeline(settings, detector, registry) if settings.enabled else None
+    pipeline = CameraPipeline(settings, detector, registry, on_result=on_result) if settings.enabled else None
     app.state.camera = pipeline
     if pipeline is None:
         yield None
@@ -59,13 +62,16 @@ async def run_camera(
 
 
 def camera_lifespan(
-    detector: Detector, registry: CollectorRegistry, settings: CaptureSettings
+    detector: Detector,
+    registry: CollectorRegistry,
+    settings: CaptureSettings,
+    on_result: Callable[[FrameResult], None] | None = None,
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     """A lifespan hook for `create_app`: runs the camera on the app's detector and metrics registry."""
 
     @contextlib.asynccontextmanager
     async def hook(app: FastAPI) -> AsyncIterator[None]:
-        async with run_camera(app, detector, registry, settings):
+        async with run_camera(app, detector, registry, settings, on_result):
             yield
 
     return hook
