@@ -6,7 +6,9 @@ trust its input: a CR may predate a schema change, and the test emulator (kmock)
 two disagree, the CRD is the reference; `tests/operator/test_crds.py` checks samples and bad specs against both.
 
 Field names are camelCase in Kubernetes and snake_case here (`populate_by_name=True` accepts both).
-Defaults match the CRD defaults, so a spec the API server defaulted and a raw one parse to the same model.
+Defaults match the CRD defaults, so a spec the API server defaulted and a raw one parse to the same model. A field
+that becomes a workload variable takes its range, choices and default from the contract (`spec_field`), as the
+CRD schema and the workload do.
 """
 
 from __future__ import annotations
@@ -14,12 +16,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from korall_contract import AudioEnv, PixelFormat, SampleRate, ScheduledAccelerator, Setting, TpuInterface, VisionEnv
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+from korall_operator.settings import OperatorSettings
 
 SHA256_RE = r"^[a-f0-9]{64}$"
 MODEL_FILE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.tflite$"
 LABELS_FILE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.txt$"
+
+
+def spec_field(setting: Setting, **overrides: Any) -> Any:
+    """The pydantic field of a spec field that becomes a workload variable: the contract's CRD default, bounds
+    (its choices come from the field's type, the contract's Literal for it)."""
+    kwargs: dict[str, Any] = {"default": setting.crd_default}
+    if setting.minimum is not None:
+        kwargs["ge"] = setting.minimum
+    if setting.maximum is not None:
+        kwargs["le"] = setting.maximum
+    return Field(**{**kwargs, **overrides})
 
 
 class SpecError(Exception):
@@ -88,10 +104,10 @@ class InferenceModelSpec(_Spec):
 
     model: ModelSource
     labels: str = Field(default="coco_labels.txt", pattern=LABELS_FILE_RE)
-    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    top_k: int = Field(default=10, ge=1, le=100)
-    accelerator: Literal["edgetpu", "cpu"] = "cpu"
-    tpu_interface: Literal["usb", "pci"] | None = None
+    score_threshold: float = spec_field(VisionEnv.SCORE_TH)
+    top_k: int = spec_field(VisionEnv.TOPK)
+    accelerator: ScheduledAccelerator = spec_field(VisionEnv.ACCELERATOR)
+    tpu_interface: TpuInterface | None = spec_field(VisionEnv.EDGETPU_DEVICE)
     capture_profile_ref: CaptureProfileRef | None = None
     replicas: int = Field(default=1, ge=0, le=100)
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -114,18 +130,18 @@ class InferenceModelSpec(_Spec):
 
 
 class VideoSpec(_Spec):
-    width: int = Field(default=640, ge=160, le=7680)
-    height: int = Field(default=480, ge=120, le=4320)
-    fps: int = Field(default=15, ge=1, le=120)
-    pixel_format: Literal["MJPG", "YUYV"] = "MJPG"
-    sample_every: int = Field(default=1, ge=1, le=1000)
-    buffer_frames: int = Field(default=2, ge=1, le=64)
+    width: int = spec_field(VisionEnv.CAPTURE_WIDTH)
+    height: int = spec_field(VisionEnv.CAPTURE_HEIGHT)
+    fps: int = spec_field(VisionEnv.CAPTURE_FPS)
+    pixel_format: PixelFormat = spec_field(VisionEnv.CAPTURE_PIXEL_FORMAT)
+    sample_every: int = spec_field(VisionEnv.CAPTURE_SAMPLE_EVERY)
+    buffer_frames: int = spec_field(VisionEnv.CAPTURE_BUFFER_FRAMES)
     source: str | None = Field(default=None, min_length=1, max_length=4096)
 
 
 class AudioThresholds(_Spec):
-    silence_dbfs: float = Field(default=-50.0, ge=-120.0, le=0.0)
-    loud_dbfs: float = Field(default=-20.0, ge=-120.0, le=0.0)
+    silence_dbfs: float = spec_field(AudioEnv.AUDIO_SILENCE_DBFS)
+    loud_dbfs: float = spec_field(AudioEnv.AUDIO_LOUD_DBFS)
 
     @model_validator(mode="after")
     def _ordered(self) -> AudioThresholds:
@@ -135,10 +151,10 @@ class AudioThresholds(_Spec):
 
 
 class AudioSpec(_Spec):
-    sample_rate: Literal[8000, 16000, 22050, 32000, 44100, 48000] = 16000
-    channels: int = Field(default=1, ge=1, le=8)
-    chunk_seconds: float = Field(default=1.0, ge=0.5, le=5.0)
-    overlap_seconds: float = Field(default=0.0, ge=0.0, le=2.5)
+    sample_rate: SampleRate = spec_field(AudioEnv.AUDIO_SAMPLE_RATE)
+    channels: int = spec_field(AudioEnv.AUDIO_CHANNELS)
+    chunk_seconds: float = spec_field(AudioEnv.AUDIO_CHUNK_S)
+    overlap_seconds: float = spec_field(AudioEnv.AUDIO_OVERLAP_S)
     thresholds: AudioThresholds = Field(default_factory=lambda: AudioThresholds.model_validate({}))
 
     @model_validator(mode="after")
@@ -199,3 +215,61 @@ def parse_capture_profile(spec: Mapping[str, Any]) -> CaptureProfileSpec:
         return CaptureProfileSpec.model_validate(dict(spec))
     except ValidationError as exc:
         raise SpecError("InvalidSpec", _explain("CaptureProfile", exc)) from exc
+
+
+# ---------------------------------------------------------------------------------------------- image and cluster
+
+
+def check_vision_spec(
+    model: InferenceModelSpec, capture: CaptureProfileSpec | None, settings: OperatorSettings
+) -> None:
+    """Raise SpecError for what only the operator can know (the schema cannot): image contents, cluster setup."""
+    source = model.model
+    if source.file is None:
+        kind = "url" if source.url else "s3"
+        raise SpecError(
+            "ModelSourceNotSupported",
+            f"model.{kind} is accepted and validated, but this operator version only serves model files bundled "
+            f"in the vision image; use model.file (one of: {', '.join(m.file for m in settings.vision_models)})",
+        )
+    bundled = settings.model_file(source.file)
+    if bundled is None:
+        raise SpecError(
+            "ModelNotInImage",
+            f"model.file {source.file!r} is not in the vision image {settings.vision_image}; "
+            f"available: {', '.join(m.file for m in settings.vision_models)}",
+        )
+    if model.accelerator == "edgetpu" and not bundled.edgetpu:
+        raise SpecError(
+            "ModelNotCompiledForEdgeTPU",
+            f"accelerator edgetpu needs a model compiled for the Edge TPU, and {source.file!r} is a CPU model; "
+            f"use one of: {', '.join(m.file for m in settings.vision_models if m.edgetpu) or 'none bundled'}",
+        )
+    if model.accelerator == "cpu" and bundled.edgetpu:
+        raise SpecError(
+            "ModelNeedsEdgeTPU",
+            f"{source.file!r} is compiled for the Edge TPU and cannot run with accelerator cpu; "
+            f"use one of: {', '.join(m.file for m in settings.vision_models if not m.edgetpu) or 'none bundled'}",
+        )
+    if source.sha256 is not None and source.sha256 != bundled.sha256:
+        raise SpecError(
+            "ModelChecksumMismatch",
+            f"model.sha256 {source.sha256} does not match the bundled {source.file!r} ({bundled.sha256})",
+        )
+    if model.labels not in settings.vision_labels:
+        raise SpecError(
+            "LabelsNotInImage",
+            f"labels {model.labels!r} is not in the vision image; available: {', '.join(settings.vision_labels)}",
+        )
+    if model.accelerator == "edgetpu" and not settings.tpu_resource:
+        raise SpecError(
+            "TPUResourceNotConfigured",
+            "accelerator edgetpu needs a TPU extended resource, and the operator has none configured "
+            "(KORALL_TPU_RESOURCE is empty); install a Coral device plugin and set it, or use accelerator cpu",
+        )
+    if capture is not None and capture.type != "video":
+        ref = model.capture_profile_ref.name if model.capture_profile_ref else "?"
+        raise SpecError(
+            "CaptureProfileWrongType",
+            f"captureProfileRef {ref!r} is an {capture.type} profile; an InferenceModel needs a video profile",
+        )

@@ -201,6 +201,24 @@ def test_cpu_model_with_usb_camera_is_pinned_to_the_camera_node() -> None:
     assert dep["spec"]["strategy"]["type"] == "Recreate"  # one process opens a camera at a time
 
 
+@pytest.mark.parametrize(
+    ("source", "mounted"),
+    [
+        (None, {"/dev/video0": "CharDevice"}),  # the profile's device
+        ("/dev/video2", {"/dev/video2": "CharDevice"}),  # another device: that one, not the profile's
+        ("rtsp://cam.local/stream", {}),  # a network camera needs no device
+        ("/data/demo.avi", {}),  # nor does a file
+        ("v4l2src device=/dev/video1 ! videoconvert ! appsink", {"/dev/video1": "CharDevice"}),
+    ],
+)
+def test_a_camera_pod_mounts_only_the_devices_its_source_opens(source: str | None, mounted: dict[str, str]) -> None:
+    cam = camera(video={"source": source} if source else {})
+    dep = build_vision_deployment("cam", "ns", cpu_model(), cam, settings())
+    k8s_valid(dep)
+    assert host_paths(dep) == mounted
+    assert ("privileged" in container(dep)["securityContext"]) == bool(mounted)
+
+
 def test_device_plugin_mode_runs_device_pods_unprivileged() -> None:
     dep = build_vision_deployment("front", "ns", tpu_model(), camera(), settings(device_access="device-plugin"))
     k8s_valid(dep)
@@ -335,7 +353,7 @@ def test_audio_profile_gets_a_microphone_pod() -> None:
     assert e[AudioEnv.AUDIO_SOURCE] == "hw:1,0"
     assert e[AudioEnv.AUDIO_SAMPLE_RATE] == "48000"
     assert e[AudioEnv.AUDIO_CHUNK_S] == "2.0"
-    assert e[AudioEnv.AUDIO_SILENCE_DBFS] == "-50.0" and e[AudioEnv.AUDIO_LOUD_DBFS] == "-20.0"
+    assert e[AudioEnv.AUDIO_SILENCE_DBFS] == "-50.0" and e[AudioEnv.AUDIO_LOUD_DBFS] == "-6.0"
     assert e[AudioEnv.PORT] == str(AUDIO_PORT)
     assert host_paths(dep) == {"/dev/snd": "Directory"}
     assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}

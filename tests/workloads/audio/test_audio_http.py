@@ -256,7 +256,10 @@ def test_the_service_stops_promptly_with_a_live_stream_open(scene_wav: tuple[Pat
     ("env", "expected"),
     [
         ({"AUDIO_CHUNK_S": "9"}, "AUDIO_CHUNK_S='9': Input should be less than or equal to 5"),
-        ({"AUDIO_SAMPLE_RATE": "4000"}, "AUDIO_SAMPLE_RATE='4000': Input should be greater than or equal to 8000"),
+        (
+            {"AUDIO_SAMPLE_RATE": "4000"},
+            "AUDIO_SAMPLE_RATE=4000: Input should be 8000, 16000, 22050, 32000, 44100 or 48000",
+        ),
         ({"AUDIO_OVERLAP_S": "1.0"}, "AUDIO_OVERLAP_S (1.0) must be less than AUDIO_CHUNK_S (1.0)"),
         ({"AUDIO_SILENCE_DBFS": "loud"}, "AUDIO_SILENCE_DBFS='loud': Input should be a valid number"),
         ({"PORT": "70000"}, "PORT='70000'"),

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from korall_contract import AUDIO_PORT, AudioEnv
-from pydantic import Field, model_validator
+from korall_contract import AUDIO_PORT, AudioEnv, SampleRate
+from pydantic import Field, field_validator, model_validator
 
-from korall_workloads.common.settings import ServiceSettings
+from korall_workloads.common.settings import ServiceSettings, from_contract
 
 VAD_SAMPLE_RATE = 16_000
 """The VAD (silero) runs at 16 kHz; other capture rates are converted for it (`resample.py`)."""
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
+"""The rates a WAV file may bring (a device is asked for one of the contract's `SampleRate`s)."""
 
 
 class AudioSettings(ServiceSettings):
@@ -31,39 +32,19 @@ class AudioSettings(ServiceSettings):
         description="A sounddevice input device name or index (`python -m sounddevice` lists them; `default` is "
         "PortAudio's default input), or a path to a WAV file (anything ending in .wav) to replay.",
     )
-    sample_rate: int = Field(
-        default=VAD_SAMPLE_RATE,
-        ge=MIN_SAMPLE_RATE,
-        le=MAX_SAMPLE_RATE,
-        validation_alias=AudioEnv.AUDIO_SAMPLE_RATE,
-        description="Capture rate in Hz for a device, 8000-192000 (a WAV file brings its own rate).",
+    sample_rate: SampleRate = from_contract(
+        AudioEnv.AUDIO_SAMPLE_RATE, description="Capture rate in Hz for a device (a WAV file brings its own rate)."
     )
-    channels: int = Field(
-        default=1, ge=1, le=8, validation_alias=AudioEnv.AUDIO_CHANNELS, description="Captured channels, mixed to mono."
-    )
-    chunk_s: float = Field(
-        default=1.0, ge=0.5, le=5.0, validation_alias=AudioEnv.AUDIO_CHUNK_S, description="Analysis chunk length (s)."
-    )
-    overlap_s: float = Field(
-        default=0.0,
-        ge=0.0,
-        validation_alias=AudioEnv.AUDIO_OVERLAP_S,
+    channels: int = from_contract(AudioEnv.AUDIO_CHANNELS)
+    chunk_s: float = from_contract(AudioEnv.AUDIO_CHUNK_S)
+    overlap_s: float = from_contract(
+        AudioEnv.AUDIO_OVERLAP_S,
         description="Overlap of consecutive chunks (s), less than AUDIO_CHUNK_S; features only, events never repeat.",
     )
-    silence_dbfs: float = Field(
-        default=-50.0,
-        ge=-120.0,
-        le=0.0,
-        validation_alias=AudioEnv.AUDIO_SILENCE_DBFS,
-        description="Frames quieter than this (dBFS, RMS re full scale) are silent.",
+    silence_dbfs: float = from_contract(
+        AudioEnv.AUDIO_SILENCE_DBFS, description="Frames quieter than this (dBFS, RMS re full scale) are silent."
     )
-    loud_dbfs: float = Field(
-        default=-6.0,
-        ge=-60.0,
-        le=0.0,
-        validation_alias=AudioEnv.AUDIO_LOUD_DBFS,
-        description="Frames at or above this level (dBFS) are loud, whatever they contain.",
-    )
+    loud_dbfs: float = from_contract(AudioEnv.AUDIO_LOUD_DBFS)
     loud_jump_db: float = Field(
         default=25.0,
         ge=3.0,
@@ -92,6 +73,12 @@ class AudioSettings(ServiceSettings):
         description="Longest wait between attempts to open the source (backoff doubles from 0.5 s up to this).",
     )
     port: int = Field(default=AUDIO_PORT, ge=1, le=65535, validation_alias=AudioEnv.PORT, description="Listen port.")
+
+    @field_validator("sample_rate", mode="before")
+    @classmethod
+    def _rate_from_text(cls, value: object) -> object:
+        """The environment gives text; a Literal of ints does not convert it by itself."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> AudioSettings:

@@ -2,19 +2,35 @@
 
 Each service subclasses `ServiceSettings` (adding its own fields and its port default) so that HOST, LOG_JSON
 and LOG_LEVEL mean the same everywhere, and `describe_validation_error` turns pydantic's report into the one
-line a person reads when a variable is wrong.
+line a person reads when a variable is wrong. A field that a CRD sets is declared with `from_contract`, so the
+workload accepts exactly what the API server admits.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from korall_contract import ServiceEnv
+from korall_contract import ServiceEnv, Setting
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+def from_contract(setting: Setting, **overrides: Any) -> Any:
+    """The pydantic field of a variable the contract describes: its name, default, bounds and description, as the
+    CRD and the operator have them (choices come from the field's type: the contract's Literal for it)."""
+    kwargs: dict[str, Any] = {
+        "default": setting.default,
+        "validation_alias": str(setting),
+        "description": setting.description,
+    }
+    if setting.minimum is not None:
+        kwargs["ge"] = setting.minimum
+    if setting.maximum is not None:
+        kwargs["le"] = setting.maximum
+    return Field(**{**kwargs, **overrides})
 
 
 class ServiceSettings(BaseSettings):

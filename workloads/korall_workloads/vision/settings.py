@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
-from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
+from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, Accelerator, VisionEnv
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from korall_workloads.common.settings import ServiceSettings
+from korall_workloads.common.settings import ServiceSettings, from_contract
 
 DEFAULT_MODEL_FILE = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 DEFAULT_LABELS_FILE = "coco_labels.txt"
@@ -68,23 +67,10 @@ class VisionSettings(ServiceSettings):
         pattern=r"^[0-9a-fA-F]{64}$",
         description="Expected sha256 of MODEL_PATH; default: the one in manifest.json. A mismatch refuses to load.",
     )
-    score_th: float = Field(
-        default=0.5, ge=0.0, le=1.0, validation_alias=VisionEnv.SCORE_TH, description="Minimum detection score."
-    )
-    topk: int = Field(
-        default=20, ge=1, le=100, validation_alias=VisionEnv.TOPK, description="Most detections returned."
-    )
-    accelerator: Literal["auto", "edgetpu", "cpu"] = Field(
-        default="auto",
-        validation_alias=VisionEnv.ACCELERATOR,
-        description="auto: Edge TPU if its delegate loads, else the CPU model; edgetpu: TPU or fail; cpu: CPU only.",
-    )
-    edgetpu_device: str = Field(
-        default="usb",
-        validation_alias=VisionEnv.EDGETPU_DEVICE,
-        pattern=r"^(usb|pci)(:\d+)?$",
-        description="Which Edge TPU: usb or pci (optionally :N).",
-    )
+    score_th: float = from_contract(VisionEnv.SCORE_TH)
+    topk: int = from_contract(VisionEnv.TOPK)
+    accelerator: Accelerator = from_contract(VisionEnv.ACCELERATOR)
+    edgetpu_device: str = from_contract(VisionEnv.EDGETPU_DEVICE, pattern=r"^(usb|pci)(:\d+)?$")
     num_threads: int = Field(
         default=0,
         ge=0,

@@ -6,11 +6,11 @@ The operator sets these variables from a video CaptureProfile; a person sets the
 
 from __future__ import annotations
 
-from typing import Literal
-
-from korall_contract import VisionEnv
+from korall_contract import PixelFormat, VisionEnv
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from korall_workloads.common.settings import from_contract
 
 
 class CaptureSettings(BaseSettings):
@@ -24,27 +24,20 @@ class CaptureSettings(BaseSettings):
         description="/dev/video0 or an index, a GStreamer pipeline (contains '!'), an rtsp:// or http:// URL, "
         "or a video file. Empty: no camera loop.",
     )
-    width: int = Field(default=640, ge=16, le=7680, validation_alias=VisionEnv.CAPTURE_WIDTH)
-    height: int = Field(default=480, ge=16, le=4320, validation_alias=VisionEnv.CAPTURE_HEIGHT)
-    fps: float = Field(default=15.0, gt=0, le=240, validation_alias=VisionEnv.CAPTURE_FPS)
-    pixel_format: Literal["MJPG", "YUYV"] = Field(
-        default="MJPG",
-        validation_alias=VisionEnv.CAPTURE_PIXEL_FORMAT,
+    width: int = from_contract(VisionEnv.CAPTURE_WIDTH)
+    height: int = from_contract(VisionEnv.CAPTURE_HEIGHT)
+    fps: int = from_contract(VisionEnv.CAPTURE_FPS)
+    pixel_format: PixelFormat = from_contract(
+        VisionEnv.CAPTURE_PIXEL_FORMAT,
         description="fourcc requested from a V4L2 device; MJPG is compressed on the wire (USB 2 friendly), "
         "YUYV is raw and cheaper to decode.",
     )
-    sample_every: int = Field(
-        default=1,
-        ge=1,
-        le=1000,
-        validation_alias=VisionEnv.CAPTURE_SAMPLE_EVERY,
+    sample_every: int = from_contract(
+        VisionEnv.CAPTURE_SAMPLE_EVERY,
         description="infer on every Nth captured frame: N = capture fps / target detection rate.",
     )
-    buffer_frames: int = Field(
-        default=4,
-        ge=1,
-        le=256,
-        validation_alias=VisionEnv.CAPTURE_BUFFER_FRAMES,
+    buffer_frames: int = from_contract(
+        VisionEnv.CAPTURE_BUFFER_FRAMES,
         description="ring buffer between capture and inference; the oldest frame is dropped when it is full.",
     )
     loop: bool = Field(

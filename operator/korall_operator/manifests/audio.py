@@ -1,0 +1,94 @@
+"""The audio Deployment and Service of an audio CaptureProfile: one pod on the node with the microphone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from korall_contract import AUDIO_PORT, AudioEnv
+
+from korall_operator.manifests.naming import CAPTURE_PROFILE_LABEL, Manifest, child_name, label_value, workload_labels
+from korall_operator.manifests.pod import (
+    SOUND_PATH,
+    deployment_manifest,
+    env_list,
+    host_device,
+    probes,
+    security_context,
+    service_manifest,
+)
+from korall_operator.settings import OperatorSettings
+from korall_operator.specs import CaptureProfileSpec, SpecError
+
+
+def build_audio_deployment(
+    name: str,
+    namespace: str,
+    capture: CaptureProfileSpec,
+    settings: OperatorSettings,
+    owner: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """The audio Deployment of audio CaptureProfile `name`: one pod on the node with the microphone."""
+    if capture.type != "audio" or capture.audio is None:
+        raise SpecError(
+            "CaptureProfileWrongType", f"CaptureProfile {name!r} is a {capture.type} profile, not an audio one"
+        )
+    component = "audio"
+    audio = capture.audio
+    labels = workload_labels(name, component, settings.audio_image, {CAPTURE_PROFILE_LABEL: label_value(name)})
+    env = {
+        AudioEnv.HOST: "0.0.0.0",
+        AudioEnv.PORT: AUDIO_PORT,
+        AudioEnv.AUDIO_SOURCE: capture.device,
+        AudioEnv.AUDIO_SAMPLE_RATE: audio.sample_rate,
+        AudioEnv.AUDIO_CHANNELS: audio.channels,
+        AudioEnv.AUDIO_CHUNK_S: audio.chunk_seconds,
+        AudioEnv.AUDIO_OVERLAP_S: audio.overlap_seconds,
+        AudioEnv.AUDIO_SILENCE_DBFS: audio.thresholds.silence_dbfs,
+        AudioEnv.AUDIO_LOUD_DBFS: audio.thresholds.loud_dbfs,
+        AudioEnv.LOG_JSON: settings.log_json,
+    }
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    # An ALSA name (hw:1,0, default, plughw:...) lives in /dev/snd; a file path (a WAV for replay) needs no device.
+    uses_alsa = not (capture.device or "").startswith("/")
+    if uses_alsa:
+        volume, mount = host_device("sound", SOUND_PATH, "Directory")
+        volumes.append(volume)
+        mounts.append(mount)
+    pod_security, container_security = security_context(uses_alsa, settings)
+    container = {
+        "name": component,
+        "image": settings.audio_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": AUDIO_PORT, "protocol": "TCP"}],
+        "env": env_list(env),
+        "securityContext": container_security,
+        "volumeMounts": mounts,
+        **probes("http"),
+    }
+    return deployment_manifest(
+        name=child_name(name, component),
+        namespace=namespace,
+        cr_name=name,
+        component=component,
+        labels=labels,
+        replicas=1,
+        container=container,
+        volumes=volumes,
+        node_selector=dict(capture.node_selector),
+        affinity=None,
+        pod_security=pod_security,
+        exclusive_devices=uses_alsa,
+        template_annotations={},
+        owner=owner,
+        progress_deadline_s=settings.progress_deadline_s,
+    )
+
+
+def build_audio_service(
+    name: str, namespace: str, settings: OperatorSettings, owner: Mapping[str, Any] | None = None
+) -> Manifest:
+    """The ClusterIP Service of audio CaptureProfile `name` (port 5053: /events, /health, /ready, /metrics)."""
+    labels = workload_labels(name, "audio", settings.audio_image, {CAPTURE_PROFILE_LABEL: label_value(name)})
+    return service_manifest(child_name(name, "audio"), namespace, name, "audio", labels, AUDIO_PORT, owner)

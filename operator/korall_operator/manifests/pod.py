@@ -1,0 +1,192 @@
+"""The parts every workload pod is built from: environment, probes, security context, host devices, affinity,
+rollout strategy, and the Deployment and Service around a container (pure).
+
+Devices (why the security context is what it is): a hostPath mount of /dev/bus/usb, /dev/apex_0, /dev/video0 or
+/dev/snd only makes the device node visible; the container's device cgroup still denies open(). Kubernetes has
+no field to allow a device cgroup rule, so with plain hostPath mounts the container must be privileged. This is
+what Coral's own Docker instructions (`--privileged -v /dev/bus/usb:/dev/bus/usb`) and Frigate's Helm chart do.
+The USB accelerator makes it worse: it enumerates as 1a6e:089a, loads its firmware on the first inference and
+re-enumerates as 18d1:9302 under a NEW node in /dev/bus/usb, so a single `--device` node would go stale; the
+whole bus is mounted. When a device plugin grants the device instead (settings.device_access == "device-plugin",
+e.g. squat/generic-device-plugin, which adds the cgroup rule in its Allocate), pods run unprivileged. All pods run
+as the images' non-root user with a read-only root filesystem; device pods also get the host groups that own
+device nodes (settings.device_groups); pods without any device also drop all capabilities.
+
+Rollout strategy: a pod holding a TPU (or a camera / microphone, which one process opens at a time) uses
+`Recreate`: a RollingUpdate surge pod could never schedule beside the old one on a node with one TPU (the extended
+resource is exhausted) and the rollout would deadlock. CPU-only pods without devices roll with maxUnavailable 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from korall_operator.manifests.naming import Manifest, object_metadata, selector_labels, stamp
+from korall_operator.settings import OperatorSettings
+from korall_operator.specs import SpecError
+
+USB_BUS_PATH = "/dev/bus/usb"
+PCI_APEX_PATH = "/dev/apex_0"
+SOUND_PATH = "/dev/snd"
+
+
+def env_list(pairs: Mapping[str, Any]) -> list[dict[str, str]]:
+    out = []
+    for key, value in pairs.items():
+        if value is None:
+            continue
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        out.append({"name": key, "value": text})
+    return out
+
+
+def merge_node_selectors(*selectors: tuple[str, Mapping[str, str]]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for where, selector in selectors:
+        for key, value in selector.items():
+            if key in merged and merged[key] != value:
+                raise SpecError(
+                    "NodeSelectorConflict",
+                    f"nodeSelector {key!r} is {merged[key]!r} in {origin[key]} but {value!r} in {where}: "
+                    "no node can satisfy both; make them agree",
+                )
+            merged[key] = value
+            origin[key] = where
+    return merged
+
+
+def probes(port_name: str) -> dict[str, Any]:
+    """Readiness on /ready (model loaded and warmed up), liveness on /health; a startup probe covers the load."""
+    return {
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": port_name},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+            "timeoutSeconds": 2,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": port_name},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": port_name},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 3,
+        },
+    }
+
+
+def security_context(needs_device: bool, settings: OperatorSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod securityContext, container securityContext): the smallest that works; see the module docstring.
+
+    Every pod runs as the images' non-root user. A pod with a device also gets the host groups that own device
+    nodes as supplementalGroups (the device cgroup decides whether the device may be opened at all, the file mode
+    whether this user may); `device_run_as_user: 0` is the escape hatch for nodes whose device nodes are root-only.
+    """
+    pod: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if needs_device and settings.device_run_as_user is not None:
+        pod["runAsUser"] = settings.device_run_as_user
+    else:
+        pod.update(
+            runAsNonRoot=True,
+            runAsUser=settings.run_as_user,
+            runAsGroup=settings.run_as_user,
+            fsGroup=settings.run_as_user,
+        )
+    if needs_device and settings.device_groups:
+        pod["supplementalGroups"] = list(settings.device_groups)
+    if needs_device and settings.device_access == "privileged":
+        # privileged is what opens the device cgroup for hostPath devices; it excludes allowPrivilegeEscalation=false
+        return pod, {"privileged": True, "readOnlyRootFilesystem": True}
+    container = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return pod, container
+
+
+def host_device(volume: str, path: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, volumeMount) of a host device at the same path inside the container."""
+    return {"name": volume, "hostPath": {"path": path, "type": kind}}, {"name": volume, "mountPath": path}
+
+
+def tpu_affinity(interface: str, settings: OperatorSettings) -> dict[str, Any] | None:
+    if not settings.tpu_node_label:
+        return None
+    term = {"matchExpressions": [{"key": settings.tpu_node_label, "operator": "In", "values": [interface]}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def strategy(exclusive_devices: bool) -> dict[str, Any]:
+    if exclusive_devices:
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def deployment_manifest(
+    *,
+    name: str,
+    namespace: str,
+    cr_name: str,
+    component: str,
+    labels: dict[str, str],
+    replicas: int,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    node_selector: dict[str, str],
+    affinity: dict[str, Any] | None,
+    pod_security: dict[str, Any],
+    exclusive_devices: bool,
+    template_annotations: dict[str, str],
+    owner: Mapping[str, Any] | None,
+    progress_deadline_s: int,
+) -> Manifest:
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security,
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 15,
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if affinity:
+        pod_spec["affinity"] = affinity
+    template = stamp(
+        {"metadata": {"labels": dict(labels), "annotations": dict(template_annotations)}, "spec": pod_spec}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_metadata(name, namespace, labels, owner),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": progress_deadline_s,
+            "selector": {"matchLabels": selector_labels(cr_name, component)},
+            "strategy": strategy(exclusive_devices),
+            "template": template,
+        },
+    }
+
+
+def service_manifest(
+    name: str, namespace: str, cr_name: str, component: str, labels: dict[str, str], port: int, owner: Any
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_metadata(name, namespace, labels, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(cr_name, component),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }

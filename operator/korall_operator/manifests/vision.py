@@ -1,0 +1,173 @@
+"""The vision Deployment and Service of an InferenceModel, fed by its video CaptureProfile when it has one."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
+
+from korall_operator.manifests.naming import (
+    CAPTURE_PROFILE_LABEL,
+    INFERENCE_MODEL_LABEL,
+    MODEL_ANNOTATION,
+    STAGE_LABEL,
+    Manifest,
+    child_name,
+    label_value,
+    workload_labels,
+)
+from korall_operator.manifests.pod import (
+    PCI_APEX_PATH,
+    USB_BUS_PATH,
+    deployment_manifest,
+    env_list,
+    host_device,
+    merge_node_selectors,
+    probes,
+    security_context,
+    service_manifest,
+    tpu_affinity,
+)
+from korall_operator.settings import OperatorSettings
+from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, check_vision_spec
+
+
+_DEVICE_IN_PIPELINE = re.compile(r"(/dev/[A-Za-z0-9_./-]+)")
+
+
+def devices_of_source(source: str | None) -> list[str]:
+    """The device nodes a capture source opens, and so the only ones its pod mounts: the device itself, or those a
+    GStreamer pipeline names (`v4l2src device=/dev/video0 ! ...`); none for a URL or a file, which then neither
+    mounts the profile's `device` nor runs privileged for it."""
+    if not source:
+        return []
+    if source.startswith("/dev/"):
+        return [source]
+    if "!" in source:  # a GStreamer pipeline
+        return list(dict.fromkeys(_DEVICE_IN_PIPELINE.findall(source)))
+    return []
+
+
+def build_vision_deployment(
+    name: str,
+    namespace: str,
+    model: InferenceModelSpec,
+    capture: CaptureProfileSpec | None,
+    settings: OperatorSettings,
+    owner: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """The vision Deployment of InferenceModel `name`; `capture` is its resolved video CaptureProfile, if any.
+
+    The handler resolves `spec.captureProfileRef` itself (a missing profile is its condition to report) and
+    passes None when there is no reference.
+    """
+    check_vision_spec(model, capture, settings)
+    assert model.model.file is not None  # checked above
+    component = "vision"
+    labels = workload_labels(name, component, settings.vision_image, {INFERENCE_MODEL_LABEL: label_value(name)})
+    if model.capture_profile_ref is not None:
+        labels[CAPTURE_PROFILE_LABEL] = label_value(model.capture_profile_ref.name)
+
+    env: dict[str, Any] = {
+        VisionEnv.HOST: "0.0.0.0",
+        VisionEnv.PORT: VISION_PORT,
+        VisionEnv.MODELS_DIR: MODELS_DIR_IN_IMAGE,
+        VisionEnv.MODEL_PATH: f"{MODELS_DIR_IN_IMAGE}/{model.model.file}",
+        VisionEnv.LABELS_PATH: f"{MODELS_DIR_IN_IMAGE}/{model.labels}",
+        VisionEnv.MODEL_SHA256: model.model.sha256,
+        VisionEnv.SCORE_TH: model.score_threshold,
+        VisionEnv.TOPK: model.top_k,
+        VisionEnv.ACCELERATOR: model.accelerator,
+        VisionEnv.LOG_JSON: settings.log_json,
+    }
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    resources: dict[str, Any] = {
+        "requests": dict(model.resources.requests),
+        "limits": dict(model.resources.limits),
+    }
+    affinity = None
+    needs_device = False
+
+    if model.accelerator == "edgetpu":
+        interface = model.effective_tpu_interface
+        env[VisionEnv.EDGETPU_DEVICE] = interface
+        resources["limits"][settings.tpu_resource] = "1"  # a quantity: the API server returns it as a string
+        resources["requests"].pop(settings.tpu_resource, None)  # extended resources: request defaults to limit
+        affinity = tpu_affinity(interface, settings)
+        if interface == "usb":
+            volume, mount = host_device("edgetpu-usb", USB_BUS_PATH, "Directory")
+        else:
+            volume, mount = host_device("edgetpu-pci", PCI_APEX_PATH, "CharDevice")
+        volumes.append(volume)
+        mounts.append(mount)
+        needs_device = True
+
+    capture_selector: dict[str, str] = {}
+    if capture is not None and capture.video is not None:
+        video = capture.video
+        source = video.source or capture.device
+        env.update(
+            {
+                VisionEnv.CAPTURE_SOURCE: source,
+                VisionEnv.CAPTURE_WIDTH: video.width,
+                VisionEnv.CAPTURE_HEIGHT: video.height,
+                VisionEnv.CAPTURE_FPS: video.fps,
+                VisionEnv.CAPTURE_PIXEL_FORMAT: video.pixel_format,
+                VisionEnv.CAPTURE_SAMPLE_EVERY: video.sample_every,
+                VisionEnv.CAPTURE_BUFFER_FRAMES: video.buffer_frames,
+            }
+        )
+        for index, path in enumerate(devices_of_source(source)):
+            volume, mount = host_device("camera" if index == 0 else f"camera-{index}", path, "CharDevice")
+            volumes.append(volume)
+            mounts.append(mount)
+            needs_device = True
+        capture_selector = dict(capture.node_selector)
+
+    node_selector = merge_node_selectors(
+        ("the InferenceModel", model.node_selector), ("the CaptureProfile", capture_selector)
+    )
+    pod_security, container_security = security_context(needs_device, settings)
+
+    container = {
+        "name": component,
+        "image": settings.vision_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": VISION_PORT, "protocol": "TCP"}],
+        "env": env_list(env),
+        "resources": {k: v for k, v in resources.items() if v},
+        "securityContext": container_security,
+        "volumeMounts": mounts,
+        **probes("http"),
+    }
+    deployment = deployment_manifest(
+        name=child_name(name, component),
+        namespace=namespace,
+        cr_name=name,
+        component=component,
+        labels=labels,
+        replicas=model.replicas,
+        container=container,
+        volumes=volumes,
+        node_selector=node_selector,
+        affinity=affinity,
+        pod_security=pod_security,
+        exclusive_devices=needs_device,
+        template_annotations={MODEL_ANNOTATION: model.model.file},
+        owner=owner,
+        progress_deadline_s=settings.progress_deadline_s,
+    )
+    # The stage labels the Deployment only, not its pods: promoting test -> production rolls nothing out.
+    deployment["metadata"]["labels"][STAGE_LABEL] = model.stage
+    return deployment
+
+
+def build_vision_service(
+    name: str, namespace: str, settings: OperatorSettings, owner: Mapping[str, Any] | None = None
+) -> Manifest:
+    """The ClusterIP Service in front of InferenceModel `name`'s pods (port 5052: /infer, /health, /ready)."""
+    labels = workload_labels(name, "vision", settings.vision_image, {INFERENCE_MODEL_LABEL: label_value(name)})
+    return service_manifest(child_name(name, "vision"), namespace, name, "vision", labels, VISION_PORT, owner)

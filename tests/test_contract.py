@@ -1,0 +1,130 @@
+"""One contract from the CRDs to the workloads: what the API server admits, the workload accepts.
+
+For every variable that carries a CRD field (`korall_contract.crd_settings`), every value at an edge of what the
+CRD allows (minimum, maximum, default, each choice) is put in a spec, judged as the API server judges it (schema
+and CEL: tests/operator/test_crds.py, which the real-cluster tier holds to the real server), turned into a pod by the
+operator's own builders, and the pod's environment read by the workload's own settings. An admitted value must
+arrive unchanged; only combinations the CRD itself refuses (a silence floor above the loud level) are left out.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from korall_contract import AudioEnv, Setting, VisionEnv, crd_settings
+from korall_operator.manifests import build_audio_deployment, build_vision_deployment
+from korall_operator.settings import OperatorSettings
+from korall_operator.specs import parse_capture_profile, parse_inference_model
+from korall_tools import crds
+from korall_workloads.audio.settings import AudioSettings
+from korall_workloads.vision.camera.settings import CaptureSettings
+from korall_workloads.vision.settings import VisionSettings
+from test_crds import admitted
+
+CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+TPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
+SETTINGS = crd_settings(VisionEnv, AudioEnv)
+
+# What a spec needs besides the field under test (the partner of a paired rule at its widest, so that the field's
+# own extremes are admitted: overlap may reach 2.5 s only with chunks longer than that).
+BASES: dict[str, dict[str, Any]] = {
+    "InferenceModel": {"model": {"file": CPU_MODEL}, "captureProfileRef": {"name": "cam"}},
+    "CaptureProfile:video": {"type": "video", "device": "/dev/video0", "video": {}},
+    "CaptureProfile:audio": {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 5.0}},
+}
+
+
+def edge_values(setting: Setting) -> list[Any]:
+    values = [setting.minimum, setting.maximum, setting.crd_default, *(setting.crd_choices or ())]
+    return [v for i, v in enumerate(values) if v is not None and v not in values[:i]]
+
+
+# A paired rule's partner at the end that leaves the field under test its whole range.
+PARTNERS: dict[str, dict[str, Any]] = {
+    AudioEnv.AUDIO_LOUD_DBFS: {"silenceDbfs": -120},
+    AudioEnv.AUDIO_SILENCE_DBFS: {"loudDbfs": 0},
+}
+
+
+def spec_with(setting: Setting, value: Any) -> tuple[str, dict[str, Any]]:
+    kind = setting.crd_kind or ""
+    base_key = kind if kind == "InferenceModel" else f"{kind}:{setting.crd_path[0]}"
+    spec: dict[str, Any] = copy.deepcopy(BASES[base_key])
+    if setting in PARTNERS:
+        spec["audio"]["thresholds"] = dict(PARTNERS[setting])
+    if kind == "InferenceModel" and setting == VisionEnv.EDGETPU_DEVICE:  # an interface needs a TPU model
+        spec.update(model={"file": TPU_MODEL}, accelerator="edgetpu")
+    if kind == "InferenceModel" and setting == VisionEnv.ACCELERATOR and value == "edgetpu":
+        spec["model"] = {"file": TPU_MODEL}
+    node = spec
+    for part in setting.crd_path[:-1]:
+        node = node.setdefault(part, {})
+    node[setting.crd_path[-1]] = value
+    return kind, spec
+
+
+def pod_env(kind: str, spec: dict[str, Any]) -> dict[str, str]:
+    """The environment of the pod the operator builds: a video profile reaches the pod of a model that uses it."""
+    settings = OperatorSettings()
+    if kind == "InferenceModel":
+        camera = parse_capture_profile(BASES["CaptureProfile:video"])
+        deployment = build_vision_deployment("m", "ns", parse_inference_model(spec), camera, settings)
+    elif spec["type"] == "video":
+        model = parse_inference_model(BASES["InferenceModel"])
+        deployment = build_vision_deployment("m", "ns", model, parse_capture_profile(spec), settings)
+    else:
+        deployment = build_audio_deployment("p", "ns", parse_capture_profile(spec), settings)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+CASES = [(s, v) for s in SETTINGS for v in edge_values(s)]
+
+
+@pytest.mark.parametrize(("setting", "value"), CASES, ids=[f"{s}={v}" for s, v in CASES])
+def test_every_value_the_crd_admits_reaches_the_workload_unchanged(
+    setting: Setting, value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kind, spec = spec_with(setting, value)
+    if not admitted(kind, spec):
+        pytest.skip(f"the CRD refuses {spec} (a rule across fields): nothing reaches a workload")
+    env = pod_env(kind, spec)
+    assert setting in env, f"the builder does not set {setting}"
+    for name in list(env):
+        monkeypatch.delenv(name, raising=False)
+    workload: Any
+    if setting.startswith("AUDIO_"):
+        workload = AudioSettings(**env)
+    elif setting.startswith("CAPTURE_"):
+        workload = CaptureSettings(**env)
+    else:
+        workload = VisionSettings(**env)
+    field = next(n for n, f in type(workload).model_fields.items() if f.validation_alias == setting)
+    assert getattr(workload, field) == value
+
+
+def test_every_crd_field_of_the_contract_has_edge_values_the_crd_admits() -> None:
+    """The walk above is not a walk of skips: every variable reaches a workload with its default and at least one
+    edge (silenceDbfs at 0 can never be below loudDbfs, whose maximum is 0 too)."""
+    for setting in SETTINGS:
+        passing = [v for v in edge_values(setting) if admitted(*spec_with(setting, v))]
+        assert setting.crd_default is None or setting.crd_default in passing, (setting, passing)
+        assert len(passing) >= min(2, len(edge_values(setting))), (setting, passing)
+
+
+def test_the_crds_say_what_the_contract_says() -> None:
+    """crds/*.yaml (and the chart's copies) carry the contract's types, ranges, choices and defaults:
+    `python -m korall_tools.crds` writes them after a contract change."""
+    for kind in crds.CRD_FILES:
+        _, changes = crds.render(kind)
+        assert changes == [], "run `python -m korall_tools.crds`:\n" + "\n".join(changes)
+    assert crds.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=str)
+def test_the_workload_default_is_the_crd_default_unless_the_contract_says_why(setting: Setting) -> None:
+    """One default per field; the two deliberate exceptions are spelled out in the contract (crd_default)."""
+    if setting.crd_default != setting.default:
+        assert setting in (VisionEnv.ACCELERATOR, VisionEnv.EDGETPU_DEVICE), setting
