@@ -58,9 +58,14 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        """Always answers: the process is alive; `capture` says what the source is doing and why not."""
+        """Always answers: the process is alive; `capture` says what the source is doing and why not.
+
+        `degraded` with `capture.error` while the source fails, or with `capture.warning` after a WAV file that was
+        cut short has been processed (once, up to where it ends).
+        """
         status = capture.status()
-        return {"status": "ok" if status["error"] is None else "degraded", "capture": status}
+        healthy = status["error"] is None and status["warning"] is None
+        return {"status": "ok" if healthy else "degraded", "capture": status}
 
     @app.get("/ready")
     def ready() -> dict[str, Any]:
