@@ -128,7 +128,7 @@ def test_debian_and_python_packages_are_pinned(dockerfile: Path) -> None:
                 assert "-c" in tokens and "constraints.txt" in tokens, f"{dockerfile.name}: pip without constraints"
 
 
-def test_vision_extra_is_pinned_in_pyproject_and_constraints() -> None:
+def test_every_extra_is_pinned_in_pyproject_and_constraints() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
@@ -136,7 +136,8 @@ def test_vision_extra_is_pinned_in_pyproject_and_constraints() -> None:
             name, version = line.split("==")
             pins[name.lower().replace("_", "-")] = version.strip()
     extras = pyproject["project"]["optional-dependencies"]
-    for extra in ("service", "vision"):
+    assert set(extras) == {"service", "vision", "audio", "operator", "dev"}
+    for extra in extras:
         for req in extras[extra]:
             if req.startswith("korall["):
                 continue
