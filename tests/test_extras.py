@@ -38,10 +38,19 @@ FOLDER = {"vision": "workloads", "audio": "workloads", "operator": "operator"}
 
 FOLDERS = ("contract", "operator", "workloads")
 
-NOT_IN = {
-    "operator": ["korall_workloads", "cv2", "ai_edge_litert", "sounddevice", "onnxruntime", "fastapi", "uvicorn"],
-    "vision": ["korall_operator", "kopf", "kubernetes_asyncio", "sounddevice", "onnxruntime"],
-    "audio": ["korall_operator", "kopf", "kubernetes_asyncio", "cv2", "ai_edge_litert"],
+NOT_IN = {  # korall_tools: the development generators, which no image carries
+    "operator": [
+        "korall_tools",
+        "korall_workloads",
+        "cv2",
+        "ai_edge_litert",
+        "sounddevice",
+        "onnxruntime",
+        "fastapi",
+        "uvicorn",
+    ],
+    "vision": ["korall_tools", "korall_operator", "kopf", "kubernetes_asyncio", "sounddevice", "onnxruntime"],
+    "audio": ["korall_tools", "korall_operator", "kopf", "kubernetes_asyncio", "cv2", "ai_edge_litert"],
 }
 """Top-level modules that must not be importable in each extra's venv."""
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 from audio_fakes import FakeDevice, FakeSoundDevice, PortAudioError
+from korall_tools.synth import Scene
 from korall_workloads.audio import capture as capture_module
 from korall_workloads.audio.capture import CaptureService, CaptureState
 from korall_workloads.audio.device import DeviceSource, load_sounddevice, parse_device
@@ -25,7 +26,6 @@ from korall_workloads.audio.metrics import AudioMetrics
 from korall_workloads.audio.ringbuffer import RingBuffer
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import SourceError
-from korall_workloads.audio.synth import Scene
 
 
 def portaudio_loads() -> bool:

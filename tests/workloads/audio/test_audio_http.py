@@ -22,10 +22,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from korall_contract import AudioEnv, env_names
+from korall_tools.synth import Scene
 from korall_workloads.audio.app import create_app
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
-from korall_workloads.audio.synth import Scene
 from korall_workloads.audio.wavfile import WavSource
 from service_process import stop_with_a_live_stream_open
 

@@ -3,7 +3,7 @@
 Modules, from the device up: `settings` (the CAPTURE_* environment), `source` (the only module that talks
 to cameras, streams and files), `ring` (the bounded hand-over), `state` (the camera state machine),
 `metrics` (Prometheus), `pipeline` (the two threads; live-stream fan-out is `common.broadcast`), `snapshot`
-(drawing), `routes` (HTTP and the lifespan hook), `demo_video` (a video that stands in for a camera).
+(drawing), `routes` (HTTP and the lifespan hook). A video that stands in for a camera: `korall_tools.demo_video`.
 """
 
 from .pipeline import CameraPipeline, Detector, FrameResult
