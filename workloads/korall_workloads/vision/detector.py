@@ -180,11 +180,6 @@ class Detector:
             )
         return self.model
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(width, height) of the model input."""
-        return self._ready_model().input_size
-
     # -- inference -------------------------------------------------------------------------------------------
 
     def _submit(self, tensor: np.ndarray, deadline: float, payload: Any, future: _Outcome | None = None) -> _Outcome:
