@@ -27,6 +27,7 @@ from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource, SourceError
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
 from korall_workloads.audio.wavfile import WavSource
+from korall_workloads.common.errors import Unavailable
 
 log = logging.getLogger("korall.audio")
 
@@ -37,6 +38,10 @@ BACKOFF_START_S = 0.5
 
 STABLE_S = 10.0
 """A source that delivered audio this long before it failed is retried from BACKOFF_START_S again."""
+
+
+class CaptureNotReady(Unavailable):
+    """No audio flows yet (starting, or the source fails), or the service is stopping."""
 
 
 class CaptureState(enum.StrEnum):
@@ -105,6 +110,14 @@ class CaptureService:
     def wait_done(self, timeout: float) -> bool:
         """Wait until a finite source (a WAV file) has been fully processed."""
         return self._done.wait(timeout)
+
+    def require_ready(self) -> dict[str, Any]:
+        """The status while audio flows or a WAV replay has been processed; else CaptureNotReady, saying why."""
+        status = self.status()
+        if self.state not in (CaptureState.CAPTURING, CaptureState.FINISHED):
+            why = f": {status['error']}" if status["error"] else ""
+            raise CaptureNotReady(f"audio source {status['state']}{why}")
+        return status
 
     def status(self) -> dict[str, Any]:
         with self._lock:

@@ -34,6 +34,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from korall_workloads.common.errors import DeadlineExceeded, Unavailable
+
 from .postprocess import Detection, decode_ssd
 from .preprocess import PreparedImage, prepare_array, prepare_image
 from .runtime import LoadedModel, ModelLoadError, open_model
@@ -48,8 +50,12 @@ class ModelState(enum.StrEnum):
     FAILED = "failed"
 
 
-class DetectorNotReady(RuntimeError):
+class DetectorNotReady(Unavailable):
     """detect() was called before the model loaded and warmed up, or after it failed to."""
+
+
+class InferenceTimeout(DeadlineExceeded):
+    """An inference (with its wait for the interpreter) went past INFER_TIMEOUT_S; the service carries on."""
 
 
 @dataclass(frozen=True)
@@ -173,10 +179,13 @@ class Detector:
             )
         return out
 
-    def _ready_model(self) -> LoadedModel:
+    def require_ready(self) -> LoadedModel:
+        """The loaded model; raises DetectorNotReady (saying why) while it loads or after it failed to."""
         if self.state is not ModelState.READY or self.model is None:
             raise DetectorNotReady(
-                f"model failed to load: {self.error}" if self.state is ModelState.FAILED else "model is still loading"
+                f"model failed to load: {self.error}"
+                if self.state is ModelState.FAILED
+                else "model is loading; retry shortly"
             )
         return self.model
 
@@ -258,15 +267,17 @@ class Detector:
         self._drain(until=future)
         try:
             _, raw = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError:  # waited too long, or the job's deadline passed in the queue
             future.cancel()
-            raise TimeoutError(f"inference took longer than {self.settings.infer_timeout_s:g} s") from None
+            raise InferenceTimeout(
+                f"inference took longer than {self.settings.infer_timeout_s:g} s (INFER_TIMEOUT_S)"
+            ) from None
         return cast(RawOutput, raw)
 
     def _detections(
         self, raw: RawOutput, size: tuple[int, int], score_th: float | None, topk: int | None
     ) -> list[Detection]:
-        model = self._ready_model()
+        model = self.require_ready()
         return decode_ssd(
             raw.boxes,
             raw.classes,
@@ -281,11 +292,11 @@ class Detector:
     def detect(self, rgb: np.ndarray, *, score_th: float | None = None, topk: int | None = None) -> DetectionResult:
         """Detect objects in an [H, W, 3] uint8 RGB frame (any size), blocking; for threads such as the camera loop.
 
-        Raises DetectorNotReady, ValueError for a wrong array, TimeoutError past INFER_TIMEOUT_S.
+        Raises DetectorNotReady, ValueError for a wrong array, InferenceTimeout past INFER_TIMEOUT_S.
         """
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.settings.infer_timeout_s
-        model = self._ready_model()
+        model = self.require_ready()
         tensor = prepare_array(rgb, model.input_size)
         t1 = time.perf_counter()
         raw = self._invoke(tensor, deadline)
@@ -300,7 +311,7 @@ class Detector:
         if outcome.cancelled():
             return  # the request timed out while this waited for a worker
         try:
-            image = prepare_image(data, self._ready_model().input_size, max_pixels)
+            image = prepare_image(data, self.require_ready().input_size, max_pixels)
         except Exception as exc:
             _settle(outcome, error=exc)
             return
@@ -319,12 +330,12 @@ class Detector:
     ) -> tuple[DetectionResult, PreparedImage]:
         """Decode an uploaded image and detect objects in it on a worker thread, without blocking the event loop.
 
-        Raises ImageError for bad data, DetectorNotReady, and TimeoutError past INFER_TIMEOUT_S: a timed-out
+        Raises ImageError for bad data, DetectorNotReady, and InferenceTimeout past INFER_TIMEOUT_S: a timed-out
         request still waiting for a worker or for the interpreter is skipped, one already invoking finishes and
         its result is dropped. `started` (perf_counter) is where timings.total begins; `timeout_s` defaults to
         INFER_TIMEOUT_S.
         """
-        self._ready_model()
+        self.require_ready()
         timeout = self.settings.infer_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter() if started is None else started
@@ -338,8 +349,12 @@ class Detector:
                 # Submitted last, just before this thread goes idle: the woken worker finds the GIL free.
                 self._workers.submit(self._decode_and_queue, data, max_pixels, deadline, outcome)
                 image, raw = await waiter
-        except BaseException:
+        except BaseException as exc:
             outcome.cancel()  # a job still waiting for a worker or for the interpreter is then skipped
+            if isinstance(exc, TimeoutError):  # past the deadline here, or while queued for the interpreter
+                raise InferenceTimeout(
+                    f"inference took longer than {timeout:g} s (INFER_TIMEOUT_S); try again or send a smaller image"
+                ) from None
             raise
         t2 = time.perf_counter()
         detections = self._detections(raw, (image.width, image.height), score_th, topk)

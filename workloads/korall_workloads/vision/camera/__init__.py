@@ -7,7 +7,7 @@ to cameras, streams and files), `ring` (the bounded hand-over), `state` (the cam
 """
 
 from .pipeline import CameraPipeline, Detector, FrameResult
-from .routes import camera_lifespan, camera_ready, camera_status, router, run_camera
+from .routes import camera_lifespan, camera_status, require_camera_ready, router, run_camera
 from .settings import CaptureSettings
 from .state import CameraState
 
@@ -18,8 +18,8 @@ __all__ = [
     "Detector",
     "FrameResult",
     "camera_lifespan",
-    "camera_ready",
     "camera_status",
+    "require_camera_ready",
     "router",
     "run_camera",
 ]
