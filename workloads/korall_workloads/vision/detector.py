@@ -1,10 +1,11 @@
 """One model, shared by every caller: load it, report on it, and detect objects in uploads and camera frames.
 
 Two kinds of callers share it: /infer requests and the camera loop on its own thread. An uploaded image is decoded
-and resized on one of a few worker threads (a plain ThreadPoolExecutor), so that the event loop never does heavy
-work and /health stays instant during any inference; a camera frame is resized on the camera's thread. Either
-way the tensor then goes through `inference.InterpreterQueue`, which runs the jobs of every caller on the one
-interpreter back to back and skips those whose deadline passed (see there).
+and resized on one of a few worker threads (`workers.Workers`), so that the event loop never does heavy work and
+/health stays instant during any inference; a camera frame is resized on the camera's thread. Either way the
+tensor then goes through `inference.InterpreterQueue`, which runs the jobs of every caller on the one interpreter
+back to back and skips those whose deadline passed (see there). One request alone costs two thread hand-offs
+(event loop -> worker -> event loop).
 
 There is no reload: a new model means a new process (the operator rolls the pod).
 """
@@ -30,6 +31,7 @@ from .postprocess import Detection, decode_ssd
 from .preprocess import PreparedImage, prepare_array, prepare_image
 from .runtime import LoadedModel, ModelLoadError, open_model
 from .settings import VisionSettings
+from .workers import Workers, awaitable
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class Detector:
         self._queue: InterpreterQueue | None = None
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
         # Decoding overlaps the running invoke: at least two workers, one per core beyond that.
-        self._workers = concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="infer")
+        self._workers = Workers(max(2, os.cpu_count() or 1), "infer")
         self._load_future: concurrent.futures.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ class Detector:
 
     def close(self) -> None:
         """Stop the worker threads after the calls in progress; queued calls are cancelled."""
-        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._workers.shutdown()
         self._loader.shutdown(wait=True, cancel_futures=True)
 
     @property
@@ -254,10 +256,12 @@ class Detector:
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter() if started is None else started
         outcome: Outcome = concurrent.futures.Future()
+        waiter = awaitable(outcome)
         try:
             async with asyncio.timeout(timeout):
+                # Submitted last, just before this thread goes idle: the woken worker finds the GIL free.
                 self._workers.submit(self._decode_and_queue, data, max_pixels, deadline, outcome)
-                image, raw = await asyncio.wrap_future(outcome)
+                image, raw = await waiter
         except BaseException as exc:
             outcome.cancel()  # a job still waiting for a worker or for the interpreter is then skipped
             if isinstance(exc, TimeoutError):  # past the deadline here, or while queued for the interpreter

@@ -14,7 +14,7 @@ is busy, the thread holding it runs this job too (it re-checks the queue after l
 The simpler alternative, workers that each block until the interpreter is free and then invoke, was measured
 against this in paired runs (issue 14): 0.93 and 0.98 of this design's throughput at four concurrent requests on
 two cores, within the noise of a loaded machine but in the expected direction: there, every invoke waits for a
-sleeping thread to wake and take the GIL. The worker threads themselves are a plain ThreadPoolExecutor.
+sleeping thread to wake and take the GIL.
 
 One interpreter per process today. One per core (a CPU node) keeps this shape: one queue, a lock per
 interpreter, and a thread runs the queue on whichever interpreter it can take.
