@@ -8,7 +8,8 @@ pyproject, constraints.txt, the contract and that deployable's folder (the other
 real: the operator's CLI, the vision service answering /ready and /infer on a free port, the audio service
 processing a WAV of espeak-ng speech; and the venv must lack what belongs to the other deployables.
 
-The three installs run at once (pip mostly waits on I/O); the whole module takes about 40 s on two cores.
+The three installs run at once (pip mostly waits on I/O); the whole module takes about 30 s on two cores, 18 s
+of it the installs.
 Skip it while iterating: `pytest -m "not extras"`.
 """
 
