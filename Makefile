@@ -1,6 +1,6 @@
 # korall: two commands on a fresh machine.
 #   make run   - create the environment if needed, then serve the vision service on $(HOST):$(PORT)
-#   make test  - create the environment if needed, then ruff, mypy and the whole test suite
+#   make test  - create the environment if needed, then ruff, import-linter, mypy and the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,6 +39,7 @@ run-audio: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports   # the architecture's import contracts: .importlinter
 
 typecheck: venv
 	$(PY) -m mypy

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from korall_tools.synth import RATE, Scene, Segment, add_background, build_scene, tools_missing
 from korall_workloads.audio.events import DetectorConfig, EventDetector
 from korall_workloads.audio.features import FloatArray, frame_dbfs
 from korall_workloads.audio.pipeline import ChunkPipeline
 from korall_workloads.audio.settings import AudioSettings
-from korall_workloads.audio.synth import RATE, Scene, Segment, add_background, build_scene, tools_missing
 from korall_workloads.audio.vad import SileroVad
 
 RTF_TARGET = 0.02

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from korall_workloads.vision.camera.demo_video import moving_photo_frames, write_video
+from korall_tools.demo_video import moving_photo_frames, write_video
 from korall_workloads.vision.camera.motion import MotionGate
 from korall_workloads.vision.camera.pipeline import CameraPipeline, FrameResult
 from korall_workloads.vision.camera.settings import CaptureSettings

@@ -3,6 +3,8 @@
 Every file a Dockerfile copies must exist and survive .dockerignore; the base image, the Debian packages and
 the Python packages must be pinned; the vision image must run as non-root with a HEALTHCHECK and carry the
 models of the manifest; docker-compose.yml must publish 5052, keep the models on a volume and map the Edge TPU.
+A user that joins device groups (plugdev, audio) is set by its uid alone, so that those groups apply, and every
+`docker run` example or compose service that maps a device also adds the host's group of that device.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def test_debian_and_python_packages_are_pinned(dockerfile: Path) -> None:
                 assert "-c" in tokens and "constraints.txt" in tokens, f"{dockerfile.name}: pip without constraints"
 
 
-def test_vision_extra_is_pinned_in_pyproject_and_constraints() -> None:
+def test_every_extra_is_pinned_in_pyproject_and_constraints() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
@@ -136,7 +138,8 @@ def test_vision_extra_is_pinned_in_pyproject_and_constraints() -> None:
             name, version = line.split("==")
             pins[name.lower().replace("_", "-")] = version.strip()
     extras = pyproject["project"]["optional-dependencies"]
-    for extra in ("service", "vision"):
+    assert set(extras) == {"service", "vision", "audio", "operator", "dev"}
+    for extra in extras:
         for req in extras[extra]:
             if req.startswith("korall["):
                 continue
@@ -160,6 +163,60 @@ def test_vision_image_runs_non_root_with_healthcheck_and_edgetpu() -> None:
     assert "--groups plugdev" in run
     assert [a for w, a in steps if w == "ENTRYPOINT"] == ['["python", "-m", "korall_workloads.vision"]']
     assert "vision-service:coral-apt" in VISION.read_text()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_a_user_in_supplementary_groups_is_set_by_its_uid_alone(dockerfile: Path) -> None:
+    """Docker's USER reference: "when specifying a group for the user, the user will have only the specified group
+    membership". So a user created in extra groups (plugdev, audio) must be set as `USER <uid>`, never `<uid>:<gid>`:
+    then the runtime reads its primary and supplementary groups from the image's /etc/passwd and /etc/group."""
+    steps = _instructions(dockerfile)
+    user = [a for w, a in steps if w == "USER"][-1]
+    useradd = [c for w, a in steps if w == "RUN" for c in _commands(a) if c[0] == "useradd"]
+    assert len(useradd) == 1, f"{dockerfile.name}: expected one useradd"
+    options = dict(zip(useradd[0], useradd[0][1:], strict=False))  # each token and the next: --uid -> 10001
+    assert re.fullmatch(r"\d+", options["--uid"]) and options["--uid"] != "0"
+    if "--groups" in options:
+        assert user == options["--uid"], f"{dockerfile.name}: USER {user} drops the groups {options['--groups']}"
+    else:
+        assert user.split(":")[0] == options["--uid"]
+
+
+def _docker_runs(path: Path) -> list[str]:
+    """Every `docker run` example in a file (Dockerfile comments or Markdown), continuation lines joined."""
+    runs, current = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip().lstrip("#").strip()
+        current = f"{current} {line.removesuffix(chr(92))}" if current else line.removesuffix(chr(92))
+        if line.endswith("\\"):
+            continue
+        if "docker run" in current:
+            runs.append(" ".join(current.split()))
+        current = ""
+    return runs
+
+
+def test_every_docker_run_that_maps_a_device_adds_the_hosts_group() -> None:
+    """A device node opens by the host's gid of its group, which the image's own group may not match."""
+    files = [*DOCKERFILES, ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    runs = [(path.name, run) for path in files for run in _docker_runs(path)]
+    with_device = [(name, run) for name, run in runs if "--device " in run or " -v /dev/" in run]
+    assert len(with_device) >= 4, with_device  # USB and PCIe TPU, microphone (Dockerfiles and docs)
+    for name, run in with_device:
+        assert re.search(r'--group-add "\$\(getent group \w+ \| cut -d: -f3\)"', run), f"{name}: {run}"
+
+
+def test_compose_services_that_map_a_device_add_its_group() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    mapping = {
+        name: s
+        for name, s in services.items()
+        if s.get("devices") or any(str(v).startswith("/dev/") for v in s.get("volumes", []))
+    }
+    assert "vision" in mapping
+    assert mapping["vision"]["group_add"] == ["46"]  # plugdev on Debian/Ubuntu hosts
+    for name, service in mapping.items():
+        assert service.get("group_add"), name
 
 
 def test_vision_image_carries_every_model_of_the_manifest() -> None:

@@ -33,7 +33,6 @@ from korall_operator.manifests.pod import (
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, check_vision_spec
 
-
 _DEVICE_IN_PIPELINE = re.compile(r"(/dev/[A-Za-z0-9_./-]+)")
 
 

@@ -1,6 +1,6 @@
 """Real speech for the audio tests: scenes made once per session with espeak-ng and sox (scripts/sysdeps.sh).
 
-Each scene is written to a WAV file and comes with its ground truth (`korall_workloads.audio.synth`). The service
+Each scene is written to a WAV file and comes with its ground truth (`korall_tools.synth`). The service
 reads those files unpaced (AUDIO_REALTIME=false), so the whole set runs much faster than real time.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from korall_workloads.audio.synth import Scene, Segment, add_background, build_scene, tools_missing, write_wav
+from korall_tools.synth import Scene, Segment, add_background, build_scene, tools_missing, write_wav
 
 SCENE = [
     Segment("silence", 1.5),

@@ -7,6 +7,7 @@ In every case the service stays up, says why in its status, and retries with bac
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 from audio_fakes import FakeDevice, FakeSoundDevice, PortAudioError
+from korall_tools.synth import Scene
 from korall_workloads.audio import capture as capture_module
 from korall_workloads.audio.capture import CaptureService, CaptureState
 from korall_workloads.audio.device import DeviceSource, load_sounddevice, parse_device
@@ -24,7 +26,6 @@ from korall_workloads.audio.metrics import AudioMetrics
 from korall_workloads.audio.ringbuffer import RingBuffer
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import SourceError
-from korall_workloads.audio.synth import Scene
 
 
 def portaudio_loads() -> bool:
@@ -143,7 +144,7 @@ def test_an_unsupported_sample_rate_or_channel_count() -> None:
 
 
 def run_device(fake: FakeSoundDevice, **overrides: Any) -> tuple[CaptureService, EventHub, AudioMetrics]:
-    settings = AudioSettings(source="USB", retry_max_s=0.2, **overrides)
+    settings = AudioSettings(**{"source": "USB", "retry_max_s": 0.2, **overrides})
     hub, metrics = EventHub(), AudioMetrics()
     capture = CaptureService(
         settings,
@@ -210,6 +211,44 @@ def test_a_dying_device_is_reopened_with_backoff() -> None:
         capture.stop()
     assert len(fake.streams) >= 3
     assert metrics.source_errors._value.get() >= 2
+
+
+def retry_waits(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The waits the capture loop announced, in order ("... (retrying in 0.4 s)")."""
+    found = (re.search(r"\(retrying in ([\d.]+) s\)", r.getMessage()) for r in caplog.records)
+    return [float(m.group(1)) for m in found if m]
+
+
+def test_a_device_that_dies_at_once_every_time_is_retried_ever_more_slowly(caplog: pytest.LogCaptureFixture) -> None:
+    """Each open succeeds and the stream dies straight away: the wait doubles (0.05, 0.1, 0.2, 0.4 s cap) instead
+    of starting over at every successful open."""
+    fake = FakeSoundDevice(
+        devices=[FakeDevice("USB PnP Sound Device")], samples=np.zeros(16_000 * 60, np.float32), die_after_blocks=2
+    )
+    capture, _, _ = run_device(fake, retry_max_s=0.4)
+    try:
+        wait_for(lambda: len(retry_waits(caplog)) >= 5, timeout=20)
+    finally:
+        capture.stop()
+    waits = retry_waits(caplog)
+    assert waits[:5] == [0.05, 0.1, 0.2, 0.4, 0.4]
+    assert len(fake.streams) >= 5  # every attempt did open a stream
+
+
+def test_a_device_that_ran_for_a_while_before_dying_is_retried_soon_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream that delivered audio for STABLE_S before it died is a new failure: the wait starts over."""
+    monkeypatch.setattr(capture_module, "STABLE_S", 0.3)  # each stream here runs at least 0.5 s (the read timeout)
+    fake = FakeSoundDevice(
+        devices=[FakeDevice("USB PnP Sound Device")], samples=np.zeros(16_000 * 60, np.float32), die_after_blocks=2
+    )
+    capture, _, _ = run_device(fake, retry_max_s=0.4)
+    try:
+        wait_for(lambda: len(retry_waits(caplog)) >= 3, timeout=20)
+    finally:
+        capture.stop()
+    assert retry_waits(caplog)[:3] == [0.05, 0.05, 0.05]
 
 
 def test_a_device_that_appears_later_is_picked_up() -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +22,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from korall_contract import AudioEnv, env_names
+from korall_tools.synth import Scene
 from korall_workloads.audio.app import create_app
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
-from korall_workloads.audio.synth import Scene
 from korall_workloads.audio.wavfile import WavSource
 from service_process import stop_with_a_live_stream_open
 
@@ -158,6 +159,50 @@ def test_live_stream_delivers_every_event_as_it_happens(scene_wav: tuple[Path, S
         assert [k for k, _ in received] == [t.type for t in scene.truth]
         assert [d for _, d in received] == client.get("/events").json()["events"]
         wait_json(client, "/health", lambda _: app.state.hub.subscribers == 0)
+
+
+def test_a_wav_cut_inside_a_sample_is_processed_once_and_health_says_where_it_ended(audio_dir: Path) -> None:
+    """A broken download: a real espeak-ng WAV cut one byte after a sample, 1.5 s into the speech its header declares.
+
+    The file is read in whole samples up to where it ends, once: one speech event, one attempt, `finished`, and
+    /health says (degraded, with a warning) at what time it ended and how long its header claimed it was. Before,
+    the incomplete last sample failed the read, and the file was replayed every 0.5 s for ever.
+    """
+    full = audio_dir / "espeak-full.wav"
+    text = "Please turn off the lights in the kitchen."
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(full), text], check=True, capture_output=True)
+    with wave.open(str(full)) as wav:
+        rate, width, declared = wav.getframerate(), wav.getsampwidth(), wav.getnframes()
+    assert wav.getnchannels() == 1 and declared / rate > 2.0
+    data = full.read_bytes()
+    audio_starts = data.index(b"data") + 8
+    kept = round(1.5 * rate)
+    cut = audio_dir / "espeak-cut.wav"
+    cut.write_bytes(data[: audio_starts + kept * width + 1])
+
+    app = create_app(AudioSettings(source=str(cut), realtime=False))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        health = wait_json(client, "/health", lambda b: b["capture"]["state"] == "finished")
+        time.sleep(0.8)  # longer than the first retry wait: a replay would have begun by now
+        again = client.get("/health").json()
+        events = client.get("/events").json()["events"]
+        assert client.get("/ready").status_code == 200
+        metrics = client.get("/metrics").text
+    capture = again["capture"]
+    assert again["status"] == "degraded" and capture["state"] == "finished" and capture["error"] is None
+    assert capture["attempts"] == 1 and capture == health["capture"]
+    assert capture["audio_s"] == pytest.approx(kept / rate, abs=0.001)
+    assert capture["warning"] == (
+        f"WAV file espeak-cut.wav ended early: at 1.50 s of the {declared / rate:.2f} s its header declares "
+        "(the file is cut short; a 1-byte fragment of a last frame was dropped)"
+    )
+    assert capture["source_description"] == (
+        f"WAV file espeak-cut.wav (1.5 s, {rate} Hz, 1 ch; cut short: its header declares {declared / rate:.1f} s)"
+    )
+    assert [e["type"] for e in events] == ["speech"]
+    assert events[0]["end_s"] <= kept / rate + 0.05
+    assert "korall_audio_source_errors_total 0.0" in metrics
+    assert 'korall_audio_events_total{type="speech"} 1.0' in metrics
 
 
 def test_too_many_live_clients_get_503(scene_wav: tuple[Path, Scene]) -> None:

@@ -29,7 +29,7 @@ def instructions() -> list[tuple[str, str]]:
 
 def test_audio_image_runs_non_root_in_the_audio_group_with_a_health_check() -> None:
     steps = instructions()
-    assert [a for w, a in steps if w == "USER"][-1] == "10001:10001"
+    assert [a for w, a in steps if w == "USER"][-1] == "10001"  # the uid alone: its groups apply (test_packaging)
     run = " ".join(a for w, a in steps if w == "RUN")
     assert "--groups audio" in run
     assert '"libportaudio2=${LIBPORTAUDIO_VERSION}"' in run

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from korall_tools.synth import RATE, Scene, Segment, write_wav
 from korall_workloads.audio.capture import CaptureService, CaptureState
 from korall_workloads.audio.hub import EventHub
 from korall_workloads.audio.metrics import AudioMetrics
 from korall_workloads.audio.settings import AudioSettings
-from korall_workloads.audio.synth import RATE, Scene, Segment, write_wav
 
 TOLERANCE_S = 0.25
 

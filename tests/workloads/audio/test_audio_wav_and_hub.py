@@ -14,6 +14,7 @@ from korall_workloads.audio.capture import CaptureService, CaptureState
 from korall_workloads.audio.events import AudioEvent
 from korall_workloads.audio.hub import EventHub
 from korall_workloads.audio.metrics import AudioMetrics
+from korall_workloads.audio.ringbuffer import RingBuffer
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import SourceError
 from korall_workloads.audio.wavfile import WavSource, pcm_to_float
@@ -40,6 +41,40 @@ def test_a_24_bit_wav_is_replayed(tmp_path: Path) -> None:
         wav.writeframes(bytes(3 * 16_000))
     fmt = WavSource(path).open()
     assert (fmt.sample_rate, fmt.channels) == (16_000, 1)
+
+
+def test_a_stereo_24_bit_wav_cut_inside_a_frame_is_read_in_whole_frames(tmp_path: Path) -> None:
+    """Cut one byte after the left sample of a frame: every whole frame arrives, exactly, and nothing else."""
+    frames = np.linspace(-0.9, 0.9, 2 * 5_000, dtype=np.float64).reshape(-1, 2)  # 5000 frames at 8 kHz
+    ints = np.round(frames * 8388608).astype("<i4")
+    pcm = b"".join(int(v).to_bytes(3, "little", signed=True) for v in ints.ravel())
+    path = tmp_path / "cut24.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(3)
+        wav.setframerate(8_000)
+        wav.writeframes(pcm)
+    whole = 3_001
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - len(pcm) + whole * 6 + 3 + 1])  # a left sample and one byte more
+    source = WavSource(path, realtime=False)
+    fmt = source.open()
+    assert fmt.description == "WAV file cut24.wav (0.4 s, 8000 Hz, 2 ch; cut short: its header declares 0.6 s)"
+    ring = RingBuffer(10_000, channels=2)
+    source.start(ring)
+    deadline = time.monotonic() + 10
+    while not ring.closed:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    source.close()
+    got = ring.read(ring.available, timeout=0)
+    assert got is not None and got.shape == (whole, 2)
+    assert np.array_equal(got, (ints[:whole] / 8388608.0).astype(np.float32))
+    assert source.check() is None
+    assert source.ended_early() == (
+        "WAV file cut24.wav ended early: at 0.38 s of the 0.62 s its header declares "
+        "(the file is cut short; a 4-byte fragment of a last frame was dropped)"
+    )
 
 
 def test_missing_and_broken_wav_files_are_clear_errors(tmp_path: Path) -> None:

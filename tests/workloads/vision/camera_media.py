@@ -1,7 +1,7 @@
 """Video files that stand in for a camera in the camera tests (written with OpenCV's VideoWriter).
 
 - `write_photo_video`: real photos from skimage/data (the cat, the motorcycle) sliding across a brick wall,
-  through the same generator as `python -m korall_workloads.vision.camera.demo_video`;
+  through the same generator as `python -m korall_tools.demo_video`;
 - `write_stamped_video`: frames that carry their own index as a row of black/white squares, so a test can
   read back from the pixels which frame reached the detector.
 MJPG in .avi: every OpenCV build writes and reads it back.
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from korall_workloads.vision.camera.demo_video import moving_photo_frames, write_video
+from korall_tools.demo_video import moving_photo_frames, write_video
 
 STAMP_BITS = 12
 STAMP_CELL = 24

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from camera_media import read_stamp, write_photo_video, write_stamped_video
 from korall_contract import VisionEnv
-from korall_workloads.vision.camera.demo_video import moving_photo_frames, write_video
+from korall_tools.demo_video import moving_photo_frames, write_video
 from korall_workloads.vision.camera.motion import MotionGate
 from korall_workloads.vision.camera.pipeline import CameraPipeline, FrameResult
 from korall_workloads.vision.camera.ring import FrameRing

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from korall_workloads.common.responses import http_status
 from korall_workloads.vision.preprocess import ImageError, prepare_array, prepare_image, resize_rgb
 from PIL import Image, ImageOps
 from vision_helpers import encode, photo_rgb
@@ -117,21 +118,21 @@ def test_large_jpeg_decodes_at_reduced_size() -> None:
 def test_non_images_are_rejected(data: bytes, status: int) -> None:
     with pytest.raises(ImageError) as err:
         _prep(data)
-    assert err.value.status == status
+    assert http_status(err.value) == status
 
 
 def test_truncated_jpeg_is_rejected() -> None:
     data = encode(photo_rgb("coffee"))
     with pytest.raises(ImageError) as err:
         _prep(data[: len(data) // 2])
-    assert err.value.status == 422 and "truncated" in err.value.message
+    assert http_status(err.value) == 422 and "truncated" in err.value.message
 
 
 def test_pixel_limit_is_checked_before_decoding() -> None:
     data = encode(Image.new("L", (2000, 2000)), "PNG")
     with pytest.raises(ImageError) as err:
         _prep(data, max_pixels=1_000_000)
-    assert (err.value.status, err.value.code) == (413, "image_too_large")
+    assert (http_status(err.value), err.value.code) == (413, "image_too_large")
     assert "2000x2000" in err.value.message
 
 

@@ -1,7 +1,7 @@
 """The HTTP side of the audio service: health, readiness, recent and live events, chunk features, metrics.
 
-Handlers only read from the capture service and the event hub; every failure goes through the shared JSON error
-shape (`korall_workloads.common.errors`). The capture thread starts with the app and stops with it.
+Handlers only read from the capture service and the event hub and raise domain errors; `common.responses` maps
+them to the shared JSON error shape. The capture thread starts with the app and stops with it.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from korall_workloads.audio.metrics import AudioMetrics
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
-from korall_workloads.common.broadcast import end_streams_on_exit_signals
-from korall_workloads.common.errors import ApiError, error_body, install_error_handlers
+from korall_workloads.common.broadcast import TooManyClients, end_streams_on_exit_signals
 from korall_workloads.common.event_settings import EventsSettings
+from korall_workloads.common.responses import error_body, install_error_handlers
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
 
@@ -68,18 +68,20 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        """Always answers: the process is alive; `capture` says what the source is doing and why not."""
+        """Always answers: the process is alive; `capture` says what the source is doing and why not.
+
+        `degraded` with `capture.error` while the source fails, or with `capture.warning` after a WAV file that was
+        cut short has been processed (once, up to where it ends).
+        """
         status = capture.status()
-        body = {"status": "ok" if status["error"] is None else "degraded", "capture": status}
+        healthy = status["error"] is None and status["warning"] is None
+        body = {"status": "ok" if healthy else "degraded", "capture": status}
         return {**body, "events": delivery.status()}
 
     @app.get("/ready")
     def ready() -> dict[str, Any]:
         """200 once audio flows (or a WAV replay has been fully processed), else 503 with the reason."""
-        status = capture.status()
-        if capture.state not in READY_STATES:
-            why = f": {status['error']}" if status["error"] else ""
-            raise ApiError(f"audio source {status['state']}{why}", status=503, code="not_ready")
+        status = capture.require_ready()
         return {"ready": True, "state": status["state"]}
 
     @app.get("/events")
@@ -95,8 +97,7 @@ def create_app(
 
     def room_for_a_client() -> None:
         """Refuse before the stream starts (a 503 with the JSON error), not after a 200 has gone out."""
-        if hub.subscribers >= hub.max_clients:
-            raise ApiError(f"too many live clients (max {hub.max_clients})", status=503, code="too_many_clients")
+        hub.require_room()
 
     @app.get("/events/stream", response_class=EventSourceResponse, dependencies=[Depends(room_for_a_client)])
     async def stream(
@@ -112,8 +113,8 @@ def create_app(
         wanted: set[str] | None = set(types) if types else None
         sub = hub.subscribe(wanted)  # before reading the history, so that nothing falls in between
         if sub is None:  # lost the race for the last place after the check: the 200 is out, so say it in-band
-            message = f"too many live clients (max {hub.max_clients}); reconnect later"
-            yield ServerSentEvent(data=error_body("too_many_clients", message), event="error")
+            refused = TooManyClients(f"too many live clients (max {hub.max_clients}); reconnect later")
+            yield ServerSentEvent(data=error_body(refused), event="error")
             return
         try:
             sent = last_event_id or 0

@@ -3,7 +3,10 @@
 One thread does it all after the ring buffer (the producer is PortAudio's callback or the WAV thread). A source
 that cannot be opened or that dies puts the service in the `error` state with the reason, visible in /health and
 the log, and is retried with doubling backoff (0.5 s up to AUDIO_RETRY_MAX_S); the HTTP side stays up throughout.
-A WAV source that reaches its end closes the open events and leaves the service `finished`, still serving them.
+The wait starts over at 0.5 s only after a source ran for STABLE_S before failing: one that opens and dies at once,
+again and again, is retried ever more slowly, as a failure to open is.
+A WAV source that reaches its end closes the open events and leaves the service `finished`, still serving them;
+a WAV file cut short ends the same way, once, with a `warning` that says where it ended.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +27,7 @@ from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource, SourceError
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
 from korall_workloads.audio.wavfile import WavSource
+from korall_workloads.common.errors import Unavailable
 
 log = logging.getLogger("korall.audio")
 
@@ -30,6 +35,13 @@ RING_SECONDS = 10.0
 """Audio the ring buffer holds: room for the processing thread to stall for seconds without losing samples."""
 
 BACKOFF_START_S = 0.5
+
+STABLE_S = 10.0
+"""A source that delivered audio this long before it failed is retried from BACKOFF_START_S again."""
+
+
+class CaptureNotReady(Unavailable):
+    """No audio flows yet (starting, or the source fails), or the service is stopping."""
 
 
 class CaptureState(enum.StrEnum):
@@ -70,6 +82,7 @@ class CaptureService:
         self._lock = threading.Lock()
         self.state = CaptureState.STARTING
         self.error: str | None = None
+        self.warning: str | None = None
         self.source_description: str | None = None
         self.attempts = 0
         self.next_retry_s: float | None = None
@@ -98,6 +111,14 @@ class CaptureService:
         """Wait until a finite source (a WAV file) has been fully processed."""
         return self._done.wait(timeout)
 
+    def require_ready(self) -> dict[str, Any]:
+        """The status while audio flows or a WAV replay has been processed; else CaptureNotReady, saying why."""
+        status = self.status()
+        if self.state not in (CaptureState.CAPTURING, CaptureState.FINISHED):
+            why = f": {status['error']}" if status["error"] else ""
+            raise CaptureNotReady(f"audio source {status['state']}{why}")
+        return status
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -105,6 +126,7 @@ class CaptureService:
                 "source": self.settings.source,
                 "source_description": self.source_description,
                 "error": self.error,
+                "warning": self.warning,
                 "attempts": self.attempts,
                 "next_retry_s": self.next_retry_s,
                 "chunks": self.chunks,
@@ -129,7 +151,8 @@ class CaptureService:
             self._set_state(CaptureState.ERROR, f"cannot load the VAD model: {exc}")
             self._done.set()
             return
-        backoff = BACKOFF_START_S
+        first_wait = min(BACKOFF_START_S, self.settings.retry_max_s)
+        backoff = first_wait
         pipeline: ChunkPipeline | None = None
         while not self._stop.is_set():
             source = self._source_factory(self.settings)
@@ -154,7 +177,7 @@ class CaptureService:
                 self.next_retry_s = None
             self._set_state(CaptureState.CAPTURING)
             log.info("capturing from %s", fmt.description)
-            backoff = BACKOFF_START_S
+            capturing_since = time.monotonic()
             try:
                 outcome = self._pump(source, ring, pipeline)
             except Exception as exc:  # a bug or a broken VAD session must not leave /health saying "capturing"
@@ -165,6 +188,8 @@ class CaptureService:
                 break
             for event in pipeline.interrupt():
                 self._emit(event)
+            if time.monotonic() - capturing_since >= STABLE_S:
+                backoff = first_wait  # it worked for a while: this is a new failure, not the same one again
             self._failed(outcome, backoff)
             if self._stop.wait(backoff):
                 break
@@ -176,7 +201,7 @@ class CaptureService:
         with self._lock:
             self.next_retry_s = backoff
         self._set_state(CaptureState.ERROR, message)
-        log.error("audio source %r: %s (retrying in %.1f s)", self.settings.source, message, backoff)
+        log.error("audio source %r: %s (retrying in %g s)", self.settings.source, message, backoff)
 
     def _pump(self, source: AudioSource, ring: RingBuffer, pipeline: ChunkPipeline) -> str | None:
         """Process until stopped (None), the end of a finite source (None), or a failure (its message)."""
@@ -200,6 +225,10 @@ class CaptureService:
                     return problem
                 for event in pipeline.finish():
                     self._emit(event)
+                if early := source.ended_early():
+                    with self._lock:
+                        self.warning = early
+                    log.warning("%s", early)
                 self._set_state(CaptureState.FINISHED)
                 log.info("end of %s after %.1f s of audio", self.source_description, self.audio_s)
                 return None

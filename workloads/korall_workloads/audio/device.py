@@ -149,6 +149,9 @@ class DeviceSource:
             return f"no audio from {self.source!r} for {silent_for:.1f} s"
         return None
 
+    def ended_early(self) -> str | None:
+        return None  # a device never ends by itself: a stopped stream is a failure (check), reopened
+
     def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:

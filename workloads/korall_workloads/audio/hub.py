@@ -16,7 +16,7 @@ from typing import Any
 
 from korall_workloads.audio.events import AudioEvent
 from korall_workloads.audio.features import ChunkFeatures
-from korall_workloads.common.broadcast import Broadcaster, Subscription
+from korall_workloads.common.broadcast import Broadcaster, Subscription, TooManyClients
 
 
 class EventHub:
@@ -68,6 +68,11 @@ class EventHub:
         with self._lock:
             items = list(self._chunks)
         return items[-limit:] if limit else []
+
+    def require_room(self) -> None:
+        """Raise TooManyClients when `max_clients` are already listening."""
+        if self.subscribers >= self.max_clients:
+            raise TooManyClients(f"too many live clients (max {self.max_clients})")
 
     def subscribe(self, types: set[str] | None = None) -> Subscription | None:
         """A new live subscription on the running loop, or None when `max_clients` are already listening."""

@@ -36,6 +36,13 @@ class AudioSource(Protocol):
         """None while healthy, else why the running source failed (the capture loop then reopens it)."""
         ...
 
+    def ended_early(self) -> str | None:
+        """Once a finite source has ended: why it ended sooner than it declared (a WAV file cut short), else None.
+
+        Not a failure: what the source held has been processed once, and the service says so in /health.
+        """
+        ...
+
     @property
     def overflows(self) -> int:
         """Overruns the source itself reported (PortAudio's input_overflow), beside the ring buffer's own."""

@@ -3,10 +3,15 @@
 Paced in real time (the default, what `make run-audio` shows) it writes 100 ms blocks on the clock and, like a
 device, drops what does not fit; unpaced (AUDIO_REALTIME=false, the tests and the bench) it writes as fast as the
 processing reads and waits for room instead of dropping. Reads 8/16/24/32-bit PCM with the standard library.
+
+A file is replayed once. One cut short (a broken download: fewer bytes than its header declares, perhaps ending
+inside a sample) is read in whole frames up to where its data really ends, the incomplete last frame dropped; it
+then ends like a complete file, and `ended_early` says where it ended and how long its header claimed it was.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import wave
@@ -48,7 +53,9 @@ class WavSource:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: str | None = None
+        self._ended_early: str | None = None
         self._format: tuple[int, int, int] = (0, 0, 0)
+        self._declared_frames = 0
 
     @property
     def overflows(self) -> int:
@@ -56,9 +63,11 @@ class WavSource:
 
     def open(self) -> StreamFormat:
         try:
-            with wave.open(str(self.path), "rb") as wav:
+            with open(self.path, "rb") as file, wave.open(file, "rb") as wav:
                 rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
-                frames = wav.getnframes()
+                declared = wav.getnframes()
+                # wave stops reading at the start of the data chunk: what the file holds from here is the audio.
+                held = (os.fstat(file.fileno()).st_size - file.tell()) // max(1, width * channels)
         except FileNotFoundError as exc:
             raise SourceError(f"WAV file not found: {self.path}") from exc
         except (wave.Error, EOFError, OSError) as exc:
@@ -71,8 +80,12 @@ class WavSource:
         if width not in (1, 2, 3, 4):
             raise SourceError(f"{self.path}: unsupported sample width {width} bytes")
         self._format = (rate, channels, width)
-        seconds = frames / rate
-        return StreamFormat(rate, channels, f"WAV file {self.path.name} ({seconds:.1f} s, {rate} Hz, {channels} ch)")
+        self._declared_frames = declared
+        self._ended_early = None
+        shape = f"{rate} Hz, {channels} ch"
+        if held < declared:  # say what the file holds; the header's figure only as what it claims
+            shape += f"; cut short: its header declares {declared / rate:.1f} s"
+        return StreamFormat(rate, channels, f"WAV file {self.path.name} ({min(held, declared) / rate:.1f} s, {shape})")
 
     def start(self, ring: RingBuffer) -> None:
         self._stop.clear()
@@ -81,16 +94,25 @@ class WavSource:
 
     def _run(self, ring: RingBuffer) -> None:
         rate, channels, width = self._format
+        frame_bytes = width * channels
         block = max(1, int(rate * BLOCK_S))
+        sent = 0
+        partial = b""  # bytes of a frame split across reads; at the end, the incomplete last frame of a cut file
         try:
             with wave.open(str(self.path), "rb") as wav:
                 began = time.monotonic()
-                sent = 0
                 while not self._stop.is_set():
                     raw = wav.readframes(block)
                     if not raw:
+                        if sent < self._declared_frames:
+                            self._ended_early = self._describe_early_end(sent, len(partial))
                         break
-                    samples = pcm_to_float(raw, width, channels)
+                    raw = partial + raw
+                    whole = len(raw) - len(raw) % frame_bytes
+                    partial = raw[whole:]
+                    if not whole:
+                        continue
+                    samples = pcm_to_float(raw[:whole], width, channels)
                     if self.realtime:
                         delay = began + sent / rate - time.monotonic()
                         if delay > 0 and self._stop.wait(delay):
@@ -105,8 +127,19 @@ class WavSource:
         finally:
             ring.close()
 
+    def _describe_early_end(self, sent: int, dropped_bytes: int) -> str:
+        rate, declared = self._format[0], self._declared_frames
+        dropped = f"; a {dropped_bytes}-byte fragment of a last frame was dropped" if dropped_bytes else ""
+        return (
+            f"WAV file {self.path.name} ended early: at {sent / rate:.2f} s of the {declared / rate:.2f} s its header "
+            f"declares (the file is cut short{dropped})"
+        )
+
     def check(self) -> str | None:
         return self._error
+
+    def ended_early(self) -> str | None:
+        return self._ended_early
 
     def close(self) -> None:
         self._stop.set()

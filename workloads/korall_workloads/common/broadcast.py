@@ -17,6 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from korall_workloads.common.errors import Unavailable
+
+
+class TooManyClients(Unavailable):
+    """Every place for a live-stream client is taken; the client should reconnect later."""
+
+    code = "too_many_clients"
+
 
 @dataclass(eq=False)
 class Subscription:

@@ -1,4 +1,4 @@
-"""The vision service's HTTP layer: thin routes over the Detector, errors mapped in one place.
+"""The vision service's HTTP layer: thin routes over the Detector; errors are mapped in `common.responses`.
 
 The event loop never does heavy work: the upload is read with a limit while it streams, then decoding,
 resizing and inference run on one of the detector's worker threads. That keeps /health instant during any
@@ -21,16 +21,16 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from korall_workloads.common.errors import ApiError, InvalidInput, NotReady, Timeout, install_error_handlers
+from korall_workloads.common.errors import InvalidInput
 from korall_workloads.common.event_settings import EventsSettings
+from korall_workloads.common.responses import install_error_handlers
 
-from .camera import CaptureSettings, camera_lifespan, camera_ready, camera_status
+from .camera import CaptureSettings, camera_lifespan, camera_status, require_camera_ready
 from .camera import router as camera_router
-from .catalog import ModelFileError, list_models
-from .detector import Detector, DetectorNotReady
+from .catalog import list_models
+from .detector import Detector
 from .metrics import RequestCounter, VisionMetrics
 from .object_events import CameraEvents
-from .preprocess import ImageError
 from .schemas import ErrorResponse, InferResponse, infer_response_json
 from .settings import VisionSettings
 from .upload import read_image_bytes
@@ -175,11 +175,8 @@ def create_app(
     @app.get("/ready", responses={503: _ERRORS[503]})
     async def ready() -> dict[str, Any]:
         """200 once the model is loaded and a warm-up inference passed; 503 before, or if loading failed."""
-        if not det.ready:
-            raise NotReady(_not_ready_message(det))
-        camera = camera_status(app)
-        if camera is not None and not camera_ready(app):
-            raise NotReady(f"camera {camera['state']}: {camera['reason']}")
+        det.require_ready()
+        camera = require_camera_ready(app)
         return {"ready": True} if camera is None else {"ready": True, "camera": camera["state"]}
 
     @app.post("/infer", response_model=InferResponse, responses=_ERRORS, openapi_extra=_INFER_QUERY_DOCS)
@@ -191,29 +188,17 @@ def create_app(
         # The query is parsed here rather than by FastAPI's Query() dependencies: same bounds and the same 422
         # error, at a tenth of the cost on every request.
         score_th, topk = _infer_overrides(request)
-        if not det.ready or det.model is None:
-            raise NotReady(_not_ready_message(det))
+        model = det.require_ready()
         data = await read_image_bytes(request, settings.max_upload_bytes)
         started = time.perf_counter()
-        model = det.model
-        try:
-            result, image = await det.detect_encoded(
-                data,
-                max_pixels=settings.max_image_pixels,
-                score_th=score_th,
-                topk=topk,
-                started=started,
-                timeout_s=settings.infer_timeout_s,
-            )
-        except ImageError as exc:
-            raise ApiError(exc.message, status=exc.status, code=exc.code) from None
-        except TimeoutError:
-            raise Timeout(
-                f"inference took longer than {settings.infer_timeout_s:g} s (INFER_TIMEOUT_S); try again or send a "
-                "smaller image"
-            ) from None
-        except DetectorNotReady as exc:
-            raise NotReady(str(exc)) from None
+        result, image = await det.detect_encoded(
+            data,
+            max_pixels=settings.max_image_pixels,
+            score_th=score_th,
+            topk=topk,
+            started=started,
+            timeout_s=settings.infer_timeout_s,
+        )
         metrics.request_seconds.observe(time.perf_counter() - started)
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -240,10 +225,7 @@ def create_app(
     async def models() -> dict[str, Any]:
         """The .tflite files in MODELS_DIR: name, bytes, sha256, Edge TPU or not, and which one is active."""
         active = det.model.entry.path if det.model is not None else None
-        try:
-            found = await asyncio.to_thread(list_models, settings.models_dir, active)
-        except ModelFileError as exc:
-            raise ApiError(str(exc), status=500, code="models_dir_unreadable") from None
+        found = await asyncio.to_thread(list_models, settings.models_dir, active)
         return {"models_dir": str(settings.models_dir), "models": found}
 
     @app.get("/metrics")
@@ -254,9 +236,3 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-def _not_ready_message(det: Detector) -> str:
-    if det.error:
-        return f"model failed to load: {det.error}"
-    return "model is loading; retry shortly"

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from korall_workloads.common.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 EDGETPU_SUFFIX = "_edgetpu"
@@ -24,6 +26,12 @@ EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"  # the op Coral's compiler puts the com
 
 class ModelFileError(Exception):
     """A model or labels file is missing, unreadable or fails its checksum; the message says which and why."""
+
+
+class ModelsDirUnreadable(ModelFileError, ServiceError):
+    """GET /models cannot list MODELS_DIR (a fault of the service's set-up, not of the request)."""
+
+    code = "models_dir_unreadable"
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,7 @@ def list_models(models_dir: Path, active: Path | None) -> list[dict[str, Any]]:
     try:
         files = sorted(p for p in models_dir.iterdir() if p.suffix == ".tflite" and p.is_file())
     except OSError as exc:
-        raise ModelFileError(f"models directory {models_dir} cannot be listed: {exc.strerror or exc}") from exc
+        raise ModelsDirUnreadable(f"models directory {models_dir} cannot be listed: {exc.strerror or exc}") from exc
     active_real = os.path.realpath(active) if active else None
     for path in files:
         entry = entry_for(path, manifest)

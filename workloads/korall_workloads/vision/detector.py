@@ -1,16 +1,11 @@
-"""One model, one interpreter, one lock: the detector every caller shares.
+"""One model, shared by every caller: load it, report on it, and detect objects in uploads and camera frames.
 
-A LiteRT interpreter is not thread-safe, and the service has two kinds of callers: /infer requests and the
-camera loop on its own thread. Both go through `Detector`: an image is decoded and resized by its caller's
-thread (an /infer worker, or the camera thread), then queued as a job; whichever thread takes the interpreter
-lock runs the queued jobs one after another (set input, invoke, read outputs, all under the lock), handing each
-result straight to the caller waiting for it. So:
-
-- one request alone costs two thread hand-offs (event loop -> worker -> event loop): its own worker runs it;
-- under load one thread invokes back to back without sleeping between jobs, while the other core decodes the
-  next images: throughput is that of the bare interpreter;
-- nothing can leave the interpreter half-used, and a job whose deadline passed or whose caller gave up is
-  skipped, never run (a running invoke finishes and its result is dropped).
+Two kinds of callers share it: /infer requests and the camera loop on its own thread. An uploaded image is decoded
+and resized on one of a few worker threads (`workers.Workers`), so that the event loop never does heavy work and
+/health stays instant during any inference; a camera frame is resized on the camera's thread. Either way the
+tensor then goes through `inference.InterpreterQueue`, which runs the jobs of every caller on the one interpreter
+back to back and skips those whose deadline passed (see there). One request alone costs two thread hand-offs
+(event loop -> worker -> event loop).
 
 There is no reload: a new model means a new process (the operator rolls the pod).
 """
@@ -18,26 +13,25 @@ There is no reload: a new model means a new process (the operator rolls the pod)
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import contextlib
 import enum
-import functools
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
+from korall_workloads.common.errors import DeadlineExceeded, Unavailable
+
+from .inference import Interpreter, InterpreterQueue, Outcome, RawOutput, settle
 from .postprocess import Detection, decode_ssd
 from .preprocess import PreparedImage, prepare_array, prepare_image
 from .runtime import LoadedModel, ModelLoadError, open_model
 from .settings import VisionSettings
+from .workers import Workers, awaitable
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +42,12 @@ class ModelState(enum.StrEnum):
     FAILED = "failed"
 
 
-class DetectorNotReady(RuntimeError):
+class DetectorNotReady(Unavailable):
     """detect() was called before the model loaded and warmed up, or after it failed to."""
+
+
+class InferenceTimeout(DeadlineExceeded):
+    """An inference (with its wait for the interpreter) went past INFER_TIMEOUT_S; the service carries on."""
 
 
 @dataclass(frozen=True)
@@ -70,16 +68,6 @@ class DetectionResult:
     timings: Timings
 
 
-@dataclass(frozen=True)
-class RawOutput:
-    boxes: np.ndarray
-    classes: np.ndarray
-    scores: np.ndarray
-    count: np.ndarray
-    queue_ms: float
-    invoke_ms: float
-
-
 class Detector:
     """Thread-safe object detector around one LiteRT interpreter (see the module docstring)."""
 
@@ -89,10 +77,10 @@ class Detector:
         self.state = ModelState.LOADING
         self.error: str | None = None
         self.model: LoadedModel | None = None
-        self._lock = threading.Lock()  # held for every use of the interpreter
-        self._queue: collections.deque[_Job] = collections.deque()
+        self._queue: InterpreterQueue | None = None
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
-        self._workers = _Workers(max(2, os.cpu_count() or 1), "infer")
+        # Decoding overlaps the running invoke: at least two workers, one per core beyond that.
+        self._workers = Workers(max(2, os.cpu_count() or 1), "infer")
         self._load_future: concurrent.futures.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -113,6 +101,8 @@ class Detector:
         try:
             model = open_model(self.settings)
             self.model = model
+            interpreter = Interpreter(model.interpreter, model.input_index, model.output_indices)
+            self._queue = InterpreterQueue(interpreter, self._workers.submit, self._invoked)
             warm = np.full(model.input_shape[1:], 128, dtype=np.uint8)
             out = self._invoke(warm, time.monotonic() + 600)
             if out.boxes.shape[-1] != 4 or not np.isfinite(out.scores).all():
@@ -173,105 +163,36 @@ class Detector:
             )
         return out
 
-    def _ready_model(self) -> LoadedModel:
+    def require_ready(self) -> LoadedModel:
+        """The loaded model; raises DetectorNotReady (saying why) while it loads or after it failed to."""
         if self.state is not ModelState.READY or self.model is None:
             raise DetectorNotReady(
-                f"model failed to load: {self.error}" if self.state is ModelState.FAILED else "model is still loading"
+                f"model failed to load: {self.error}"
+                if self.state is ModelState.FAILED
+                else "model is loading; retry shortly"
             )
         return self.model
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(width, height) of the model input."""
-        return self._ready_model().input_size
-
     # -- inference -------------------------------------------------------------------------------------------
 
-    def _submit(self, tensor: np.ndarray, deadline: float, payload: Any, future: _Outcome | None = None) -> _Outcome:
-        """Queue one input tensor; its future gets (payload, RawOutput) or the exception that stopped it."""
-        job = _Job(tensor, deadline, future or concurrent.futures.Future(), payload, time.perf_counter())
-        self._queue.append(job)
-        return job.future
-
-    def _drain(self, until: concurrent.futures.Future[Any] | None = None) -> None:
-        """Run queued jobs while this thread can take the interpreter lock.
-
-        Whoever holds the lock runs every job queued meanwhile, and re-checks the queue after releasing it, so
-        a job queued while another thread held the lock is never left behind. With `until`, stop once that
-        future is done (the camera thread must get back to its frames) and hand any rest to a worker.
-
-        A result is delivered just before the next invoke starts (which releases the GIL) or, for the last
-        one, after the lock is released: then the waiting event loop finds the GIL free instead of contending
-        with this thread's bookkeeping, which on two cores is worth a few hundred microseconds per request.
-        """
-        while self._queue:
-            if not self._lock.acquire(blocking=False):
-                return  # the holder runs our job: it re-checks the queue after releasing the lock
-            deliver: Callable[[], None] | None = None
-            try:
-                while until is None or not until.done():
-                    try:
-                        job = self._queue.popleft()
-                    except IndexError:
-                        break
-                    if deliver is not None:
-                        deliver()
-                        deliver = None
-                    deliver = self._run(job)
-                    if until is not None:
-                        deliver()
-                        deliver = None
-            finally:
-                self._lock.release()
-                if deliver is not None:
-                    deliver()
-            if until is not None and until.done():
-                if self._queue:
-                    with contextlib.suppress(RuntimeError):  # shutting down: the queued callers time out
-                        self._workers.submit(self._drain)
-                return
-
-    def _run(self, job: _Job) -> Callable[[], None]:
-        """One job, under the lock; returns what delivers its outcome. Skipped if its caller gave up or its
-        deadline passed."""
-        if job.future.cancelled():
-            return _nothing
-        if time.monotonic() > job.deadline:
-            return functools.partial(
-                _settle, job.future, error=TimeoutError("deadline passed while waiting for the interpreter")
-            )
-        model = self.model
-        assert model is not None
-        interp = model.interpreter
-        start = time.perf_counter()
-        try:
-            interp.set_tensor(model.input_index, job.tensor[np.newaxis])
-            interp.invoke()
-            invoked = time.perf_counter()
-            b, c, s, n = (interp.get_tensor(i) for i in model.output_indices)
-        except Exception as exc:
-            return functools.partial(_settle, job.future, error=exc)
-        invoke_s = invoked - start
+    def _invoked(self, seconds: float) -> None:
         if self.on_invoke is not None:
-            self.on_invoke(invoke_s)
-        raw = RawOutput(b, c, s, n, (start - job.queued) * 1000, invoke_s * 1000)
-        return functools.partial(_settle, job.future, result=(job.payload, raw))
+            self.on_invoke(seconds)
 
     def _invoke(self, tensor: np.ndarray, deadline: float) -> RawOutput:
-        """Blocking: queue one tensor, help run the queue, wait for this tensor's outputs."""
-        future = self._submit(tensor, deadline, None)
-        self._drain(until=future)
+        """Blocking: run one input tensor on the interpreter; InferenceTimeout past `deadline`."""
+        assert self._queue is not None
         try:
-            _, raw = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"inference took longer than {self.settings.infer_timeout_s:g} s") from None
-        return cast(RawOutput, raw)
+            return self._queue.run(tensor, deadline)
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"inference took longer than {self.settings.infer_timeout_s:g} s (INFER_TIMEOUT_S)"
+            ) from None
 
     def _detections(
         self, raw: RawOutput, size: tuple[int, int], score_th: float | None, topk: int | None
     ) -> list[Detection]:
-        model = self._ready_model()
+        model = self.require_ready()
         return decode_ssd(
             raw.boxes,
             raw.classes,
@@ -286,11 +207,11 @@ class Detector:
     def detect(self, rgb: np.ndarray, *, score_th: float | None = None, topk: int | None = None) -> DetectionResult:
         """Detect objects in an [H, W, 3] uint8 RGB frame (any size), blocking; for threads such as the camera loop.
 
-        Raises DetectorNotReady, ValueError for a wrong array, TimeoutError past INFER_TIMEOUT_S.
+        Raises DetectorNotReady, ValueError for a wrong array, InferenceTimeout past INFER_TIMEOUT_S.
         """
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.settings.infer_timeout_s
-        model = self._ready_model()
+        model = self.require_ready()
         tensor = prepare_array(rgb, model.input_size)
         t1 = time.perf_counter()
         raw = self._invoke(tensor, deadline)
@@ -300,17 +221,18 @@ class Detector:
         timings = Timings(0.0, (t1 - t0) * 1000, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000)
         return DetectionResult(detections, rgb.shape[1], rgb.shape[0], timings)
 
-    def _decode_and_queue(self, data: bytes, max_pixels: int, deadline: float, outcome: _Outcome) -> None:
+    def _decode_and_queue(self, data: bytes, max_pixels: int, deadline: float, outcome: Outcome) -> None:
         """On a worker: decode, queue, and run the queue if the interpreter is free. Errors go to `outcome`."""
         if outcome.cancelled():
             return  # the request timed out while this waited for a worker
+        assert self._queue is not None
         try:
-            image = prepare_image(data, self._ready_model().input_size, max_pixels)
+            image = prepare_image(data, self.require_ready().input_size, max_pixels)
         except Exception as exc:
-            _settle(outcome, error=exc)
+            settle(outcome, error=exc)
             return
-        self._submit(image.tensor, deadline, image, outcome)
-        self._drain()
+        self._queue.submit(image.tensor, deadline, image, outcome)
+        self._queue.run_pending()
 
     async def detect_encoded(
         self,
@@ -324,27 +246,28 @@ class Detector:
     ) -> tuple[DetectionResult, PreparedImage]:
         """Decode an uploaded image and detect objects in it on a worker thread, without blocking the event loop.
 
-        Raises ImageError for bad data, DetectorNotReady, and TimeoutError past INFER_TIMEOUT_S: a timed-out
+        Raises ImageError for bad data, DetectorNotReady, and InferenceTimeout past INFER_TIMEOUT_S: a timed-out
         request still waiting for a worker or for the interpreter is skipped, one already invoking finishes and
         its result is dropped. `started` (perf_counter) is where timings.total begins; `timeout_s` defaults to
         INFER_TIMEOUT_S.
         """
-        self._ready_model()
+        self.require_ready()
         timeout = self.settings.infer_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter() if started is None else started
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[Any, RawOutput]] = loop.create_future()
-        outcome: _Outcome = concurrent.futures.Future()
-        # The worker's last act before it waits for more work is to wake the loop (cheaper than wrap_future).
-        outcome.add_done_callback(functools.partial(_wake_loop, loop, waiter))
+        outcome: Outcome = concurrent.futures.Future()
+        waiter = awaitable(outcome)
         try:
             async with asyncio.timeout(timeout):
                 # Submitted last, just before this thread goes idle: the woken worker finds the GIL free.
                 self._workers.submit(self._decode_and_queue, data, max_pixels, deadline, outcome)
                 image, raw = await waiter
-        except BaseException:
+        except BaseException as exc:
             outcome.cancel()  # a job still waiting for a worker or for the interpreter is then skipped
+            if isinstance(exc, TimeoutError):  # past the deadline here, or while queued for the interpreter
+                raise InferenceTimeout(
+                    f"inference took longer than {timeout:g} s (INFER_TIMEOUT_S); try again or send a smaller image"
+                ) from None
             raise
         t2 = time.perf_counter()
         detections = self._detections(raw, (image.width, image.height), score_th, topk)
@@ -353,103 +276,3 @@ class Detector:
             image.decode_ms, image.preprocess_ms, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000
         )
         return DetectionResult(detections, image.width, image.height, timings), image
-
-
-_Outcome = concurrent.futures.Future[tuple[Any, RawOutput]]
-
-
-class _Workers:
-    """A fixed set of threads running submitted calls in order: a lean ThreadPoolExecutor.
-
-    Lean on purpose: when a worker has handed a result to the event loop, it goes straight back to waiting
-    (releasing the GIL) instead of doing an executor's bookkeeping, so the woken event loop does not wait for
-    the GIL first; on two cores that is worth about a tenth of a millisecond per request. A call's own errors
-    are its business (every call here settles an outcome); anything escaping is logged, never kills a worker.
-    """
-
-    def __init__(self, count: int, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
-        self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(count)]
-        self._start_lock = threading.Lock()
-        self._started = False  # threads start with the first call: a detector never used costs no threads
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._closed:
-            raise RuntimeError("the detector's workers are shut down")
-        if not self._started:
-            with self._start_lock:
-                if not self._started:
-                    for thread in self._threads:
-                        thread.start()
-                    self._started = True
-        self._calls.put((fn, args))
-
-    def _work(self) -> None:
-        get = self._calls.get
-        while (call := get()) is not None:
-            fn, args = call
-            try:
-                fn(*args)
-            except BaseException:
-                log.exception("unexpected error in a detector worker")
-            del call, fn, args
-
-    def shutdown(self) -> None:
-        """Drop the calls not started yet (their callers time out), finish the running ones, stop the threads."""
-        self._closed = True
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._calls.get_nowait()
-        with self._start_lock:
-            started, self._started = self._started, True  # no thread starts after this
-        if not started:
-            return
-        for _ in self._threads:
-            self._calls.put(None)
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join()
-
-
-def _wake_loop(
-    loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], outcome: concurrent.futures.Future[Any]
-) -> None:
-    """On the thread that settled `outcome`: hand it to the coroutine awaiting `waiter` on `loop`."""
-    if not outcome.cancelled():
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(_copy_outcome, waiter, outcome)
-
-
-def _copy_outcome(waiter: asyncio.Future[Any], outcome: concurrent.futures.Future[Any]) -> None:
-    if waiter.done():
-        return  # timed out or cancelled meanwhile
-    error = outcome.exception()
-    if error is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(outcome.result())
-
-
-@dataclass(eq=False)
-class _Job:
-    tensor: np.ndarray
-    deadline: float  # time.monotonic()
-    future: _Outcome
-    payload: Any  # handed back with the outputs (the decoded image of an /infer request)
-    queued: float  # time.perf_counter()
-
-
-def _nothing() -> None:
-    pass
-
-
-def _settle(future: concurrent.futures.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
-    """Complete a future unless its waiter already gave up (cancelled it)."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass

@@ -4,7 +4,7 @@ Cheap where it counts: the pixel count is checked from the header before anythin
 bombs), JPEGs are decoded with libjpeg's DCT scaling at the smallest size still close to the model input
 (the scale `Image.draft` would pick), and the image is resized straight to the input size (OpenCV: a tenth of
 Pillow's time). Since the input is square, EXIF rotation is applied to the small result, not the full image.
-Every failure becomes an `ImageError` with a status the service maps to JSON.
+Every failure becomes an `ImageError`: `InvalidImage`, or `ImageTooLarge` past the pixel limit.
 
 Pillow reads every header (format, size, mode, EXIF). A complete colour or grayscale JPEG is then decoded by
 OpenCV straight into a numpy array (the same libjpeg-turbo pixels, 0.15-0.2 ms sooner per 640x480 photo than
@@ -34,6 +34,8 @@ from PIL import (  # noqa: F401  (importing a plugin registers its format; Image
     WebPImagePlugin,
 )
 
+from korall_workloads.common.errors import InvalidInput, ServiceError, TooLarge
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 """What Pillow may parse (JPEG includes multi-picture MPO); any other format is rejected before its parser runs."""
 
@@ -54,12 +56,20 @@ _SWAPS_AXES = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 
 
-class ImageError(Exception):
-    """An upload that is not an image we can use; `status` and `code` say how to answer it."""
+class ImageError(ServiceError):
+    """An upload that is not an image we can use (one of the two kinds below)."""
 
-    def __init__(self, message: str, *, status: int = 422, code: str = "invalid_image") -> None:
-        super().__init__(message)
-        self.message, self.status, self.code = message, status, code
+
+class InvalidImage(ImageError, InvalidInput):
+    """Not a supported image, or corrupt, truncated, or without pixels."""
+
+    code = "invalid_image"
+
+
+class ImageTooLarge(ImageError, TooLarge):
+    """More pixels than MAX_IMAGE_PIXELS (read from the header, before decoding), or too large to decode."""
+
+    code = "image_too_large"
 
 
 @dataclass(frozen=True)
@@ -106,13 +116,11 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
         im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         width, height = im.size
         if width <= 0 or height <= 0:
-            raise ImageError(f"image has no pixels ({width}x{height})")
+            raise InvalidImage(f"image has no pixels ({width}x{height})")
         if width * height > max_pixels:
-            raise ImageError(
+            raise ImageTooLarge(
                 f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
-                "(MAX_IMAGE_PIXELS)",
-                status=413,
-                code="image_too_large",
+                "(MAX_IMAGE_PIXELS)"
             )
         fmt = im.format or "unknown"
         orientation = 1
@@ -131,20 +139,20 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(str(exc), status=413, code="image_too_large") from exc
+        raise ImageTooLarge(str(exc)) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"not a supported image; send one of {', '.join(SUPPORTED_FORMATS)}") from exc
+        raise InvalidImage(f"not a supported image; send one of {', '.join(SUPPORTED_FORMATS)}") from exc
     except MemoryError as exc:
-        raise ImageError("image too large to decode", status=413, code="image_too_large") from exc
+        raise ImageTooLarge("image too large to decode") from exc
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError...
-        raise ImageError(f"corrupt or truncated image: {exc}") from exc
+        raise InvalidImage(f"corrupt or truncated image: {exc}") from exc
     t1 = time.perf_counter()
 
     if rgb is None:
         try:
             rgb = np.asarray(_to_rgb(im))
         except Exception as exc:
-            raise ImageError(f"cannot convert a {im.mode} image to RGB: {exc}") from exc
+            raise InvalidImage(f"cannot convert a {im.mode} image to RGB: {exc}") from exc
     tensor = resize_rgb(rgb, input_size)
     upright = _ORIENTATION.get(orientation)
     if upright is not None:

@@ -111,8 +111,3 @@ def infer_response_json(result: DetectionResult, model: LoadedModel, fmt: str, n
     return json.dumps(
         infer_response_dict(result, model, fmt, nbytes), ensure_ascii=False, separators=(",", ":"), allow_nan=False
     ).encode()
-
-
-def infer_response(result: DetectionResult, model: LoadedModel, fmt: str, nbytes: int) -> InferResponse:
-    """The /infer document as the validated pydantic model."""
-    return InferResponse.model_validate(infer_response_dict(result, model, fmt, nbytes))

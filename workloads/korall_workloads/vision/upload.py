@@ -14,7 +14,20 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from korall_workloads.common.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from korall_workloads.common.errors import MalformedRequest, TooLarge, UnsupportedMediaType
+
+
+class EmptyBody(MalformedRequest):
+    """No body, or an empty multipart file part."""
+
+    code = "empty_body"
+
+
+class MissingFile(MalformedRequest):
+    """A multipart body without a file part."""
+
+    code = "missing_file"
+
 
 IMAGE_TYPES = frozenset(
     {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"}
@@ -37,36 +50,34 @@ async def _bounded_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
         try:
             size = int(declared)
         except ValueError:
-            raise BadRequest(f"invalid Content-Length header {declared!r}") from None
+            raise MalformedRequest(f"invalid Content-Length header {declared!r}") from None
         if size > limit:
-            raise PayloadTooLarge(f"body of {size} bytes is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
+            raise TooLarge(f"body of {size} bytes is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise PayloadTooLarge(f"body is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
+                raise TooLarge(f"body is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
             if chunk:
                 yield chunk
     except ClientDisconnect:
-        raise BadRequest("client disconnected before the body was complete") from None
+        raise MalformedRequest("client disconnected before the body was complete") from None
 
 
 async def read_image_bytes(request: Request, limit: int) -> bytes:
-    """The image bytes of a raw-body or multipart upload; raises 400/413/415 ApiErrors."""
+    """The image bytes of a raw-body or multipart upload; raises MalformedRequest, TooLarge, UnsupportedMediaType."""
     media_type, params = parse_options_header(request.headers.get("content-type", ""))
     mtype = media_type.decode("latin-1").lower().strip()
     if mtype == "multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:
-            raise BadRequest("multipart/form-data without a boundary")
+            raise MalformedRequest("multipart/form-data without a boundary")
         return await _read_multipart(request, limit, boundary)
     _check_media_type(mtype, "Content-Type")
     chunks = [chunk async for chunk in _bounded_chunks(request, limit)]
     if not chunks:
-        raise BadRequest(
-            "empty body: send the image as the request body or as a multipart 'file' part", code="empty_body"
-        )
+        raise EmptyBody("empty body: send the image as the request body or as a multipart 'file' part")
     # A body already buffered by the server arrives as one chunk: used as it is, never copied.
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -138,15 +149,14 @@ async def _read_multipart(request: Request, limit: int, boundary: bytes) -> byte
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise BadRequest(f"malformed multipart body: {exc}") from None
+        raise MalformedRequest(f"malformed multipart body: {exc}") from None
     if received == 0:
-        raise BadRequest("empty body: send the image as a multipart 'file' part", code="empty_body")
+        raise EmptyBody("empty body: send the image as a multipart 'file' part")
     if part.data is None:
-        raise BadRequest(
-            f"multipart body has no file part ({part.parts} part(s)); send the image in a part named 'file'",
-            code="missing_file",
+        raise MissingFile(
+            f"multipart body has no file part ({part.parts} part(s)); send the image in a part named 'file'"
         )
     _check_media_type(part.content_type, "the file part's Content-Type")
     if not part.data:
-        raise BadRequest("the multipart file part is empty", code="empty_body")
+        raise EmptyBody("the multipart file part is empty")
     return part.data

@@ -3,11 +3,11 @@
 Modules, from the device up: `settings` (the CAPTURE_* environment), `source` (the only module that talks
 to cameras, streams and files), `ring` (the bounded hand-over), `state` (the camera state machine),
 `metrics` (Prometheus), `pipeline` (the two threads; live-stream fan-out is `common.broadcast`), `snapshot`
-(drawing), `routes` (HTTP and the lifespan hook), `demo_video` (a video that stands in for a camera).
+(drawing), `routes` (HTTP and the lifespan hook). A video that stands in for a camera: `korall_tools.demo_video`.
 """
 
 from .pipeline import CameraPipeline, Detector, FrameResult
-from .routes import camera_lifespan, camera_ready, camera_status, router, run_camera
+from .routes import camera_lifespan, camera_status, require_camera_ready, router, run_camera
 from .settings import CaptureSettings
 from .state import CameraState
 
@@ -18,8 +18,8 @@ __all__ = [
     "Detector",
     "FrameResult",
     "camera_lifespan",
-    "camera_ready",
     "camera_status",
+    "require_camera_ready",
     "router",
     "run_camera",
 ]

@@ -87,15 +87,9 @@ class StreamEvent:
 
 
 def result_payload(result: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The detections and timings of a detector result, as JSON-ready data (pydantic, dataclass or dict)."""
-    if hasattr(result, "model_dump"):
-        data = result.model_dump(mode="json")
-    elif dataclasses.is_dataclass(result) and not isinstance(result, type):
-        data = dataclasses.asdict(result)
-    elif isinstance(result, dict):
-        data = result
-    else:
-        raise TypeError(f"unsupported detector result {type(result).__name__}")
+    """The detections and timings of a detector result as JSON-ready data: the service's `DetectionResult` (a
+    dataclass), or the plain dict the tests' stand-in detectors return."""
+    data = result if isinstance(result, dict) else dataclasses.asdict(result)
     detections = [dict(d) for d in data.get("detections", [])]
     raw_timings = data.get("timings_ms") or data.get("timings") or {}
     timings = {str(k).removesuffix("_ms"): float(v) for k, v in raw_timings.items() if isinstance(v, int | float)}

@@ -1,8 +1,9 @@
 """HTTP surface of the camera: latest detections, a live Server-Sent Events stream, an annotated snapshot.
 
 The routes read the running pipeline from `app.state.camera` (None when no CAPTURE_SOURCE is set) and
-raise `ApiError`s, which the service maps to its one JSON error shape. `run_camera` is the lifespan
-piece the vision app enters: it starts the pipeline on the shared detector and stops it at shutdown.
+raise the camera's domain errors below, which `common.responses` maps to the one JSON error shape. `run_camera`
+is the lifespan piece the vision app enters: it starts the pipeline on the shared detector and stops it at
+shutdown.
 """
 
 from __future__ import annotations
@@ -18,21 +19,29 @@ from korall_contract import VisionEnv
 from prometheus_client import CollectorRegistry
 
 from korall_workloads.common.broadcast import end_streams_on_exit_signals
-from korall_workloads.common.errors import ApiError
+from korall_workloads.common.errors import NotFound, Unavailable
 
 from .pipeline import CameraPipeline, Detector, FrameResult, StreamEvent
 from .settings import CaptureSettings
 from .snapshot import draw_detections, encode_jpeg
 
 
-class CameraNotConfigured(ApiError):
-    status = 404
+class CameraNotConfigured(NotFound):
+    """A camera route, but no CAPTURE_SOURCE."""
+
     code = "camera_not_configured"
 
 
-class CameraUnavailable(ApiError):
-    status = 503
+class CameraUnavailable(Unavailable):
+    """No frame has been processed yet: the camera is connecting, reconnecting or failed."""
+
     code = "camera_unavailable"
+
+
+class CameraNotReady(Unavailable):
+    """For /ready: the camera is configured but frames are not streaming."""
+
+    code = "not_ready"
 
 
 @contextlib.asynccontextmanager
@@ -83,10 +92,15 @@ def camera_status(app: FastAPI) -> dict[str, Any] | None:
     return None if pipeline is None else pipeline.status()
 
 
-def camera_ready(app: FastAPI) -> bool:
-    """Readiness contribution of the camera: True without a camera, else only while frames are streaming."""
+def require_camera_ready(app: FastAPI) -> dict[str, Any] | None:
+    """The camera's part of /ready: None without a camera, its status while frames stream, else CameraNotReady."""
     pipeline: CameraPipeline | None = getattr(app.state, "camera", None)
-    return pipeline is None or pipeline.streaming
+    if pipeline is None:
+        return None
+    status = pipeline.status()
+    if not pipeline.streaming:
+        raise CameraNotReady(f"camera {status['state']}: {status['reason']}")
+    return status
 
 
 def _pipeline(request: Request) -> CameraPipeline:

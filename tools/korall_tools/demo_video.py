@@ -1,6 +1,6 @@
 """A small demo video that stands in for a camera: real photos moving across a real background.
 
-    python -m korall_workloads.vision.camera.demo_video demo.avi
+    python -m korall_tools.demo_video demo.avi
     CAPTURE_SOURCE=demo.avi CAPTURE_LOOP=true make run
 
 The photos come from scikit-image's bundled data (the cat `chelsea`, `motorcycle_left`, `astronaut`) over

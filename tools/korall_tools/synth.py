@@ -1,6 +1,6 @@
 """Test signals with known ground truth: real speech from espeak-ng, noise from sox, mixed in numpy.
 
-Used by the tests, the bench and the demo (`python -m korall_workloads.audio.synth demo.wav`), never by the
+Used by the tests, the bench and the demo (`python -m korall_tools.synth demo.wav`), never by the
 service itself. espeak-ng and sox are command-line tools (Debian packages `espeak-ng` and `sox`,
 scripts/sysdeps.sh installs them); the audio image does not carry them.
 
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from korall_workloads.audio.features import FloatArray
 from korall_workloads.audio.wavfile import pcm_to_float
 
@@ -151,9 +150,9 @@ DEMO = [
 
 
 def main(argv: list[str]) -> int:
-    """`python -m korall_workloads.audio.synth OUT.wav`: write the demo scene and print its truth."""
+    """`python -m korall_tools.synth OUT.wav`: write the demo scene and print its truth."""
     if len(argv) != 1:
-        print("usage: python -m korall_workloads.audio.synth OUT.wav", file=sys.stderr)
+        print("usage: python -m korall_tools.synth OUT.wav", file=sys.stderr)
         return 2
     missing = tools_missing()
     if missing:
