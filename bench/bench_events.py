@@ -40,12 +40,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "workloads"))
 
-from korall_workloads.audio.synth import Segment, build_scene, tools_missing, write_wav  # noqa: E402
+from korall_tools.demo_video import moving_photo_frames, write_video  # noqa: E402
+from korall_tools.synth import Segment, build_scene, tools_missing, write_wav  # noqa: E402
 from korall_workloads.common.delivery import EventDelivery  # noqa: E402
 from korall_workloads.common.event_payload import Event  # noqa: E402
 from korall_workloads.common.event_settings import EventsSettings  # noqa: E402
 from korall_workloads.events.ledger import Ledger  # noqa: E402
-from korall_workloads.vision.camera.demo_video import moving_photo_frames, write_video  # noqa: E402
 from mqtt_broker import Mosquitto, Subscriber, free_port, wait_until  # noqa: E402
 
 TARGET_LATENCY_P95_MS = 100.0

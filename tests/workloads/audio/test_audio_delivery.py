@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from korall_tools.synth import Scene
 from korall_workloads.audio.app import create_app
 from korall_workloads.audio.settings import AudioSettings
-from korall_workloads.audio.synth import Scene
 from korall_workloads.common.event_settings import EventsSettings
 from mqtt_broker import EVENT_VALIDATOR, Mosquitto, Subscriber, wait_until
 
