@@ -81,36 +81,41 @@ def test_events_arrive_in_order_as_v1_documents_with_availability_and_heartbeat(
     broker: Mosquitto, tmp_path: Path, version: str
 ) -> None:
     running = Running(tmp_path, broker.url, mqtt_version=version, source_namespace="yard", source_name="mic-1")
-    with Subscriber(broker, ["korall/yard/mic-1/#"]) as sub, running as delivery:
-        wait_until(lambda: delivery.status()["connected"], 10, "the connection")
-        seqs = [delivery.emit(audio_event(i)) for i in range(20)]
-        assert seqs == list(range(1, 21))
-        wait_until(lambda: len(sub.events()) == 20, 10, "20 events")
-        events = sub.events()
-        assert [e["seq"] for e in events] == list(range(1, 21))
-        for event in events:
-            EVENT_VALIDATOR.validate(event)
-        assert events[0]["source"] == {
-            "namespace": "yard",
-            "name": "mic-1",
-            "node": events[0]["source"]["node"],
-            "service": "audio",
-        }
-        wait_until(lambda: delivery.status()["published"] == 20, 5, "20 acknowledgements")
-        status = delivery.status()
-        assert (
-            status["spool"]["depth"] == 0
-            and status["last_seq"] == 20
-            and status["spool"]["oldest_unsent_age_s"] is None
-        )
-        beat = wait_until(lambda: [m for m in sub.on("/heartbeat") if m.json()["last_seq"] == 20], 5, "a heartbeat")[-1]
-        HEARTBEAT_VALIDATOR.validate(beat.json())
-        assert beat.json()["spool_depth"] == 0 and beat.json()["published"] == 20
+    with Subscriber(broker, ["korall/yard/mic-1/#"]) as sub:
+        with running as delivery:
+            wait_until(lambda: delivery.status()["connected"], 10, "the connection")
+            seqs = [delivery.emit(audio_event(i)) for i in range(20)]
+            assert seqs == list(range(1, 21))
+            wait_until(lambda: len(sub.events()) == 20, 10, "20 events")
+            events = sub.events()
+            assert [e["seq"] for e in events] == list(range(1, 21))
+            for event in events:
+                EVENT_VALIDATOR.validate(event)
+            assert events[0]["source"] == {
+                "namespace": "yard",
+                "name": "mic-1",
+                "node": events[0]["source"]["node"],
+                "service": "audio",
+            }
+            wait_until(lambda: delivery.status()["published"] == 20, 5, "20 acknowledgements")
+            status = delivery.status()
+            assert (
+                status["spool"]["depth"] == 0
+                and status["last_seq"] == 20
+                and status["spool"]["oldest_unsent_age_s"] is None
+            )
+            beat = wait_until(
+                lambda: [m for m in sub.on("/heartbeat") if m.json()["last_seq"] == 20], 5, "a heartbeat"
+            )[-1]
+            HEARTBEAT_VALIDATOR.validate(beat.json())
+            assert beat.json()["spool_depth"] == 0 and beat.json()["published"] == 20
+        # a clean stop says offline itself (waited for while still subscribed: it may arrive a moment later)
+        wait_until(lambda: [m.payload for m in sub.on("/availability")][-1:] == [b"offline"], 5, "offline")
+        availability = [m.payload for m in sub.on("/availability")]
     assert running.metric("korall_events_published_total") == 20
     assert running.metric('korall_events_spooled_total{type="audio.speech"}') == 20
     assert running.metric("korall_events_last_sequence") == 20
-    availability = [m.payload for m in sub.on("/availability")]
-    assert availability[0] == b"online" and availability[-1] == b"offline"  # a clean stop says offline itself
+    assert availability[0] == b"online" and availability[-1] == b"offline"
     with Subscriber(broker, ["korall/yard/mic-1/availability"], client_id="late-joiner") as late:
         message = wait_until(lambda: late.on("/availability"), 5, "the retained availability")[0]
         assert message.retain and message.payload == b"offline"
