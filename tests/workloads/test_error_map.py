@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import korall_workloads.audio.app
-import korall_workloads.vision.app  # noqa: F401  (importing the apps defines every domain error)
+import korall_workloads.common.server
+import korall_workloads.vision.app  # noqa: F401  (importing the apps and the server defines every domain error)
 import pytest
 from korall_workloads.common.errors import ServiceError
 from korall_workloads.common.responses import HTTP_STATUS, http_status
@@ -43,7 +44,7 @@ def documented() -> dict[str, set[int]]:
 
 
 def test_the_error_kinds_cover_every_documented_status() -> None:
-    assert sorted(HTTP_STATUS.values()) == [400, 404, 413, 415, 422, 500, 503, 504]
+    assert sorted(HTTP_STATUS.values()) == [400, 401, 403, 404, 408, 413, 415, 422, 429, 431, 500, 503, 504]
 
 
 @pytest.mark.parametrize(

@@ -10,19 +10,64 @@ from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """Something a client asked for went wrong in a way the service understands (the base of every kind)."""
+    """Something a client asked for went wrong in a way the service understands (the base of every kind).
+
+    `retry_after_s`, when set, tells the client when trying again makes sense (a rate limit, a full queue).
+    """
 
     code = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class MalformedRequest(ServiceError):
     """The request itself is broken: no body, a bad header, a malformed multipart body."""
 
     code = "bad_request"
+
+
+class RequestTimeout(MalformedRequest):
+    """The client took too long to send its request head or body (a stalled or trickling upload)."""
+
+    code = "request_timeout"
+
+
+class HeadTooLarge(MalformedRequest):
+    """The request line and headers together are over the configured size."""
+
+    code = "header_too_large"
+
+
+class Unauthenticated(ServiceError):
+    """No credential, or one that matches no token: who is asking is unknown.
+
+    `invalid_token` is True when a credential was given but is not a valid one (RFC 6750 tells the two apart).
+    """
+
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+
+class Forbidden(ServiceError):
+    """A valid token that may not do this: its scopes do not include `scope`."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str, *, scope: str = "") -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class RateLimited(ServiceError):
+    """Over a rate limit (per token or per client address); `retry_after_s` says when one more request fits."""
+
+    code = "rate_limited"
 
 
 class NotFound(ServiceError):
@@ -53,6 +98,12 @@ class Unavailable(ServiceError):
     """Cannot serve it now, may later: the model still loading, a source down, no room for another client."""
 
     code = "not_ready"
+
+
+class Overloaded(Unavailable):
+    """The service is at capacity (inference queue, upload memory, connections): shed now, retry after a while."""
+
+    code = "overloaded"
 
 
 class DeadlineExceeded(ServiceError):
