@@ -7,7 +7,7 @@ type, range, choices and default (`setting.Setting`), which the CRD schema, the 
 workload's settings all take from here. Keep this package free of third-party imports: it ships in all three
 images.
 
-- `env`: the variables of each workload (`VisionEnv`, `AudioEnv`, `FetchEnv`, `EventsEnv`);
+- `env`: the variables of each workload (`VisionEnv`, `AudioEnv`, `FetchEnv`, `EventsEnv`, `HttpEnv`);
 - `setting`: what a variable may hold;
 - here: the API group, ports and the paths both sides agree on.
 """
@@ -21,6 +21,7 @@ from korall_contract.env import (
     AudioEnv,
     EventsEnv,
     FetchEnv,
+    HttpEnv,
     PixelFormat,
     SampleRate,
     ScheduledAccelerator,
@@ -77,6 +78,7 @@ __all__ = [
     "AudioEnv",
     "EventsEnv",
     "FetchEnv",
+    "HttpEnv",
     "PixelFormat",
     "SampleRate",
     "ScheduledAccelerator",

@@ -24,6 +24,27 @@ class ServiceEnv:
     LOG_LEVEL: Final = "LOG_LEVEL"
 
 
+class HttpEnv:
+    """The HTTP side of both workload services: what one client may hold, tokens, rate limits, the access log.
+
+    Ranges and defaults: `korall_workloads.common.http_settings.HttpSettings`; what each protects:
+    docs/security.md. The operator sets AUTH_TOKENS_FILE (the token Secret, mounted) and AUTH_METRICS.
+    """
+
+    MAX_CONNECTIONS: Final = "HTTP_MAX_CONNECTIONS"  # open connections at once; more are refused with a JSON 503
+    MAX_HEADER_BYTES: Final = "HTTP_MAX_HEADER_BYTES"  # request line + headers; larger: 431, connection closed
+    HEADER_TIMEOUT_S: Final = "HTTP_HEADER_TIMEOUT_S"  # a request head (or a new connection's) must arrive within
+    BODY_TIMEOUT_S: Final = "HTTP_BODY_TIMEOUT_S"  # a request body must arrive within; else 408
+    SEND_TIMEOUT_S: Final = "HTTP_SEND_TIMEOUT_S"  # a client that reads nothing of a reply for this long is dropped
+    KEEPALIVE_S: Final = "HTTP_KEEPALIVE_S"  # an idle keep-alive connection is closed after this long
+    STREAMS_PER_CLIENT: Final = "HTTP_STREAMS_PER_CLIENT"  # live streams (SSE) one client address may hold
+    ACCESS_LOG: Final = "HTTP_ACCESS_LOG"  # one JSON line per request (true/false)
+    AUTH_TOKENS_FILE: Final = "AUTH_TOKENS_FILE"  # `name sha256:<hex> [scopes]` lines (the token Secret); unset: off
+    AUTH_METRICS: Final = "AUTH_METRICS"  # true: /metrics needs a token with the metrics scope
+    RATE_LIMIT_PER_CLIENT: Final = "RATE_LIMIT_PER_CLIENT"  # e.g. 100/second;3000/minute (limits' notation); empty off
+    RATE_LIMIT_PER_TOKEN: Final = "RATE_LIMIT_PER_TOKEN"  # the same, per token name
+
+
 class VisionEnv(ServiceEnv):
     """Environment variables of the vision workload (set by the operator from InferenceModel/CaptureProfile)."""
 
@@ -71,6 +92,12 @@ class VisionEnv(ServiceEnv):
     INFER_TIMEOUT_S: Final = "INFER_TIMEOUT_S"
     MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
     MAX_IMAGE_PIXELS: Final = "MAX_IMAGE_PIXELS"
+    NUM_INTERPRETERS: Final = "NUM_INTERPRETERS"  # 0: one per core on the CPU, one per TPU on the Edge TPU
+    INFER_QUEUE_MAX: Final = "INFER_QUEUE_MAX"  # /infer requests in progress at once; more: 503 overloaded
+    UPLOAD_BUDGET_BYTES: Final = "UPLOAD_BUDGET_BYTES"  # request bodies held at once, in bytes; more: 503
+    DECODE_BUDGET_BYTES: Final = "DECODE_BUDGET_BYTES"  # memory one image decode may take (from its header); 413
+    DECODE_SERIAL_BYTES: Final = "DECODE_SERIAL_BYTES"  # decodes costing more than this run one at a time
+    MEMORY_LIMIT_BYTES: Final = "MEMORY_LIMIT_BYTES"  # the container's limit (Downward API); checked at start
 
     # Camera ingest (from a video CaptureProfile); no CAPTURE_SOURCE means no camera loop.
     CAPTURE_SOURCE: Final = "CAPTURE_SOURCE"  # /dev/video0, 0, a GStreamer pipeline, rtsp://, http://, a file

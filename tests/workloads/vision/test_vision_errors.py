@@ -146,7 +146,7 @@ def test_unexpected_failure_is_a_json_500(
     def broken(*_: object) -> None:
         raise KeyError("simulated bug")
 
-    monkeypatch.setattr(detector_module, "prepare_image", broken)
+    monkeypatch.setattr(detector_module, "decode_image", broken)
     # raise_server_exceptions=False: answer like a real server instead of re-raising into the test
     with TestClient(create_app(settings(), detector=detector), raise_server_exceptions=False) as c:
         msg = _error(c.post("/infer", content=jpegs["chelsea"]), 500, "internal_error")

@@ -72,13 +72,15 @@ def test_the_service_starts_serves_a_photo_and_logs_it(json_service: tuple[subpr
     assert proc.returncode in (0, -15)
     assert "Application shutdown complete" in out
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    ready = next(rec for rec in records if rec["msg"].startswith("model ready"))
+    ready = next(rec for rec in records if rec.get("msg", "").startswith("model ready"))
     assert ready["sha256"] == r.json()["model"]["sha256"] and ready["accelerator"] == "cpu"
     assert ready["input_shape"] == [1, 300, 300, 3] and ready["model"] == "ssd_mobilenet_v2_coco"
-    assert any(rec["level"] == "warning" and "libedgetpu" in rec["msg"] for rec in records)  # why it runs on CPU
-    infer = next(rec for rec in records if rec["msg"].startswith("infer:"))
-    assert infer["bytes"] == len(photo) and (infer["width"], infer["height"]) == (451, 300)
-    assert infer["invoke_ms"] > 0
+    assert any(rec.get("level") == "warning" and "libedgetpu" in rec["msg"] for rec in records)  # why it runs on CPU
+    access = next(rec for rec in records if rec.get("log") == "access" and rec["path"] == "/infer")
+    assert (access["method"], access["status"], access["bytes_in"]) == ("POST", 200, len(photo))
+    assert access["model_sha256"] == ready["sha256"] and access["latency_ms"] > 0 and access["token"] is None
+    infer = access["infer"]
+    assert (infer["format"], infer["width"], infer["height"]) == ("JPEG", 451, 300) and infer["invoke_ms"] > 0
 
 
 def test_edgetpu_without_a_tpu_refuses_to_start() -> None:

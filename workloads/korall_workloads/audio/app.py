@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,9 +26,16 @@ from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
 from korall_workloads.common.broadcast import TooManyClients, end_streams_on_exit_signals
 from korall_workloads.common.event_settings import EventsSettings
+from korall_workloads.common.guard import install_http_guard
+from korall_workloads.common.http_settings import HttpSettings
 from korall_workloads.common.responses import error_body, install_error_handlers
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
 
 TypeFilter = Annotated[list[EventType] | None, Query(alias="type", description="Only these event types.")]
 
@@ -39,11 +46,17 @@ def create_app(
     source_factory: Callable[[AudioSettings], AudioSource] = default_source,
     vad_factory: Callable[[], SpeechDetector] = SileroVad,
     events_settings: EventsSettings | None = None,
+    http: HttpSettings | None = None,
 ) -> FastAPI:
-    """`events_settings` with a broker sends every event there too (None or no EVENTS_MQTT_URL: no delivery)."""
+    """`events_settings` with a broker sends every event there too (None or no EVENTS_MQTT_URL: no delivery);
+    `http`: tokens, rate limits, access log, live streams per client (`common.guard`; None: defaults without auth or
+    rate limits)."""
+    http = http if http is not None else HttpSettings.without_rate_limits()
     metrics = AudioMetrics()
     delivery = AudioEvents(events_settings, metrics.registry)
-    hub = EventHub(on_drop=metrics.sse_dropped.inc, on_publish=delivery.on_record)
+    hub = EventHub(
+        on_drop=metrics.sse_dropped.inc, on_publish=delivery.on_record, max_per_client=http.streams_per_client
+    )
     capture = CaptureService(settings, hub, metrics, source_factory=source_factory, vad_factory=vad_factory)
     delivery.audio_clock = lambda: capture.audio_s
 
@@ -65,6 +78,7 @@ def create_app(
     app.state.events = delivery
     app.state.metrics = metrics
     install_error_handlers(app, on_error=lambda code: metrics.http_errors.labels(code).inc())
+    app.state.tokens = install_http_guard(app, http, on_error=lambda code: metrics.http_errors.labels(code).inc())
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -95,12 +109,13 @@ def create_app(
         items = hub.recent(set(types) if types else None, since_s, after_id, limit)
         return {"events": items, "count": len(items)}
 
-    def room_for_a_client() -> None:
+    def room_for_a_client(request: Request) -> None:
         """Refuse before the stream starts (a 503 with the JSON error), not after a 200 has gone out."""
-        hub.require_room()
+        hub.require_room(_client(request))
 
     @app.get("/events/stream", response_class=EventSourceResponse, dependencies=[Depends(room_for_a_client)])
     async def stream(
+        request: Request,
         types: TypeFilter = None,
         last_event_id: Annotated[int | None, Header(ge=0, description="Resume after this event id.")] = None,
     ) -> AsyncIterator[ServerSentEvent]:
@@ -111,7 +126,7 @@ def create_app(
         oldest events (counted in korall_audio_sse_dropped_total). FastAPI sends keep-alive comments meanwhile.
         """
         wanted: set[str] | None = set(types) if types else None
-        sub = hub.subscribe(wanted)  # before reading the history, so that nothing falls in between
+        sub = hub.subscribe(wanted, _client(request))  # before reading the history: nothing falls in between
         if sub is None:  # lost the race for the last place after the check: the 200 is out, so say it in-band
             refused = TooManyClients(f"too many live clients (max {hub.max_clients}); reconnect later")
             yield ServerSentEvent(data=error_body(refused), event="error")

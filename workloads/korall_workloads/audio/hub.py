@@ -16,7 +16,7 @@ from typing import Any
 
 from korall_workloads.audio.events import AudioEvent
 from korall_workloads.audio.features import ChunkFeatures
-from korall_workloads.common.broadcast import Broadcaster, Subscription, TooManyClients
+from korall_workloads.common.broadcast import Broadcaster, Subscription
 
 
 class EventHub:
@@ -26,6 +26,7 @@ class EventHub:
         max_chunks: int = 120,
         client_queue: int = 64,
         max_clients: int = 32,
+        max_per_client: int | None = None,
         on_drop: Callable[[], None] | None = None,
         on_publish: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
@@ -34,7 +35,7 @@ class EventHub:
         self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self._chunks: deque[dict[str, float]] = deque(maxlen=max_chunks)
         self._ids = itertools.count(1)
-        self._live = Broadcaster(client_queue, max_clients=max_clients, on_drop=on_drop)
+        self._live = Broadcaster(client_queue, max_clients=max_clients, max_per_client=max_per_client, on_drop=on_drop)
         self._on_publish = on_publish  # e.g. event delivery: called with each record, on the publishing thread
 
     def publish(self, event: AudioEvent) -> dict[str, Any]:
@@ -69,15 +70,14 @@ class EventHub:
             items = list(self._chunks)
         return items[-limit:] if limit else []
 
-    def require_room(self) -> None:
-        """Raise TooManyClients when `max_clients` are already listening."""
-        if self.subscribers >= self.max_clients:
-            raise TooManyClients(f"too many live clients (max {self.max_clients})")
+    def require_room(self, client: str | None = None) -> None:
+        """Raise TooManyClients when `max_clients` are already listening, or `client` holds its share."""
+        self._live.require_room(client)
 
-    def subscribe(self, types: set[str] | None = None) -> Subscription | None:
-        """A new live subscription on the running loop, or None when `max_clients` are already listening."""
+    def subscribe(self, types: set[str] | None = None, client: str | None = None) -> Subscription | None:
+        """A new live subscription on the running loop, or None when there is no room (see `require_room`)."""
         wanted = frozenset(types or ())
-        return self._live.subscribe((lambda record: record["type"] in wanted) if wanted else None)
+        return self._live.subscribe((lambda record: record["type"] in wanted) if wanted else None, client)
 
     def close(self) -> None:
         """End every live stream (each subscriber receives None)."""

@@ -5,6 +5,10 @@ on the event loop) owns a small asyncio queue. Publishing hands the item to each
 `call_soon_threadsafe`; a full queue loses its oldest item (counted per client, and reported to `on_drop`), so a
 client that reads slowly sees fresh items with gaps, and never blocks the publisher or the other clients.
 `close` (on shutdown: `end_streams_on_exit_signals`) hands every subscriber None, the end of its stream.
+
+Places are bounded twice: `max_clients` in all, and `max_per_client` per client address, so that one host cannot
+take every place. A client that takes a place and never reads is dropped by the HTTP server once its reply stays
+unread for HTTP_SEND_TIMEOUT_S (`common.server`), which ends its stream and frees its place.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class TooManyClients(Unavailable):
 class Subscription:
     queue: asyncio.Queue[Any]
     loop: asyncio.AbstractEventLoop
+    client: str | None = None
     dropped: int = 0
     wants: Callable[[Any], bool] | None = field(default=None, repr=False)
     """Only items this accepts are offered (None: every item)."""
@@ -50,21 +55,50 @@ class Subscription:
 
 class Broadcaster:
     def __init__(
-        self, queue_size: int = 8, *, max_clients: int | None = None, on_drop: Callable[[], None] | None = None
+        self,
+        queue_size: int = 8,
+        *,
+        max_clients: int | None = None,
+        max_per_client: int | None = None,
+        on_drop: Callable[[], None] | None = None,
     ) -> None:
         self.queue_size = queue_size
         self.max_clients = max_clients
+        self.max_per_client = max_per_client
         self._on_drop = on_drop
         self._subs: set[Subscription] = set()
         self._lock = threading.Lock()
 
-    def subscribe(self, wants: Callable[[Any], bool] | None = None) -> Subscription | None:
-        """Call from a coroutine: the subscription delivers on the running loop; None when `max_clients` listen."""
+    def refusal(self, client: str | None = None) -> str | None:
+        """Why one more subscriber (from `client`) would be refused now, or None when there is room."""
+        with self._lock:
+            return self._refusal(client)
+
+    def _refusal(self, client: str | None) -> str | None:
+        if self.max_clients is not None and len(self._subs) >= self.max_clients:
+            return f"too many live clients (max {self.max_clients})"
+        if client is not None and self.max_per_client is not None:
+            held = sum(1 for sub in self._subs if sub.client == client)
+            if held >= self.max_per_client:
+                return f"{client} already holds {held} live streams (max {self.max_per_client} per client)"
+        return None
+
+    def require_room(self, client: str | None = None) -> None:
+        """Raise TooManyClients when one more subscriber (from `client`) would be refused."""
+        if (why := self.refusal(client)) is not None:
+            raise TooManyClients(f"{why}; reconnect later")
+
+    def subscribe(self, wants: Callable[[Any], bool] | None = None, client: str | None = None) -> Subscription | None:
+        """Call from a coroutine: the subscription delivers on the running loop; None when there is no room."""
         sub = Subscription(
-            asyncio.Queue(self.queue_size), asyncio.get_running_loop(), wants=wants, on_drop=self._on_drop
+            asyncio.Queue(self.queue_size),
+            asyncio.get_running_loop(),
+            client=client,
+            wants=wants,
+            on_drop=self._on_drop,
         )
         with self._lock:
-            if self.max_clients is not None and len(self._subs) >= self.max_clients:
+            if self._refusal(client) is not None:
                 return None
             self._subs.add(sub)
         return sub

@@ -15,6 +15,8 @@ from korall_contract import ServiceEnv, Setting
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from korall_workloads.common.redact import redact_text
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -63,7 +65,13 @@ def describe_validation_error(exc: ValidationError, settings_class: type[BaseSet
         key = str(loc[0]) if loc else ""
         env = aliases.get(key) or key
         value = err.get("input")
-        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        shown = (
+            f"={redact_text(value)!r}"
+            if isinstance(value, str)
+            else f"={value!r}"
+            if isinstance(value, int | float)
+            else ""
+        )
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{env}{shown}: {message}" if env else message)
     return "; ".join(parts)

@@ -21,10 +21,14 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from korall_workloads.common.accesslog import ACCESS_DETAIL_KEY
 from korall_workloads.common.errors import InvalidInput
 from korall_workloads.common.event_settings import EventsSettings
+from korall_workloads.common.guard import install_http_guard
+from korall_workloads.common.http_settings import HttpSettings
 from korall_workloads.common.responses import install_error_handlers
 
+from .admission import Admission
 from .camera import CaptureSettings, camera_lifespan, camera_status, require_camera_ready
 from .camera import router as camera_router
 from .catalog import list_models
@@ -43,10 +47,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "empty body, malformed multipart, corrupt image",
-        413: "upload over MAX_UPLOAD_BYTES or image over MAX_IMAGE_PIXELS",
+        401: "no token, or not a valid one (with AUTH_TOKENS_FILE)",
+        403: "the token lacks the infer scope",
+        408: "the body did not arrive within HTTP_BODY_TIMEOUT_S",
+        413: "upload over MAX_UPLOAD_BYTES, image over MAX_IMAGE_PIXELS or its decode over DECODE_BUDGET_BYTES",
         415: "unsupported media type",
         422: "not a decodable image, or a bad query parameter",
-        503: "model not loaded yet, or failed to load",
+        429: "over a rate limit (Retry-After)",
+        503: "model not loaded yet, or failed to load; or overloaded (Retry-After)",
         504: "inference past INFER_TIMEOUT_S",
     }.items()
 }
@@ -105,6 +113,7 @@ def create_app(
     lifespan_hooks: list[LifespanHook] | None = None,
     capture: CaptureSettings | None = None,
     events_settings: EventsSettings | None = None,
+    http: HttpSettings | None = None,
 ) -> FastAPI:
     """Build the app. Pass `detector` to share an already loaded one (tests, benches); it is then not closed here.
 
@@ -113,7 +122,9 @@ def create_app(
 
     `capture` with a source runs the camera loop on the same detector (None or no CAPTURE_SOURCE: no camera).
     `events_settings` with a broker sends the camera's object events there (None or no EVENTS_MQTT_URL: no delivery).
+    `http`: tokens, rate limits, access log (`common.guard`; None: defaults without auth or rate limits).
     """
+    http = http if http is not None else HttpSettings.without_rate_limits()
     metrics = VisionMetrics()
     owns_detector = detector is None
     det = detector if detector is not None else Detector(settings)
@@ -160,8 +171,17 @@ def create_app(
     app.state.detector = det
     app.state.metrics = metrics
     app.state.lifespan_hooks = hooks
+    app.state.streams_per_client = http.streams_per_client
+    admission = Admission(settings.resolved_infer_queue_max, settings.upload_budget_bytes)
+    app.state.admission = admission
     install_error_handlers(app, metrics.on_error)
     app.add_middleware(RequestCounter, metrics=metrics)
+    app.state.tokens = install_http_guard(  # outermost: every route and mount, refusals logged too
+        app,
+        http,
+        model_sha256=lambda: det.model.sha256 if det.model is not None else None,
+        on_error=metrics.on_error,
+    )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -189,35 +209,29 @@ def create_app(
         # error, at a tenth of the cost on every request.
         score_th, topk = _infer_overrides(request)
         model = det.require_ready()
-        data = await read_image_bytes(request, settings.max_upload_bytes)
-        started = time.perf_counter()
-        result, image = await det.detect_encoded(
-            data,
-            max_pixels=settings.max_image_pixels,
-            score_th=score_th,
-            topk=topk,
-            started=started,
-            timeout_s=settings.infer_timeout_s,
-        )
-        metrics.request_seconds.observe(time.perf_counter() - started)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "infer: %d bytes, %s %dx%d, %d detections, invoke %.1f ms, total %.1f ms",
-                len(data),
-                image.format,
-                image.width,
-                image.height,
-                len(result.detections),
-                result.timings.invoke_ms,
-                result.timings.total_ms,
-                extra={
-                    "bytes": len(data),
-                    "width": image.width,
-                    "height": image.height,
-                    "invoke_ms": round(result.timings.invoke_ms, 2),
-                    "total_ms": round(result.timings.total_ms, 2),
-                },
+        with admission.admit() as ticket:  # 503 overloaded past INFER_QUEUE_MAX or UPLOAD_BUDGET_BYTES
+            data = await read_image_bytes(
+                request, settings.max_upload_bytes, ticket=ticket, timeout_s=http.body_timeout_s
             )
+            started = time.perf_counter()
+            result, image = await det.detect_encoded(
+                data,
+                max_pixels=settings.max_image_pixels,
+                score_th=score_th,
+                topk=topk,
+                started=started,
+                timeout_s=settings.infer_timeout_s,
+            )
+        metrics.request_seconds.observe(time.perf_counter() - started)
+        # What the access line of this request adds (common.accesslog): the image and where its time went.
+        request.scope[ACCESS_DETAIL_KEY] = {
+            "format": image.format,
+            "width": image.width,
+            "height": image.height,
+            "detections": len(result.detections),
+            "invoke_ms": round(result.timings.invoke_ms, 2),
+            "total_ms": round(result.timings.total_ms, 2),
+        }
         # Written here, once, from plain dicts (see schemas.py): no pydantic validation on the way out.
         return Response(infer_response_json(result, model, image.format, len(data)), media_type="application/json")
 

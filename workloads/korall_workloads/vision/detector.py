@@ -28,7 +28,7 @@ from korall_workloads.common.errors import DeadlineExceeded, Unavailable
 
 from .inference import Interpreter, InterpreterQueue, Outcome, RawOutput, settle
 from .postprocess import Detection, decode_ssd
-from .preprocess import PreparedImage, prepare_array, prepare_image
+from .preprocess import OpenedImage, PreparedImage, decode_image, open_image, prepare_array
 from .runtime import LoadedModel, ModelLoadError, open_model
 from .settings import VisionSettings
 from .workers import Workers, awaitable
@@ -79,8 +79,9 @@ class Detector:
         self.model: LoadedModel | None = None
         self._queue: InterpreterQueue | None = None
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
-        # Decoding overlaps the running invoke: at least two workers, one per core beyond that.
+        # Decoding overlaps the running invokes: at least two workers, one per core beyond that.
         self._workers = Workers(max(2, os.cpu_count() or 1), "infer")
+        self._large_decodes = Workers(1, "large-decode")  # one at a time: DECODE_SERIAL_BYTES
         self._load_future: concurrent.futures.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -101,12 +102,13 @@ class Detector:
         try:
             model = open_model(self.settings)
             self.model = model
-            interpreter = Interpreter(model.interpreter, model.input_index, model.output_indices)
-            self._queue = InterpreterQueue(interpreter, self._workers.submit, self._invoked)
+            interpreters = [Interpreter(i, model.input_index, model.output_indices) for i in model.interpreters]
             warm = np.full(model.input_shape[1:], 128, dtype=np.uint8)
-            out = self._invoke(warm, time.monotonic() + 600)
-            if out.boxes.shape[-1] != 4 or not np.isfinite(out.scores).all():
-                raise ModelLoadError(f"warm-up inference of {model.entry.file} gave malformed outputs")
+            for interpreter in interpreters:  # each one's first invoke is slow (XNNPACK packs the weights)
+                out = InterpreterQueue([interpreter], self._workers.submit).run(warm, time.monotonic() + 600)
+                if out.boxes.shape[-1] != 4 or not np.isfinite(out.scores).all():
+                    raise ModelLoadError(f"warm-up inference of {model.entry.file} gave malformed outputs")
+            self._queue = InterpreterQueue(interpreters, self._workers.submit, self._invoked)
         except ModelLoadError as exc:
             self._fail(str(exc))
             return
@@ -116,12 +118,13 @@ class Detector:
             return
         self.state = ModelState.READY
         log.info(
-            "model ready: %s (%s) sha256=%s accelerator=%s input=%s threads=%s warm-up %.1f ms%s",
+            "model ready: %s (%s) sha256=%s accelerator=%s input=%s interpreters=%d threads=%s warm-up %.1f ms%s",
             model.entry.name,
             model.entry.path,
             model.sha256,
             model.accelerator,
             "x".join(str(v) for v in model.input_shape),
+            len(model.interpreters),
             model.num_threads,
             out.invoke_ms,
             f" (CPU because {model.fallback_reason})" if model.fallback_reason else "",
@@ -141,6 +144,7 @@ class Detector:
     def close(self) -> None:
         """Stop the worker threads after the calls in progress; queued calls are cancelled."""
         self._workers.shutdown()
+        self._large_decodes.shutdown()
         self._loader.shutdown(wait=True, cancel_futures=True)
 
     @property
@@ -159,6 +163,7 @@ class Detector:
                 accelerator=m.accelerator,
                 fallback_reason=m.fallback_reason,
                 input_shape=list(m.input_shape),
+                num_interpreters=len(m.interpreters),
                 num_threads=m.num_threads,
             )
         return out
@@ -222,12 +227,30 @@ class Detector:
         return DetectionResult(detections, rgb.shape[1], rgb.shape[0], timings)
 
     def _decode_and_queue(self, data: bytes, max_pixels: int, deadline: float, outcome: Outcome) -> None:
-        """On a worker: decode, queue, and run the queue if the interpreter is free. Errors go to `outcome`."""
+        """On a worker: read the header, decode, queue, and run the queue if an interpreter is free. A decode that
+        will take more than DECODE_SERIAL_BYTES goes to the one large-decode thread instead, so that large decodes
+        run one at a time and never hold up the workers. Errors go to `outcome`."""
         if outcome.cancelled():
             return  # the request timed out while this waited for a worker
+        try:
+            input_size = self.require_ready().input_size
+            opened = open_image(data, input_size, max_pixels, self.settings.decode_budget_bytes)
+        except Exception as exc:
+            settle(outcome, error=exc)
+            return
+        if opened.cost_bytes > self.settings.decode_serial_bytes:
+            self._large_decodes.submit(self._decode_opened, opened, input_size, deadline, outcome)
+        else:
+            self._decode_opened(opened, input_size, deadline, outcome)
+
+    def _decode_opened(
+        self, opened: OpenedImage, input_size: tuple[int, int], deadline: float, outcome: Outcome
+    ) -> None:
+        if outcome.cancelled():
+            return  # timed out while waiting for the large-decode thread
         assert self._queue is not None
         try:
-            image = prepare_image(data, self.require_ready().input_size, max_pixels)
+            image = decode_image(opened, input_size)
         except Exception as exc:
             settle(outcome, error=exc)
             return

@@ -1,9 +1,9 @@
-"""Input tensors through the model's interpreter from any thread: queued, then run back to back by whoever is free.
+"""Input tensors through the model's interpreters from any thread: queued, then run back to back by whoever is free.
 
 A LiteRT interpreter is not thread-safe, and the service has two kinds of callers: /infer workers and the camera's
-inference thread. A caller queues its tensor as a job, then tries to take the interpreter: if it is free, the
-caller runs the queued jobs on it one after another, handing each result to the future its owner waits on; if it
-is busy, the thread holding it runs this job too (it re-checks the queue after letting go). So:
+inference thread. A caller queues its tensor as a job, then tries to take an interpreter: if one is free, the
+caller runs the queued jobs on it one after another, handing each result to the future its owner waits on; if all
+are busy, a thread holding one runs this job too (it re-checks the queue after letting go). So:
 
 - one request alone runs on the worker that decoded it: no hand-off beyond the worker's own;
 - under load one thread invokes back to back, with no wake-up of another thread between two invokes, while the
@@ -16,8 +16,8 @@ against this in paired runs (issue 14): 0.93 and 0.98 of this design's throughpu
 two cores, within the noise of a loaded machine but in the expected direction: there, every invoke waits for a
 sleeping thread to wake and take the GIL.
 
-One interpreter per process today. One per core (a CPU node) keeps this shape: one queue, a lock per
-interpreter, and a thread runs the queue on whichever interpreter it can take.
+Several interpreters (one per core on a CPU node, `runtime.open_model`) keep this shape: one queue, a lock per
+interpreter, and a thread runs the queue on whichever interpreter it can take, so N requests invoke side by side.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,17 +74,30 @@ class InterpreterQueue:
 
     def __init__(
         self,
-        interpreter: Interpreter,
+        interpreters: Sequence[Interpreter],
         hand_over: Callable[[Callable[[], None]], object],
         on_invoke: Callable[[float], None] | None = None,
     ) -> None:
         """`hand_over(fn)` runs `fn` on another thread (an executor's submit): a blocking caller that must get back
         to its own work leaves the rest of the queue to it. `on_invoke(seconds)` is told each invoke's time."""
-        self._interpreter = interpreter
+        if not interpreters:
+            raise ValueError("an InterpreterQueue needs at least one interpreter")
+        # Each interpreter with the lock held for every use of it.
+        self._slots = [(interpreter, threading.Lock()) for interpreter in interpreters]
         self._hand_over = hand_over
         self.on_invoke = on_invoke
         self._jobs: collections.deque[_Job] = collections.deque()
-        self._lock = threading.Lock()  # held for every use of the interpreter
+
+    @property
+    def interpreters(self) -> int:
+        return len(self._slots)
+
+    def _take(self) -> tuple[Interpreter, threading.Lock] | None:
+        """A free interpreter, its lock now held; None when all are busy."""
+        for slot in self._slots:
+            if slot[1].acquire(blocking=False):
+                return slot
+        return None
 
     def submit(
         self, tensor: np.ndarray, deadline: float, payload: Any = None, future: Outcome | None = None
@@ -118,8 +131,10 @@ class InterpreterQueue:
         thread's bookkeeping, which on two cores is worth a few hundred microseconds per request.
         """
         while self._jobs:
-            if not self._lock.acquire(blocking=False):
-                return  # the holder runs our job: it re-checks the queue after releasing the lock
+            slot = self._take()
+            if slot is None:
+                return  # every holder runs our job: each re-checks the queue after releasing its lock
+            interpreter, lock = slot
             deliver: Callable[[], None] | None = None
             try:
                 while until is None or not until.done():
@@ -129,12 +144,12 @@ class InterpreterQueue:
                         break
                     if deliver is not None:
                         deliver()
-                    deliver = self._run(job)
+                    deliver = self._run(interpreter, job)
                     if until is not None:
                         deliver()
                         deliver = None
             finally:
-                self._lock.release()
+                lock.release()
                 if deliver is not None:
                     deliver()
             if until is not None and until.done():
@@ -143,8 +158,8 @@ class InterpreterQueue:
                         self._hand_over(self.run_pending)
                 return
 
-    def _run(self, job: _Job) -> Callable[[], None]:
-        """One job, under the lock; returns what delivers its outcome. Skipped if its waiter gave up or its
+    def _run(self, slot: Interpreter, job: _Job) -> Callable[[], None]:
+        """One job on `slot`, under its lock; returns what delivers its outcome. Skipped if its waiter gave up or its
         deadline passed."""
         if job.future.cancelled():
             return _nothing
@@ -152,7 +167,6 @@ class InterpreterQueue:
             return functools.partial(
                 settle, job.future, error=TimeoutError("deadline passed while waiting for the interpreter")
             )
-        slot = self._interpreter
         interp = slot.interpreter
         start = time.perf_counter()
         try:

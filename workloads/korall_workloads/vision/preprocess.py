@@ -36,6 +36,8 @@ from PIL import (  # noqa: F401  (importing a plugin registers its format; Image
 
 from korall_workloads.common.errors import InvalidInput, ServiceError, TooLarge
 
+from .decode_cost import MIB, decode_cost, jpeg_cost, reduce_factor, webp_size
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 """What Pillow may parse (JPEG includes multi-picture MPO); any other format is rejected before its parser runs."""
 
@@ -109,43 +111,107 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, RGBX, ...
 
 
-def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> PreparedImage:
-    """Decode `data` and return the model input at `input_size` (width, height), or raise ImageError."""
+@dataclass
+class OpenedImage:
+    """An image whose header has been read and whose decode cost is known (`open_image`); `decode_image` decodes it."""
+
+    image: Image.Image
+    data: bytes
+    format: str
+    size: tuple[int, int]  # as stored, before EXIF orientation
+    orientation: int
+    cost_bytes: int  # the estimated peak memory of decoding it (decode_cost)
+    jpeg_scale: int  # DCT scaling denominator of a JPEG (1 for other formats)
+    started: float  # perf_counter at open: decode_ms counts from here
+
+
+def open_image(
+    data: bytes, input_size: tuple[int, int], max_pixels: int, budget_bytes: int | None = None
+) -> OpenedImage:
+    """Read the header of `data`: size, format, orientation and what decoding it will cost; nothing is decoded.
+
+    Raises ImageTooLarge past `max_pixels` or when the decode would take more than `budget_bytes`, InvalidImage for
+    anything that is not a supported image.
+    """
     t0 = time.perf_counter()
     try:
+        if (declared := webp_size(data)) is not None:  # Pillow allocates a WebP's canvas when it opens it
+            _check_size(declared, "WEBP", "RGBA", decode_cost("WEBP", "RGBA", declared), max_pixels, budget_bytes)
         im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-        width, height = im.size
-        if width <= 0 or height <= 0:
-            raise InvalidImage(f"image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise ImageTooLarge(
-                f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
-                "(MAX_IMAGE_PIXELS)"
-            )
+        size = im.size
         fmt = im.format or "unknown"
+        scale = 1
+        if fmt in ("JPEG", "MPO"):
+            scale = jpeg_scale(size, input_size)
+            progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+            sampling = [(int(h), int(v)) for _, h, v, _ in getattr(im, "layer", [])]
+            via_pillow = im.mode not in ("RGB", "L")
+            cost = jpeg_cost(size, scale, progressive=progressive, via_pillow=via_pillow, sampling=sampling)
+        else:
+            cost = decode_cost(fmt, im.mode, size)
+        _check_size(size, fmt, im.mode, cost, max_pixels, budget_bytes)
         orientation = 1
         if fmt in ("JPEG", "MPO", "PNG", "WEBP", "TIFF"):
             orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-        rgb: np.ndarray | None = None
+    except Exception as exc:
+        raise _image_error(exc) from exc
+    return OpenedImage(im, data, fmt, size, orientation, cost, scale, t0)
+
+
+def _check_size(
+    size: tuple[int, int], fmt: str, mode: str, cost: int, max_pixels: int, budget_bytes: int | None
+) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} (MAX_IMAGE_PIXELS)"
+        )
+    if budget_bytes is not None and cost > budget_bytes:
+        raise ImageTooLarge(
+            f"decoding this {width}x{height} {fmt} ({mode}) image would take about {cost / MIB:.0f} MiB, over the "
+            f"decode budget of {budget_bytes / MIB:.0f} MiB (DECODE_BUDGET_BYTES); send it smaller or as a JPEG"
+        )
+
+
+def _image_error(exc: Exception) -> ImageError:
+    if isinstance(exc, ImageError):
+        return exc
+    if isinstance(exc, Image.DecompressionBombError):
+        return ImageTooLarge(str(exc))
+    if isinstance(exc, UnidentifiedImageError):
+        return InvalidImage(f"not a supported image; send one of {', '.join(SUPPORTED_FORMATS)}")
+    if isinstance(exc, MemoryError):
+        return ImageTooLarge("image too large to decode")
+    # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError...
+    return InvalidImage(f"corrupt or truncated image: {exc}")
+
+
+def prepare_image(
+    data: bytes, input_size: tuple[int, int], max_pixels: int, budget_bytes: int | None = None
+) -> PreparedImage:
+    """Decode `data` and return the model input at `input_size` (width, height), or raise ImageError."""
+    return decode_image(open_image(data, input_size, max_pixels, budget_bytes), input_size)
+
+
+def decode_image(opened: OpenedImage, input_size: tuple[int, int]) -> PreparedImage:
+    """Decode an opened image into the model input at `input_size` (width, height), or raise ImageError."""
+    im, fmt, orientation = opened.image, opened.format, opened.orientation
+    width, height = opened.size
+    rgb: np.ndarray | None = None
+    try:
         if fmt in ("JPEG", "MPO"):
-            scale = jpeg_scale((width, height), input_size)
             if im.mode in ("RGB", "L"):
-                rgb = _decode_jpeg_cv2(data, scale, (width, height))
+                rgb = _decode_jpeg_cv2(opened.data, opened.jpeg_scale, opened.size)
             if rgb is None:
                 w_in, h_in = input_size
                 im.draft("RGB", (max(1, int(w_in * DRAFT_MIN_FRACTION)), max(1, int(h_in * DRAFT_MIN_FRACTION))))
         if rgb is None:
             im.load()
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidImage(f"not a supported image; send one of {', '.join(SUPPORTED_FORMATS)}") from exc
-    except MemoryError as exc:
-        raise ImageTooLarge("image too large to decode") from exc
-    except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError...
-        raise InvalidImage(f"corrupt or truncated image: {exc}") from exc
+            im = _reduced(im, reduce_factor(im.size, input_size))  # a JPEG's draft is reduced already
+    except Exception as exc:
+        raise _image_error(exc) from exc
     t1 = time.perf_counter()
 
     if rgb is None:
@@ -153,6 +219,9 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
             rgb = np.asarray(_to_rgb(im))
         except Exception as exc:
             raise InvalidImage(f"cannot convert a {im.mode} image to RGB: {exc}") from exc
+        finally:
+            im.close()
+            opened.image.close()  # the full-size pixels go now, not when the request ends
     tensor = resize_rgb(rgb, input_size)
     upright = _ORIENTATION.get(orientation)
     if upright is not None:
@@ -165,9 +234,28 @@ def prepare_image(data: bytes, input_size: tuple[int, int], max_pixels: int) -> 
         width=width,
         height=height,
         format=fmt,
-        decode_ms=(t1 - t0) * 1000.0,
+        decode_ms=(t1 - opened.started) * 1000.0,
         preprocess_ms=(t2 - t1) * 1000.0,
     )
+
+
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F"})
+
+
+def _reduced(im: Image.Image, factor: int) -> Image.Image:
+    """A large decoded image shrunk by a whole `factor` (box filter) before any conversion, so that converting it
+    to RGB costs little; modes Pillow cannot reduce are copied into one it can first (counted in decode_cost)."""
+    if factor < 2:
+        return im
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode.startswith("I;16"):
+        arr = np.asarray(im)
+        small = cv2.resize(arr, (im.width // factor, im.height // factor), interpolation=cv2.INTER_AREA)
+        return Image.fromarray(small)
+    return im.reduce(factor) if im.mode in _REDUCIBLE else im
 
 
 def jpeg_scale(size: tuple[int, int], input_size: tuple[int, int]) -> int:

@@ -9,11 +9,12 @@ The camera helper adds its own CAPTURE_* settings next to this class; nothing he
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, Accelerator, VisionEnv
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from korall_workloads.common.settings import ServiceSettings, from_contract
@@ -30,13 +31,40 @@ def default_models_dir() -> Path:
     return Path(MODELS_DIR_IN_IMAGE)
 
 
-def auto_num_threads() -> int:
-    """All cores but one: the spare core decodes and resizes the next request while the model runs."""
+def usable_cores() -> int:
+    """The cores this process may keep busy: its CPU affinity (a container's cpuset), or fewer under a cgroup CPU
+    quota (a container's CPU limit), rounded up."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    quota = cpu_limit_cores()
+    return min(cores, quota) if quota is not None else cores
+
+
+def cpu_limit_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Whole cores the cgroup's CPU quota allows (v2 cpu.max, v1 cpu.cfs_quota_us), rounded up; None without one."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else max(1, math.ceil(quota_us / period_us))
+
+
+def auto_num_threads(interpreters: int = 1) -> int:
+    """Threads per CPU interpreter: the cores shared out among the interpreters; one interpreter alone takes all
+    cores but one (the spare core decodes and resizes the next request while the model runs)."""
+    cores = usable_cores()
+    return max(1, cores - 1) if interpreters <= 1 else max(1, cores // interpreters)
+
+
+MIB = 1024 * 1024
 
 
 class VisionSettings(ServiceSettings):
@@ -76,7 +104,52 @@ class VisionSettings(ServiceSettings):
         ge=0,
         le=64,
         validation_alias=VisionEnv.NUM_THREADS,
-        description="CPU interpreter threads; 0 = all cores but one.",
+        description="Threads of each CPU interpreter; 0: the cores shared out among the interpreters (one "
+        "interpreter alone: all cores but one).",
+    )
+    num_interpreters: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        validation_alias=VisionEnv.NUM_INTERPRETERS,
+        description="Interpreters serving requests side by side; 0: one per core on the CPU, one on an Edge TPU "
+        "(a pod holds one TPU; more interpreters on one TPU only take turns).",
+    )
+    infer_queue_max: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        validation_alias=VisionEnv.INFER_QUEUE_MAX,
+        description="/infer requests in progress at once (reading, decoding, queued, running); one more is shed "
+        "with 503 `overloaded` and Retry-After. 0: four per core.",
+    )
+    upload_budget_bytes: int = Field(
+        default=64 * MIB,
+        ge=1024,
+        validation_alias=VisionEnv.UPLOAD_BUDGET_BYTES,
+        description="Request bodies held in memory at once, all requests together; an upload that does not fit is "
+        "shed with 503 `overloaded`. At least MAX_UPLOAD_BYTES.",
+    )
+    decode_budget_bytes: int = Field(
+        default=96 * MIB,
+        ge=MIB,
+        validation_alias=VisionEnv.DECODE_BUDGET_BYTES,
+        description="Memory one image decode may take, estimated from its header (size, mode, format) before "
+        "decoding; more: 413 `image_too_large`.",
+    )
+    decode_serial_bytes: int = Field(
+        default=16 * MIB,
+        ge=0,
+        validation_alias=VisionEnv.DECODE_SERIAL_BYTES,
+        description="Decodes estimated above this run one at a time, on a thread of their own; smaller ones (a "
+        "photo of a few megapixels) run side by side.",
+    )
+    memory_limit_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        validation_alias=VisionEnv.MEMORY_LIMIT_BYTES,
+        description="The container's memory limit (the operator passes limits.memory through the Downward API); "
+        "unset: the cgroup's limit, if any. At start the worst case of the limits above must fit in it.",
     )
     infer_timeout_s: float = Field(
         default=10.0,
@@ -106,7 +179,27 @@ class VisionSettings(ServiceSettings):
 
     @property
     def resolved_num_threads(self) -> int:
-        return self.num_threads or auto_num_threads()
+        """Threads of each CPU interpreter, with `resolved_interpreters("cpu")` of them."""
+        return self.num_threads or auto_num_threads(self.resolved_interpreters("cpu"))
+
+    def resolved_interpreters(self, accelerator: str) -> int:
+        """How many interpreters run on `accelerator` (cpu or edgetpu)."""
+        if accelerator == "edgetpu":
+            return 1
+        return self.num_interpreters or usable_cores()
+
+    @property
+    def resolved_infer_queue_max(self) -> int:
+        return self.infer_queue_max or 4 * usable_cores()
+
+    @model_validator(mode="after")
+    def _budgets_hold_one_request(self) -> VisionSettings:
+        if self.upload_budget_bytes < self.max_upload_bytes:
+            raise ValueError(
+                f"UPLOAD_BUDGET_BYTES ({self.upload_budget_bytes}) must be at least MAX_UPLOAD_BYTES "
+                f"({self.max_upload_bytes}): one upload of the largest size must fit"
+            )
+        return self
 
     @property
     def edgetpu_device_option(self) -> str:

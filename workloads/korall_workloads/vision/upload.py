@@ -1,20 +1,31 @@
-"""Reading an uploaded image from a request, bounded while it streams in.
+"""Reading an uploaded image from a request, bounded in size, memory and time while it streams in.
 
 The Content-Length header is checked first (an honest oversized upload is refused before one byte is read),
 then the body is counted chunk by chunk as it arrives, so a chunked or lying upload is cut off at the limit
-instead of being buffered whole. Multipart bodies go through python-multipart's streaming parser fed by the
-same bounded loop, keeping only the file part in memory (no temporary files).
+instead of being buffered whole. Every byte held is reserved on the request's admission ticket first (`admission`:
+all bodies together stay within UPLOAD_BUDGET_BYTES, or the request is shed with 503), and the whole body must
+arrive within HTTP_BODY_TIMEOUT_S (else 408 and the connection is closed): a stalled upload pins nothing for long.
+
+A multipart body is read the same way, then parsed by python-multipart on a thread (a body of many thousand tiny
+parts takes seconds to parse; the event loop must answer /health meanwhile), at most MAX_PARTS parts, keeping only
+the file part (no temporary files). A boundary python-multipart refuses (over 256 characters) is a 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from korall_workloads.common.errors import MalformedRequest, TooLarge, UnsupportedMediaType
+from korall_workloads.common.errors import MalformedRequest, RequestTimeout, TooLarge, UnsupportedMediaType
+
+from .admission import Ticket
+
+MAX_PARTS = 16
+"""Parts a multipart upload may have: an image needs one; parsing stops (400) past this many."""
 
 
 class EmptyBody(MalformedRequest):
@@ -44,8 +55,9 @@ def _check_media_type(media_type: str, where: str) -> None:
         )
 
 
-async def _bounded_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _bounded_chunks(request: Request, limit: int, ticket: Ticket | None) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
+    reserved = 0
     if declared is not None:
         try:
             size = int(declared)
@@ -53,33 +65,50 @@ async def _bounded_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
             raise MalformedRequest(f"invalid Content-Length header {declared!r}") from None
         if size > limit:
             raise TooLarge(f"body of {size} bytes is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
+        if ticket is not None:
+            ticket.reserve(size)
+            reserved = size
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
                 raise TooLarge(f"body is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
+            if ticket is not None and received > reserved:  # chunked, or more than declared: reserve as it comes
+                ticket.reserve(received - reserved)
+                reserved = received
             if chunk:
                 yield chunk
     except ClientDisconnect:
         raise MalformedRequest("client disconnected before the body was complete") from None
 
 
-async def read_image_bytes(request: Request, limit: int) -> bytes:
-    """The image bytes of a raw-body or multipart upload; raises MalformedRequest, TooLarge, UnsupportedMediaType."""
+async def read_image_bytes(
+    request: Request, limit: int, *, ticket: Ticket | None = None, timeout_s: float | None = None
+) -> bytes:
+    """The image bytes of a raw-body or multipart upload; raises MalformedRequest, TooLarge, UnsupportedMediaType,
+    RequestTimeout past `timeout_s`, and `ticket`'s Overloaded when the body does not fit the upload budget."""
     media_type, params = parse_options_header(request.headers.get("content-type", ""))
     mtype = media_type.decode("latin-1").lower().strip()
-    if mtype == "multipart/form-data":
-        boundary = params.get(b"boundary")
-        if not boundary:
-            raise MalformedRequest("multipart/form-data without a boundary")
-        return await _read_multipart(request, limit, boundary)
-    _check_media_type(mtype, "Content-Type")
-    chunks = [chunk async for chunk in _bounded_chunks(request, limit)]
-    if not chunks:
-        raise EmptyBody("empty body: send the image as the request body or as a multipart 'file' part")
+    boundary = params.get(b"boundary") if mtype == "multipart/form-data" else None
+    if mtype == "multipart/form-data" and not boundary:
+        raise MalformedRequest("multipart/form-data without a boundary")
+    if boundary is None:
+        _check_media_type(mtype, "Content-Type")
+    try:
+        async with asyncio.timeout(timeout_s):
+            chunks = [chunk async for chunk in _bounded_chunks(request, limit, ticket)]
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the body did not arrive within {timeout_s:g} s (HTTP_BODY_TIMEOUT_S); send it faster or smaller"
+        ) from None
     # A body already buffered by the server arrives as one chunk: used as it is, never copied.
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if boundary is not None:
+        return await _read_multipart(body, boundary)
+    if not body:
+        raise EmptyBody("empty body: send the image as the request body or as a multipart 'file' part")
+    return body
 
 
 class _FilePart:
@@ -98,6 +127,8 @@ class _FilePart:
     def on_part_begin(self) -> None:
         self.headers, self._current, self._take = {}, bytearray(), False
         self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise MalformedRequest(f"multipart body has more than {MAX_PARTS} parts; send the image in one 'file' part")
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._field += data[start:end]
@@ -128,30 +159,11 @@ class _FilePart:
         self._current = bytearray()
 
 
-async def _read_multipart(request: Request, limit: int, boundary: bytes) -> bytes:
-    part = _FilePart()
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": part.on_part_begin,
-            "on_header_field": part.on_header_field,
-            "on_header_value": part.on_header_value,
-            "on_header_end": part.on_header_end,
-            "on_headers_finished": part.on_headers_finished,
-            "on_part_data": part.on_part_data,
-            "on_part_end": part.on_part_end,
-        },
-    )
-    received = 0
-    try:
-        async for chunk in _bounded_chunks(request, limit):
-            received += len(chunk)
-            parser.write(chunk)
-        parser.finalize()
-    except MultipartParseError as exc:
-        raise MalformedRequest(f"malformed multipart body: {exc}") from None
-    if received == 0:
+async def _read_multipart(body: bytes, boundary: bytes) -> bytes:
+    """The file part of a multipart `body`, parsed on a thread (see the module docstring)."""
+    if not body:
         raise EmptyBody("empty body: send the image as a multipart 'file' part")
+    part = await asyncio.to_thread(_parse_multipart, body, boundary)
     if part.data is None:
         raise MissingFile(
             f"multipart body has no file part ({part.parts} part(s)); send the image in a part named 'file'"
@@ -160,3 +172,25 @@ async def _read_multipart(request: Request, limit: int, boundary: bytes) -> byte
     if not part.data:
         raise EmptyBody("the multipart file part is empty")
     return part.data
+
+
+def _parse_multipart(body: bytes, boundary: bytes) -> _FilePart:
+    part = _FilePart()
+    try:
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": part.on_part_begin,
+                "on_header_field": part.on_header_field,
+                "on_header_value": part.on_header_value,
+                "on_header_end": part.on_header_end,
+                "on_headers_finished": part.on_headers_finished,
+                "on_part_data": part.on_part_data,
+                "on_part_end": part.on_part_end,
+            },
+        )
+        parser.write(body)
+        parser.finalize()
+    except (MultipartParseError, FormParserError) as exc:
+        raise MalformedRequest(f"malformed multipart body: {exc}") from None
+    return part

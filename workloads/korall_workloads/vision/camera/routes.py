@@ -61,6 +61,7 @@ async def run_camera(
     if pipeline is None:
         yield None
         return
+    pipeline.broadcaster.max_per_client = getattr(app.state, "streams_per_client", None)
     pipeline.start()
     restore = end_streams_on_exit_signals(pipeline.broadcaster.close)
     try:
@@ -141,14 +142,28 @@ def get_detections(request: Request) -> dict[str, Any]:
     return body
 
 
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+def _pipeline_with_room(request: Request) -> CameraPipeline:
+    """The pipeline, if this client may open one more stream: refused with 503 before the stream starts."""
+    pipeline = _pipeline(request)
+    pipeline.broadcaster.require_room(_client(request))
+    return pipeline
+
+
 @router.get("/detections/stream", response_class=EventSourceResponse)
-async def stream_detections(pipeline: Annotated[CameraPipeline, Depends(_pipeline)]) -> AsyncIterator[ServerSentEvent]:
+async def stream_detections(
+    request: Request, pipeline: Annotated[CameraPipeline, Depends(_pipeline_with_room)]
+) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: one `detections` event per inferred frame; a slow client skips results, never blocks.
 
-    FastAPI's SSE response sends keep-alive comments while no result comes.
+    FastAPI's SSE response sends keep-alive comments while no result comes. One client address holds at most
+    HTTP_STREAMS_PER_CLIENT streams (503 `too_many_clients` beyond); a client that stops reading is dropped.
     """
-    subscription = pipeline.broadcaster.subscribe()
-    if subscription is None:  # only a broadcaster with max_clients refuses; the camera's has none
+    subscription = pipeline.broadcaster.subscribe(client=_client(request))
+    if subscription is None:  # lost a race for this client's last place after the check
         return
     try:
         last_sent = -1

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from korall_workloads.common.redact import redact_text
+
 from .settings import CaptureSettings
 
 log = logging.getLogger(__name__)
@@ -105,11 +107,9 @@ def has_gstreamer() -> bool:
 
 
 def redact(source: str) -> str:
-    """Hide credentials in rtsp://user:pass@host URLs before they reach a log or an HTTP response."""
-    if "://" in source and "@" in source.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = source.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return source
+    """The source as it may be shown (logs, /health, /camera): credentials and query values hidden
+    (`common.redact`: `rtsp://user:pa@ss@host` -> `rtsp://***@host`, `?user=admin&pwd=x` -> `?user=***&pwd=***`)."""
+    return redact_text(source)
 
 
 class OpenCvSource:

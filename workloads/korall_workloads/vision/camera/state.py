@@ -9,7 +9,8 @@
         +--> failed (a permanent error, or CAPTURE_MAX_RECONNECTS consecutive failures)
     stopped: the service is shutting down.
 
-Every transition is logged once with its reason, so the log tells what happened to the camera.
+Every transition is logged once with its reason, so the log tells what happened to the camera. A reason is kept
+with credentials redacted (`common.redact`): it may quote an error that quotes the source.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from korall_workloads.common.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class StateTracker:
 
     def set(self, state: CameraState, reason: str, *, only_from: set[CameraState] | None = None) -> bool:
         """Move to `state`; with `only_from`, only if the current state is one of those (returns whether moved)."""
+        reason = redact_text(reason)
         with self._lock:
             old = self._snapshot
             if only_from is not None and old.state not in only_from:

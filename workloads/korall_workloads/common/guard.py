@@ -1,0 +1,238 @@
+"""The HTTP guard of both services: rate limits, bearer tokens and the access log, before any route runs.
+
+One pure ASGI middleware (Starlette's BaseHTTPMiddleware costs far more per request), outermost, so that it covers
+every route there is or will be, a static-files mount included, and logs every request, refused ones too. In order:
+
+1. /health and /ready (and /metrics unless AUTH_METRICS=true) are open: probes and scrapers need no token; they are
+   only logged.
+2. The client address's rate limit (RATE_LIMIT_PER_CLIENT): counted before the token is checked, so that guessing
+   tokens is throttled too. Over it: 429 `rate_limited` with Retry-After.
+3. With AUTH_TOKENS_FILE set, the token (`common.auth`), from, in this order:
+   - `Authorization: Bearer <token>` (programs, curl);
+   - the cookie `korall_token` (a browser page and everything it loads: its scripts, images, fetch() calls and
+     EventSource streams send it by themselves);
+   - `?access_token=<token>` on a GET (RFC 6750 section 2.3): how a person opens a page once; the reply then sets
+     the cookie (HttpOnly, SameSite=Strict), so the page's own requests carry it and the link need not.
+   None: 401 `unauthorized`; one that matches no token: 401 with `error="invalid_token"`; a token without the
+   route's scope: 403 `forbidden` with `error="insufficient_scope"` (both with WWW-Authenticate, RFC 6750).
+4. The token's rate limit (RATE_LIMIT_PER_TOKEN), by token name.
+5. The access log line when the reply is done (`common.accesslog`).
+
+Refusals are answered with the one error map's JSON (`responses.error_response`); which route needs which scope is
+`required_scope`. Behind a proxy every client has the proxy's address: rate limits per client then count the proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from korall_workloads.common.accesslog import ACCESS_DETAIL_KEY, AccessLog
+from korall_workloads.common.auth import Token, TokenStore
+from korall_workloads.common.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
+from korall_workloads.common.http_settings import HttpSettings
+from korall_workloads.common.ratelimit import RateLimits
+from korall_workloads.common.responses import ERROR_CODE_KEY, error_response
+
+TOKEN_COOKIE = "korall_token"
+PROBE_PATHS = frozenset({"/health", "/ready"})
+METRICS_PATH = "/metrics"
+
+
+def required_scope(method: str, path: str) -> str:
+    """The scope a request needs: `metrics` for /metrics, `infer` to send work (POST and the like), else `read`."""
+    if path == METRICS_PATH:
+        return "metrics"
+    return "read" if method in ("GET", "HEAD", "OPTIONS") else "infer"
+
+
+class HttpGuard:
+    """Pure ASGI middleware: rate limits, tokens, access log (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: HttpSettings,
+        tokens: TokenStore | None,
+        model_sha256: Callable[[], str | None] = lambda: None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.limits = RateLimits(settings.limits_per_client(), settings.limits_per_token())
+        self.open_paths = PROBE_PATHS if settings.auth_metrics else PROBE_PATHS | {METRICS_PATH}
+        self.access = AccessLog() if settings.access_log else None
+        self.model_sha256 = model_sha256
+        self.on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        client = scope["client"][0] if scope.get("client") else "-"
+        token: Token | None = None
+        set_cookie: str | None = None
+        refusal: ServiceError | None = None
+        if scope["path"] not in self.open_paths:
+            if self.limits.per_client and (wait := self.limits.retry_after("client", client)) is not None:
+                refusal = RateLimited(
+                    f"too many requests from {client} (RATE_LIMIT_PER_CLIENT); retry in {wait:.1f} s",
+                    retry_after_s=wait,
+                )
+            elif self.tokens is not None:
+                token, set_cookie, refusal = self._authenticate(scope)
+                if (
+                    token is not None
+                    and self.limits.per_token
+                    and (wait := self.limits.retry_after("token", token.name)) is not None
+                ):
+                    refusal = RateLimited(
+                        f"too many requests with token {token.name!r} (RATE_LIMIT_PER_TOKEN); retry in {wait:.1f} s",
+                        retry_after_s=wait,
+                    )
+        if self.access is None and set_cookie is None:
+            if refusal is not None:
+                await self._refuse(refusal, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        await self._logged(scope, receive, send, started, client, token, set_cookie, refusal)
+
+    async def _logged(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: float,
+        client: str,
+        token: Token | None,
+        set_cookie: str | None,
+        refusal: ServiceError | None,
+    ) -> None:
+        counts = [500, 0, 0]  # status, bytes in, bytes out
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                counts[1] += len(message.get("body", b""))
+            return message
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counts[0] = message["status"]
+                if set_cookie is not None:
+                    headers = [*message.get("headers", ()), (b"set-cookie", set_cookie.encode())]
+                    message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                counts[2] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            if refusal is not None:
+                await self._refuse(refusal, scope, counted_receive, counted_send)
+            else:
+                await self.app(scope, counted_receive, counted_send)
+        finally:
+            if self.access is not None:
+                self.access.write(
+                    started=started,
+                    client=client,
+                    token=token.name if token is not None else None,
+                    method=scope["method"],
+                    path=scope["path"],
+                    query=scope.get("query_string", b""),
+                    status=counts[0],
+                    bytes_in=counts[1],
+                    bytes_out=counts[2],
+                    model_sha256=self.model_sha256(),
+                    error=scope.get(ERROR_CODE_KEY),
+                    detail=scope.get(ACCESS_DETAIL_KEY),
+                )
+
+    async def _refuse(self, error: ServiceError, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ERROR_CODE_KEY] = error.code
+        if self.on_error is not None:
+            self.on_error(error.code)
+        await error_response(error)(scope, receive, send)
+
+    def _authenticate(self, scope: Scope) -> tuple[Token | None, str | None, ServiceError | None]:
+        """(token, Set-Cookie value to send, refusal): exactly one of token and refusal is set."""
+        assert self.tokens is not None
+        presented, via_query = _credential(scope)
+        if presented is None:
+            if self.tokens.empty:
+                why = self.tokens.error or "no token is configured"
+                return None, None, Unauthenticated(f"this service accepts no token yet: {why}")
+            return (
+                None,
+                None,
+                Unauthenticated(
+                    "a token is required: send `Authorization: Bearer <token>` (or open a page once with "
+                    "?access_token=<token>)"
+                ),
+            )
+        token = self.tokens.match(presented)
+        if token is None:
+            return None, None, Unauthenticated("the token is not valid (unknown, or rotated out)", invalid_token=True)
+        needed = required_scope(scope["method"], scope["path"])
+        if needed not in token.scopes:
+            return (
+                token,
+                None,
+                Forbidden(
+                    f"token {token.name!r} may not {needed} (its scopes: {', '.join(sorted(token.scopes))})",
+                    scope=needed,
+                ),
+            )
+        cookie = None
+        if via_query:
+            secure = "; Secure" if scope.get("scheme") == "https" else ""
+            cookie = f"{TOKEN_COOKIE}={presented}; Path=/; HttpOnly; SameSite=Strict{secure}"
+        return token, cookie, None
+
+
+def _credential(scope: Scope) -> tuple[str | None, bool]:
+    """The token a request presents and whether it came in the query string (see the module docstring)."""
+    cookie_header: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, rest = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and rest.strip():
+                return rest.strip(), False
+        elif name == b"cookie":
+            cookie_header = value
+    if cookie_header is not None and TOKEN_COOKIE.encode() in cookie_header:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(cookie_header.decode("latin-1"))
+        except Exception:  # a malformed Cookie header is no credential
+            jar = SimpleCookie()
+        if (morsel := jar.get(TOKEN_COOKIE)) is not None and morsel.value:
+            return morsel.value, False
+    query: bytes = scope.get("query_string", b"")
+    if b"access_token=" in query and scope["method"] in ("GET", "HEAD"):
+        values = parse_qs(query.decode("latin-1")).get("access_token")
+        if values and values[0]:
+            return values[0], True
+    return None, False
+
+
+def install_http_guard(
+    app: Any,
+    settings: HttpSettings,
+    *,
+    model_sha256: Callable[[], str | None] = lambda: None,
+    on_error: Callable[[str], None] | None = None,
+) -> TokenStore | None:
+    """Add the guard to `app` as its outermost middleware; returns the token store (None: no auth). Raises
+    `auth.TokenFileError` when AUTH_TOKENS_FILE exists and does not parse (the service must not start)."""
+    tokens = TokenStore(settings.auth_tokens_file) if settings.auth_tokens_file is not None else None
+    app.add_middleware(HttpGuard, settings=settings, tokens=tokens, model_sha256=model_sha256, on_error=on_error)
+    return tokens

@@ -1,0 +1,250 @@
+"""The HTTP server both services run: uvicorn (uvloop + httptools) with limits on what one client may hold.
+
+uvicorn alone has no header read timeout (a client that connects and sends nothing, or half a request line, holds
+its connection for ever), no limit on the request head with httptools (a 128 MB header is parsed for seconds on
+the event loop, stalling /health), no send timeout (a client that never reads a live stream blocks its response
+for ever), and it answers a malformed request, or one over `limit_concurrency`, in plain text. `GuardedProtocol`
+is uvicorn's own httptools protocol with those four things added, each answered with the services' JSON error
+document from the one error map (`responses.raw_error_response`) and the connection closed:
+
+- more than HTTP_MAX_CONNECTIONS open connections: the new one gets 503 `too_many_connections`, before any read;
+- a request head (request line and headers) over HTTP_MAX_HEADER_BYTES: 431 `header_too_large`;
+- a new connection's first request head, or any head once begun, not complete within HTTP_HEADER_TIMEOUT_S:
+  408 `request_timeout` (idle keep-alive connections are uvicorn's: closed after HTTP_KEEPALIVE_S);
+- what httptools cannot parse (bad Content-Length, bad characters, both Content-Length and chunked): 400
+  `bad_request`, with the parser's reason;
+- a reply the client leaves unread for HTTP_SEND_TIMEOUT_S once the server's buffers are full: the connection is
+  dropped (aborted: a close would wait for the unread data to drain), and the route's stream ends with it.
+
+The body has its own deadline where it is read (`vision.upload`, HTTP_BODY_TIMEOUT_S). Nothing here runs per byte:
+the head is counted per received chunk, and two timer handles per request are all it costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, ClassVar
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from korall_workloads.common.errors import HeadTooLarge, MalformedRequest, Overloaded, RequestTimeout, ServiceError
+from korall_workloads.common.http_settings import HttpSettings
+from korall_workloads.common.responses import raw_error_response
+
+log = logging.getLogger("korall.server")
+
+
+class TooManyConnections(Overloaded):
+    """Every connection the server allows is open; the client should retry in a moment."""
+
+    code = "too_many_connections"
+
+
+class _Throttled:
+    """At most one log line per kind of refusal per `every_s`, with the number of refusals since the last one: an
+    attacker must not be able to flood the log with them."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._count: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        self._count[kind] = self._count.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.every_s) >= self.every_s:
+            count, self._count[kind] = self._count[kind], 0
+            self._last[kind] = now
+            log.warning(message + " (%d such in the last %g s)", *args, count, self.every_s)
+
+
+_refusals = _Throttled()
+
+
+class _SendTimeoutFlow(FlowControl):
+    """uvicorn's flow control, whose wait for a full write buffer to drain gives up after `timeout_s`."""
+
+    def __init__(self, transport: asyncio.Transport, timeout_s: float, protocol: GuardedProtocol) -> None:
+        super().__init__(transport)
+        self._timeout_s = timeout_s
+        self._protocol = protocol
+
+    async def drain(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._is_writable_event.wait()
+        except TimeoutError:
+            self._protocol.drop_slow_reader()
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap, a head size limit and timeout, JSON refusals and a send
+    timeout (see the module docstring). `settings` is bound by `guarded_protocol`."""
+
+    settings: ClassVar[HttpSettings]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refused = False
+        self._reading_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.settings.max_connections:
+            self._refused = True
+            self.transport = transport
+            client = transport.get_extra_info("peername")
+            _refusals.warning(
+                "connections", "refused a connection from %s: %d connections open", client, len(self.connections)
+            )
+            self._answer_and_close(
+                TooManyConnections(
+                    f"the server has its maximum of {self.settings.max_connections} connections open "
+                    "(HTTP_MAX_CONNECTIONS); retry in a moment",
+                    retry_after_s=1,
+                )
+            )
+            return
+        super().connection_made(transport)
+        self.flow = _SendTimeoutFlow(transport, self.settings.send_timeout_s, self)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        if self._reading_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            reason = str(exc) or type(exc).__name__
+            _refusals.warning("malformed", "refused a malformed request from %s: %s", self.client, reason)
+            self._answer_and_close(MalformedRequest(f"invalid HTTP request: {reason}"))
+            return
+        if self._reading_head and self._head_bytes > self.settings.max_header_bytes:
+            _refusals.warning("head", "refused a request head of over %d bytes from %s", self._head_bytes, self.client)
+            self._answer_and_close(
+                HeadTooLarge(
+                    f"the request line and headers are over {self.settings.max_header_bytes} bytes "
+                    "(HTTP_MAX_HEADER_BYTES)"
+                )
+            )
+
+    def send_400_response(self, msg: str) -> None:
+        self._answer_and_close(MalformedRequest(f"invalid HTTP request: {msg}"))
+
+    # -- the request head --------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_head = True
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_bytes = 0
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_head = True  # whatever comes next is the next request's head
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.settings.header_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._reading_head or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a reply is still on its way; the next head (pipelined) waits for it
+        _refusals.warning("head-timeout", "closed a connection from %s: no complete request head", self.client)
+        self._answer_and_close(
+            RequestTimeout(
+                f"no complete request head within {self.settings.header_timeout_s:g} s (HTTP_HEADER_TIMEOUT_S)"
+            )
+        )
+
+    # -- answers ------------------------------------------------------------------------------------------------
+
+    def _answer_and_close(self, error: ServiceError) -> None:
+        self._cancel_head_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # a reply is being written: do not interleave ours, just end after it
+            self.transport.close()
+            return
+        self.transport.write(raw_error_response(error))
+        self.transport.close()
+
+    def drop_slow_reader(self) -> None:
+        """The client has read nothing of its reply for HTTP_SEND_TIMEOUT_S: drop it (the stream ends)."""
+        _refusals.warning(
+            "send-timeout",
+            "dropped %s: it read nothing of its reply for %g s (HTTP_SEND_TIMEOUT_S)",
+            self.client,
+            self.settings.send_timeout_s,
+        )
+        self.transport.abort()
+
+
+def guarded_protocol(settings: HttpSettings) -> type[GuardedProtocol]:
+    """The protocol class for uvicorn's `http=`, bound to `settings`."""
+    return type("GuardedHttpProtocol", (GuardedProtocol,), {"settings": settings})
+
+
+def server_config(app: Any, host: str, port: int, settings: HttpSettings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration of a service: uvloop, the guarded httptools protocol, no access log of its own
+    (the HTTP guard writes one JSON line per request), no `server` header, the keep-alive timeout."""
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": guarded_protocol(settings),
+        "log_config": None,  # keep the handlers configure_logging installed
+        "access_log": False,
+        "server_header": False,
+        "timeout_keep_alive": settings.keepalive_s,
+        "timeout_graceful_shutdown": 5,
+        "lifespan": "on",
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def serve(app: Any, host: str, port: int, settings: HttpSettings) -> None:
+    """Run `app` until SIGINT/SIGTERM (blocking), as `uvicorn.run` does: after a graceful shutdown uvicorn raises
+    the signal again, so SIGTERM ends the process with it and SIGINT's KeyboardInterrupt is not a traceback."""
+    server = uvicorn.Server(server_config(app, host, port, settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE: it could not bind, or the app's startup failed
