@@ -21,17 +21,18 @@ def main() -> int:
     http = load_or_exit(HttpSettings, "audio")
 
     from korall_workloads.audio.app import create_app
-    from korall_workloads.common.auth import TokenFileError
+    from korall_workloads.common.auth import TokenFileError, check_token_file
     from korall_workloads.common.logs import configure_logging, redact_in_logs
     from korall_workloads.common.server import serve
 
-    configure_logging(settings.log_level, settings.log_json)
-    redact_in_logs(passwords=[events.mqtt_password.get_secret_value() if events.mqtt_password else None])
     try:
-        app = create_app(settings, events_settings=events, http=http)
+        check_token_file(http.auth_tokens_file)
     except TokenFileError as exc:
         print(f"korall audio: invalid configuration: AUTH_TOKENS_FILE: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level, settings.log_json)
+    redact_in_logs(passwords=[events.mqtt_password.get_secret_value() if events.mqtt_password else None])
+    app = create_app(settings, events_settings=events, http=http)
     serve(app, settings.host, settings.port, http)
     return 0
 

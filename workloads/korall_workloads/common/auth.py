@@ -88,6 +88,20 @@ def parse_tokens(text: str, source: str = "the token file") -> list[Token]:
     return tokens
 
 
+def check_token_file(path: Path | None) -> None:
+    """At start: raise TokenFileError if `path` exists and does not parse (a missing file is allowed: the Secret
+    may come later, and until then every protected route answers 401)."""
+    if path is None:
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"cannot read {path}: {exc}") from None
+    parse_tokens(text, str(path))
+
+
 class TokenStore:
     """The tokens of one service, from its token file, re-read when the file changes (see the module docstring)."""
 

@@ -16,6 +16,10 @@ document from the one error map (`responses.raw_error_response`) and the connect
 - a reply the client leaves unread for HTTP_SEND_TIMEOUT_S once the server's buffers are full: the connection is
   dropped (aborted: a close would wait for the unread data to drain), and the route's stream ends with it.
 
+A refusal is written, then the connection lingers half-closed for up to LINGER_S, reading and dropping what the
+client still sends, as nginx's lingering close does: closing a socket with unread input makes the kernel send a
+reset, which can destroy the reply before the client reads it.
+
 The body has its own deadline where it is read (`vision.upload`, HTTP_BODY_TIMEOUT_S). Nothing here runs per byte:
 the head is counted per received chunk, and two timer handles per request are all it costs.
 """
@@ -39,11 +43,20 @@ from korall_workloads.common.responses import raw_error_response
 
 log = logging.getLogger("korall.server")
 
+LINGER_S = 2.0
+"""How long a refused connection is kept half-closed, input dropped, so that the client can read the refusal."""
+
 
 class TooManyConnections(Overloaded):
     """Every connection the server allows is open; the client should retry in a moment."""
 
     code = "too_many_connections"
+
+
+class _HeadTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class _Throttled:
@@ -88,10 +101,12 @@ class GuardedProtocol(HttpToolsProtocol):
     timeout (see the module docstring). `settings` is bound by `guarded_protocol`."""
 
     settings: ClassVar[HttpSettings]
+    lingering: ClassVar[int] = 0  # refused connections lingering now (see _linger), across the server
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._refused = False
+        self._lingering = False
         self._reading_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -119,14 +134,21 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lingering:
+            self._lingering = False
+            type(self).lingering -= 1
         if self._refused:
             return
         self._cancel_head_timer()
         super().connection_lost(exc)
 
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()  # the client has read what it wanted and is done
+
     def data_received(self, data: bytes) -> None:
-        if self._refused or self.transport.is_closing():
-            return
+        if self._lingering or self._refused or self.transport.is_closing():
+            return  # a refused connection's input is dropped unread
         self._unset_keepalive_if_required()
         if self._reading_head:
             self._head_bytes += len(data)
@@ -139,18 +161,23 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):  # raised in on_headers_complete, wrapped by httptools
+                self._refuse_head(exc.__context__.size)
+                return
             reason = str(exc) or type(exc).__name__
             _refusals.warning("malformed", "refused a malformed request from %s: %s", self.client, reason)
             self._answer_and_close(MalformedRequest(f"invalid HTTP request: {reason}"))
             return
         if self._reading_head and self._head_bytes > self.settings.max_header_bytes:
-            _refusals.warning("head", "refused a request head of over %d bytes from %s", self._head_bytes, self.client)
-            self._answer_and_close(
-                HeadTooLarge(
-                    f"the request line and headers are over {self.settings.max_header_bytes} bytes "
-                    "(HTTP_MAX_HEADER_BYTES)"
-                )
+            self._refuse_head(self._head_bytes)
+
+    def _refuse_head(self, size: int) -> None:
+        _refusals.warning("head", "refused a request head of over %d bytes from %s", size, self.client)
+        self._answer_and_close(
+            HeadTooLarge(
+                f"the request line and headers are over {self.settings.max_header_bytes} bytes (HTTP_MAX_HEADER_BYTES)"
             )
+        )
 
     def send_400_response(self, msg: str) -> None:
         self._answer_and_close(MalformedRequest(f"invalid HTTP request: {msg}"))
@@ -167,6 +194,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_bytes = 0
         self._cancel_head_timer()
+        # A head that arrived whole in one read is measured here (a partial one in data_received).
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.settings.max_header_bytes:
+            raise _HeadTooLarge(size)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -203,7 +234,19 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self.transport.write(raw_error_response(error))
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close after the refusal and drop input for up to LINGER_S (see the module docstring); at once when
+        as many refused connections linger already as the server may have open (a flood of them)."""
+        cls = type(self)
+        if cls.lingering >= self.settings.max_connections or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        cls.lingering += 1
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def drop_slow_reader(self) -> None:
         """The client has read nothing of its reply for HTTP_SEND_TIMEOUT_S: drop it (the stream ends)."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from korall_workloads.common.errors import DeadlineExceeded, Unavailable
 
+from .decode_cost import give_back_memory
 from .inference import Interpreter, InterpreterQueue, Outcome, RawOutput, settle
 from .postprocess import Detection, decode_ssd
 from .preprocess import OpenedImage, PreparedImage, decode_image, open_image, prepare_array
@@ -239,12 +240,12 @@ class Detector:
             settle(outcome, error=exc)
             return
         if opened.cost_bytes > self.settings.decode_serial_bytes:
-            self._large_decodes.submit(self._decode_opened, opened, input_size, deadline, outcome)
+            self._large_decodes.submit(self._decode_opened, opened, input_size, deadline, outcome, True)
         else:
-            self._decode_opened(opened, input_size, deadline, outcome)
+            self._decode_opened(opened, input_size, deadline, outcome, False)
 
     def _decode_opened(
-        self, opened: OpenedImage, input_size: tuple[int, int], deadline: float, outcome: Outcome
+        self, opened: OpenedImage, input_size: tuple[int, int], deadline: float, outcome: Outcome, large: bool
     ) -> None:
         if outcome.cancelled():
             return  # timed out while waiting for the large-decode thread
@@ -254,6 +255,9 @@ class Detector:
         except Exception as exc:
             settle(outcome, error=exc)
             return
+        finally:
+            if large:
+                give_back_memory()
         self._queue.submit(image.tensor, deadline, image, outcome)
         self._queue.run_pending()
 

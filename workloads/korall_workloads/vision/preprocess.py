@@ -55,6 +55,7 @@ _ORIENTATION: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     8: lambda a: np.rot90(a, 1),
 }
 _SWAPS_AXES = {5, 6, 7, 8}
+_EXIF_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "TIFF"})
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -119,7 +120,6 @@ class OpenedImage:
     data: bytes
     format: str
     size: tuple[int, int]  # as stored, before EXIF orientation
-    orientation: int
     cost_bytes: int  # the estimated peak memory of decoding it (decode_cost)
     jpeg_scale: int  # DCT scaling denominator of a JPEG (1 for other formats)
     started: float  # perf_counter at open: decode_ms counts from here
@@ -150,12 +150,9 @@ def open_image(
         else:
             cost = decode_cost(fmt, im.mode, size)
         _check_size(size, fmt, im.mode, cost, max_pixels, budget_bytes)
-        orientation = 1
-        if fmt in ("JPEG", "MPO", "PNG", "WEBP", "TIFF"):
-            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except Exception as exc:
         raise _image_error(exc) from exc
-    return OpenedImage(im, data, fmt, size, orientation, cost, scale, t0)
+    return OpenedImage(im, data, fmt, size, cost, scale, t0)
 
 
 def _check_size(
@@ -197,10 +194,13 @@ def prepare_image(
 
 def decode_image(opened: OpenedImage, input_size: tuple[int, int]) -> PreparedImage:
     """Decode an opened image into the model input at `input_size` (width, height), or raise ImageError."""
-    im, fmt, orientation = opened.image, opened.format, opened.orientation
+    im, fmt = opened.image, opened.format
     width, height = opened.size
     rgb: np.ndarray | None = None
     try:
+        # Read here, not in open_image: Pillow's PNG reader decodes the whole image to look for EXIF (it may come
+        # after the pixels), which must happen where the decode is budgeted and serialized.
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1) if fmt in _EXIF_FORMATS else 1
         if fmt in ("JPEG", "MPO"):
             if im.mode in ("RGB", "L"):
                 rgb = _decode_jpeg_cv2(opened.data, opened.jpeg_scale, opened.size)
