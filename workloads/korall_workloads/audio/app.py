@@ -24,11 +24,11 @@ from korall_workloads.audio.metrics import AudioMetrics
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
-from korall_workloads.common.broadcast import TooManyClients, end_streams_on_exit_signals
+from korall_workloads.common.broadcast import Subscription, end_streams_on_exit_signals
 from korall_workloads.common.event_settings import EventsSettings
 from korall_workloads.common.guard import install_http_guard
 from korall_workloads.common.http_settings import HttpSettings
-from korall_workloads.common.responses import error_body, install_error_handlers
+from korall_workloads.common.responses import install_error_handlers
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
 
@@ -109,42 +109,46 @@ def create_app(
         items = hub.recent(set(types) if types else None, since_s, after_id, limit)
         return {"events": items, "count": len(items)}
 
-    def room_for_a_client(request: Request) -> None:
-        """Refuse before the stream starts (a 503 with the JSON error), not after a 200 has gone out."""
-        hub.require_room(_client(request))
+    async def live_place(request: Request, types: TypeFilter = None) -> AsyncIterator[Subscription]:
+        """A place among the live clients, taken before the stream starts (none left: a 503 with the JSON error,
+        not an error after a 200 has gone out) and given back when the request ends, however it ends.
 
-    @app.get("/events/stream", response_class=EventSourceResponse, dependencies=[Depends(room_for_a_client)])
+        A dependency's teardown runs when the request is done, also when the client was dropped mid-stream (a
+        slow reader, HTTP_SEND_TIMEOUT_S); the stream's own `finally` would wait for the garbage collector when
+        the stream is stuck in a `yield` at that moment.
+        """
+        sub = hub.join(set(types) if types else None, _client(request))
+        try:
+            yield sub
+        finally:
+            hub.unsubscribe(sub)
+
+    @app.get("/events/stream", response_class=EventSourceResponse)
     async def stream(
-        request: Request,
         types: TypeFilter = None,
         last_event_id: Annotated[int | None, Header(ge=0, description="Resume after this event id.")] = None,
+        sub: Subscription = Depends(live_place),  # noqa: B008 (not Annotated: live_place is local to create_app)
     ) -> AsyncIterator[ServerSentEvent]:
         """Live events as Server-Sent Events (`event:` is the type, `id:` the event id, `data:` the JSON record).
 
         A client that reconnects with `Last-Event-ID` (browsers' EventSource does) first gets the events it missed
         that are still in the history. Each client has a bounded queue; a client too slow to drain it loses its
         oldest events (counted in korall_audio_sse_dropped_total). FastAPI sends keep-alive comments meanwhile.
+        One client address holds at most HTTP_STREAMS_PER_CLIENT streams; a client that reads nothing for
+        HTTP_SEND_TIMEOUT_S once the buffers are full is dropped and its place freed.
         """
         wanted: set[str] | None = set(types) if types else None
-        sub = hub.subscribe(wanted, _client(request))  # before reading the history: nothing falls in between
-        if sub is None:  # lost the race for the last place after the check: the 200 is out, so say it in-band
-            refused = TooManyClients(f"too many live clients (max {hub.max_clients}); reconnect later")
-            yield ServerSentEvent(data=error_body(refused), event="error")
-            return
-        try:
-            sent = last_event_id or 0
-            if last_event_id is not None:
-                for record in hub.recent(wanted, after_id=last_event_id, limit=hub.max_events):
-                    sent = record["id"]
-                    yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
-            while True:
-                record = await sub.queue.get()
-                if record is None:  # the service is shutting down
-                    return
-                if record["id"] > sent:
-                    yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
-        finally:
-            hub.unsubscribe(sub)
+        sent = last_event_id or 0  # subscribed (live_place) before the history is read: nothing falls in between
+        if last_event_id is not None:
+            for record in hub.recent(wanted, after_id=last_event_id, limit=hub.max_events):
+                sent = record["id"]
+                yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
+        while True:
+            record = await sub.queue.get()
+            if record is None:  # the service is shutting down
+                return
+            if record["id"] > sent:
+                yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
 
     @app.get("/chunks")
     def chunks(limit: Annotated[int, Query(ge=1, le=120)] = 10) -> dict[str, Any]:

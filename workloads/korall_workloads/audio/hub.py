@@ -74,6 +74,11 @@ class EventHub:
         """Raise TooManyClients when `max_clients` are already listening, or `client` holds its share."""
         self._live.require_room(client)
 
+    def join(self, types: set[str] | None = None, client: str | None = None) -> Subscription:
+        """A new live subscription on the running loop; raises TooManyClients (saying why) when there is no room."""
+        wanted = frozenset(types or ())
+        return self._live.join((lambda record: record["type"] in wanted) if wanted else None, client)
+
     def subscribe(self, types: set[str] | None = None, client: str | None = None) -> Subscription | None:
         """A new live subscription on the running loop, or None when there is no room (see `require_room`)."""
         wanted = frozenset(types or ())

@@ -88,20 +88,27 @@ class Broadcaster:
         if (why := self.refusal(client)) is not None:
             raise TooManyClients(f"{why}; reconnect later")
 
+    def join(self, wants: Callable[[Any], bool] | None = None, client: str | None = None) -> Subscription:
+        """`subscribe`, raising TooManyClients (with the reason) when there is no room."""
+        sub = self._new(wants, client)
+        with self._lock:
+            if (why := self._refusal(client)) is not None:
+                raise TooManyClients(f"{why}; reconnect later")
+            self._subs.add(sub)
+        return sub
+
     def subscribe(self, wants: Callable[[Any], bool] | None = None, client: str | None = None) -> Subscription | None:
         """Call from a coroutine: the subscription delivers on the running loop; None when there is no room."""
-        sub = Subscription(
-            asyncio.Queue(self.queue_size),
-            asyncio.get_running_loop(),
-            client=client,
-            wants=wants,
-            on_drop=self._on_drop,
-        )
+        sub = self._new(wants, client)
         with self._lock:
             if self._refusal(client) is not None:
                 return None
             self._subs.add(sub)
         return sub
+
+    def _new(self, wants: Callable[[Any], bool] | None, client: str | None) -> Subscription:
+        loop = asyncio.get_running_loop()
+        return Subscription(asyncio.Queue(self.queue_size), loop, client=client, wants=wants, on_drop=self._on_drop)
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub._closed = True

@@ -18,7 +18,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from korall_contract import VisionEnv
 from prometheus_client import CollectorRegistry
 
-from korall_workloads.common.broadcast import end_streams_on_exit_signals
+from korall_workloads.common.broadcast import Subscription, end_streams_on_exit_signals
 from korall_workloads.common.errors import NotFound, Unavailable
 
 from .pipeline import CameraPipeline, Detector, FrameResult, StreamEvent
@@ -146,41 +146,41 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
 
-def _pipeline_with_room(request: Request) -> CameraPipeline:
-    """The pipeline, if this client may open one more stream: refused with 503 before the stream starts."""
+async def _live_place(request: Request) -> AsyncIterator[tuple[CameraPipeline, Subscription]]:
+    """The pipeline and a place among its live clients, taken before the stream starts (refused: 503 with the JSON
+    error) and given back when the request ends however it ends, a client dropped for not reading included (a
+    dependency's teardown runs then; the stream's own `finally` might wait for the garbage collector)."""
     pipeline = _pipeline(request)
-    pipeline.broadcaster.require_room(_client(request))
-    return pipeline
+    subscription = pipeline.broadcaster.join(client=_client(request))
+    try:
+        yield pipeline, subscription
+    finally:
+        pipeline.broadcaster.unsubscribe(subscription)
 
 
 @router.get("/detections/stream", response_class=EventSourceResponse)
 async def stream_detections(
-    request: Request, pipeline: Annotated[CameraPipeline, Depends(_pipeline_with_room)]
+    place: Annotated[tuple[CameraPipeline, Subscription], Depends(_live_place)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: one `detections` event per inferred frame; a slow client skips results, never blocks.
 
     FastAPI's SSE response sends keep-alive comments while no result comes. One client address holds at most
     HTTP_STREAMS_PER_CLIENT streams (503 `too_many_clients` beyond); a client that stops reading is dropped.
     """
-    subscription = pipeline.broadcaster.subscribe(client=_client(request))
-    if subscription is None:  # lost a race for this client's last place after the check
-        return
-    try:
-        last_sent = -1
-        current = pipeline.latest()
-        if current is not None:
-            last_sent = current.frame_index
-            yield _sse(current.stream_event())
-        while True:
-            item = await subscription.queue.get()
-            if item is None:  # the pipeline stopped
-                return
-            if item.frame_index <= last_sent:
-                continue
-            last_sent = item.frame_index
-            yield _sse(item)
-    finally:
-        pipeline.broadcaster.unsubscribe(subscription)
+    pipeline, subscription = place
+    last_sent = -1
+    current = pipeline.latest()
+    if current is not None:
+        last_sent = current.frame_index
+        yield _sse(current.stream_event())
+    while True:
+        item = await subscription.queue.get()
+        if item is None:  # the pipeline stopped
+            return
+        if item.frame_index <= last_sent:
+            continue
+        last_sent = item.frame_index
+        yield _sse(item)
 
 
 @router.get("/snapshot.jpg", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
