@@ -25,7 +25,7 @@ from collections.abc import Iterable
 MASK = "***"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _SECRET_PROPERTY = re.compile(
-    r"\b(user-pw|user-id|password|passwd|pwd|token|secret|api[-_]?key|key)=(\"[^\"]*\"|'[^']*'|[^\s&!]+)",
+    r"\b(user-pw|user-id|password|passwd|pwd|token|secret|api[-_]?key|key)=(\"[^\"]*\"|'[^']*'|[^\s&!#]+)",
     re.IGNORECASE,
 )
 
