@@ -58,12 +58,16 @@ MODEL_FETCHED: Final = "ModelFetched"
 """First word of the downloader's termination message on success: `ModelFetched: sha256:<hex> <n> bytes (...)`."""
 
 
+API_TOKENS_SECRET_KEY: Final = "tokens"
+"""The key of the token Secret that holds the `name sha256:<hex> [scopes]` lines (docs/security.md)."""
+
 SPOOL_DIR_IN_POD: Final = "/var/lib/korall/spool"
 """Where the workloads keep their event spool by default; the operator mounts the node's spool folder here."""
 
 
 __all__ = [
     "API_GROUP",
+    "API_TOKENS_SECRET_KEY",
     "API_VERSION",
     "AUDIO_PORT",
     "DEFAULT_MODEL_CACHE_DIR",

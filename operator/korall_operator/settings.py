@@ -15,7 +15,8 @@ from importlib import resources
 from typing import Literal
 
 from korall_contract import DEFAULT_TPU_RESOURCE
-from pydantic import BaseModel, Field
+from limits import parse_many
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_VISION_IMAGE = "ghcr.io/korall-project/korall-vision:0.1.0"
@@ -115,10 +116,34 @@ class OperatorSettings(BaseSettings):
     know them, and what drifted is put right (handlers/resync.py): the longest a lost watch event can go unnoticed.
     Costs no API call for a parent that has not drifted."""
 
+    api_token_secret: str = Field(default="korall-api-tokens", pattern=r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """The Secret of API token hashes every workload pod mounts from its own namespace (key `tokens`), unless its
+    CR names another (`spec.auth.tokenSecretRef`). Until it exists every route but /health, /ready (and /metrics)
+    answers 401. Empty: no auth for pods whose CR names no Secret (a development cluster)."""
+
+    metrics_need_token: bool = False
+    """true: /metrics of the workloads needs a token with the `metrics` scope (AUTH_METRICS)."""
+
+    rate_limit_per_client: str = "100/second"
+    """Requests per client address to a workload, in `limits` notation (RATE_LIMIT_PER_CLIENT); empty: none."""
+
+    rate_limit_per_token: str = "100/second"
+    """Requests per token name to a workload (RATE_LIMIT_PER_TOKEN); empty: none."""
+
     progress_deadline_s: int = Field(default=300, ge=30)
     """progressDeadlineSeconds of the workload Deployments: a rollout that makes no progress for this long is
     reported as ProgressDeadlineExceeded. Pods that crash, cannot pull their image or cannot be scheduled are
     reported at once, from the pods themselves; this catches the rest (Kubernetes' default is 600 s)."""
+
+    @field_validator("rate_limit_per_client", "rate_limit_per_token")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"not a rate limit such as 100/second;3000/minute ({exc})") from None
+        return value.strip()
 
     def model_file(self, name: str) -> BundledModel | None:
         """The bundled model of that file name, or None when the image does not have it."""

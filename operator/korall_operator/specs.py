@@ -85,8 +85,31 @@ class ModelSource(_Spec):
         return self.file or self.url or self.s3 or ""
 
 
+OBJECT_NAME_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
+
+
 class CaptureProfileRef(_Spec):
-    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
+
+
+class SecretRef(_Spec):
+    """A Secret in the same namespace, by name."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
+
+
+class SecretKeyRef(_Spec):
+    """One key of a Secret in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_RE)
+
+
+class AuthSpec(_Spec):
+    """Who may call the workload's HTTP API: the Secret of token hashes its pods mount (docs/security.md)."""
+
+    token_secret_ref: SecretRef | None = None
 
 
 Quantity = int | float | str
@@ -113,6 +136,7 @@ class InferenceModelSpec(_Spec):
     node_selector: dict[str, str] = Field(default_factory=dict)
     stage: Literal["test", "demo", "production"] = "test"
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
+    auth: AuthSpec | None = None
 
     @model_validator(mode="after")
     def _interface_needs_tpu(self) -> InferenceModelSpec:
@@ -137,6 +161,13 @@ class VideoSpec(_Spec):
     sample_every: int = spec_field(VisionEnv.CAPTURE_SAMPLE_EVERY)
     buffer_frames: int = spec_field(VisionEnv.CAPTURE_BUFFER_FRAMES)
     source: str | None = Field(default=None, min_length=1, max_length=4096)
+    source_secret_ref: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VideoSpec:
+        if self.source is not None and self.source_secret_ref is not None:
+            raise ValueError("video.source and video.sourceSecretRef are exclusive")
+        return self
 
 
 class AudioThresholds(_Spec):
@@ -172,14 +203,17 @@ class CaptureProfileSpec(_Spec):
     video: VideoSpec | None = None
     audio: AudioSpec | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
+    auth: AuthSpec | None = None
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> CaptureProfileSpec:
         if self.type == "video":
             if self.video is None or self.audio is not None:
                 raise ValueError("type video requires a video block and no audio block")
-            if self.device is None and self.video.source is None:
-                raise ValueError("type video requires device or video.source")
+            if self.device is None and self.video.source is None and self.video.source_secret_ref is None:
+                raise ValueError("type video requires device, video.source or video.sourceSecretRef")
+            if self.auth is not None:
+                raise ValueError("auth is for audio profiles; a camera's pod takes its InferenceModel's auth")
             if self.device is not None and not self.device.startswith("/dev/"):
                 raise ValueError("a video device is a path under /dev/, e.g. /dev/video0")
         else:

@@ -42,6 +42,10 @@ SCHEMA_REJECTS = [
     ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"sampleRate": 44000}}),
     ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"channels": 9}}),
     ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"thresholds": {"loudDbfs": 3}}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "auth": {"tokenSecretRef": {}}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "auth": {"tokenSecretRef": {"name": "Bad_Name"}}}),
+    ("CaptureProfile", {"type": "video", "video": {"sourceSecretRef": {"name": "cam"}}}),
+    ("CaptureProfile", {"type": "video", "video": {"sourceSecretRef": {"name": "cam", "key": "a/b"}}}),
 ]
 
 
@@ -65,6 +69,9 @@ SCHEMA_ACCEPTS = [
         },
     ),
     ("CaptureProfile", {"type": "video", "video": {"source": "rtsp://cam/s"}}),
+    ("CaptureProfile", {"type": "video", "video": {"sourceSecretRef": {"name": "yard-camera", "key": "url"}}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "auth": {"tokenSecretRef": {"name": "team-a.tokens"}}}),
+    ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {}, "auth": {"tokenSecretRef": {"name": "t"}}}),
     ("CaptureProfile", {"type": "video", "device": "/dev/video2", "video": {"pixelFormat": "YUYV", "fps": 120}}),
     ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {"sampleRate": 48000, "chunkSeconds": 0.5}}),
 ]
@@ -89,7 +96,18 @@ CEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         "CaptureProfile",
         {"type": "audio", "device": "hw:1,0", "video": {}},
     ),
-    "type video requires device or video.source": ("CaptureProfile", {"type": "video", "video": {}}),
+    "type video requires device, video.source or video.sourceSecretRef": (
+        "CaptureProfile",
+        {"type": "video", "video": {}},
+    ),
+    "video.source and video.sourceSecretRef are exclusive": (
+        "CaptureProfile",
+        {"type": "video", "video": {"source": "rtsp://cam/s", "sourceSecretRef": {"name": "cam", "key": "url"}}},
+    ),
+    "auth is for audio profiles; a camera's pod takes its InferenceModel's auth": (
+        "CaptureProfile",
+        {"type": "video", "device": "/dev/video0", "video": {}, "auth": {}},
+    ),
     "a video device is a path under /dev/, e.g. /dev/video0": (
         "CaptureProfile",
         {"type": "video", "device": "video0", "video": {}},
@@ -124,7 +142,7 @@ def inference_model_grid() -> Iterator[dict[str, Any]]:
 
 def capture_profile_grid() -> Iterator[dict[str, Any]]:
     devices = [None, "/dev/video0", "hw:1,0"]
-    videos = [None, {}, {"source": "rtsp://cam/s"}]
+    videos = [None, {}, {"source": "rtsp://cam/s"}, {"sourceSecretRef": {"name": "cam", "key": "url"}}]
     audios = [None, {}, {"chunkSeconds": 1, "overlapSeconds": 1.5}, {"thresholds": {"silenceDbfs": -20}}]
     for kind, device, video, audio in itertools.product(["video", "audio"], devices, videos, audios):
         spec: dict[str, Any] = {"type": kind}

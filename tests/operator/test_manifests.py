@@ -14,7 +14,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from korall_contract import AUDIO_PORT, VISION_PORT, AudioEnv, VisionEnv, env_names
+from korall_contract import AUDIO_PORT, VISION_PORT, AudioEnv, HttpEnv, VisionEnv, env_names
 from korall_operator.manifests import (
     SPEC_HASH_ANNOTATION,
     STAGE_LABEL,
@@ -45,8 +45,8 @@ OWNER: dict[str, Any] = {
     "kind": "InferenceModel",
     "metadata": {"name": "front", "uid": "0b7c6f4e-1111-2222-3333-444455556666"},
 }
-VISION_ENV_NAMES = set(env_names(VisionEnv))
-AUDIO_ENV_NAMES = set(env_names(AudioEnv))
+VISION_ENV_NAMES = set(env_names(VisionEnv)) | set(env_names(HttpEnv))
+AUDIO_ENV_NAMES = set(env_names(AudioEnv)) | set(env_names(HttpEnv))
 
 
 def settings(**overrides: Any) -> OperatorSettings:
@@ -88,7 +88,7 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def env(deployment: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(deployment)["env"]}
+    return {e["name"]: e["value"] for e in container(deployment)["env"] if "value" in e}  # not valueFrom
 
 
 def host_paths(deployment: dict[str, Any]) -> dict[str, str]:
@@ -470,7 +470,7 @@ def test_invalid_inference_model_specs_are_explained(spec: dict[str, Any], in_me
     ("spec", "in_message"),
     [
         ({"type": "video", "device": "/dev/video0"}, "type video requires a video block"),
-        ({"type": "video", "video": {}}, "type video requires device or video.source"),
+        ({"type": "video", "video": {}}, "type video requires device, video.source or video.sourceSecretRef"),
         ({"type": "video", "device": "video0", "video": {}}, "a video device is a path under /dev/"),
         ({"type": "audio", "audio": {}}, "type audio requires device"),
         (

@@ -50,7 +50,7 @@ def video_profile(name: str) -> dict[str, Any]:
 
 def env_of(deployment: dict[str, Any]) -> dict[str, str]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}  # not valueFrom
 
 
 def template_hash(deployment: dict[str, Any]) -> str:

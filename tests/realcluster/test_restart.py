@@ -46,7 +46,11 @@ async def test_the_operator_carries_on_after_the_api_server_restarts(
         await eventually(rolled_out, timeout=60)
         deployment = await fresh.get("apps/v1", "deployments", namespace, child_name(name, "vision"))
         assert deployment is not None
-        env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        env = {
+            e["name"]: e["value"]
+            for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            if "value" in e
+        }
         assert env["TOPK"] == "7"
     finally:
         await fresh.close()

@@ -7,6 +7,7 @@ from typing import Any
 
 from korall_contract import AUDIO_PORT, AudioEnv
 
+from korall_operator.manifests.http_access import http_access
 from korall_operator.manifests.naming import CAPTURE_PROFILE_LABEL, Manifest, child_name, label_value, workload_labels
 from korall_operator.manifests.pod import (
     SOUND_PATH,
@@ -56,13 +57,16 @@ def build_audio_deployment(
         volume, mount = host_device("sound", SOUND_PATH, "Directory")
         volumes.append(volume)
         mounts.append(mount)
+    access = http_access(capture.auth, settings)  # tokens, HTTP limits (manifests/http_access.py)
+    volumes += access.volumes
+    mounts += access.mounts
     pod_security, container_security = security_context(uses_alsa, settings)
     container = {
         "name": component,
         "image": settings.audio_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": AUDIO_PORT, "protocol": "TCP"}],
-        "env": env_list(env),
+        "env": [*env_list(env), *access.env],
         "securityContext": container_security,
         "volumeMounts": mounts,
         **probes("http"),

@@ -8,6 +8,7 @@ from typing import Any
 
 from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
 
+from korall_operator.manifests.http_access import http_access, memory_limit_env, secret_env
 from korall_operator.manifests.naming import (
     CAPTURE_PROFILE_LABEL,
     INFERENCE_MODEL_LABEL,
@@ -104,10 +105,18 @@ def build_vision_deployment(
         mounts.append(mount)
         needs_device = True
 
+    access = http_access(model.auth, settings)  # tokens, HTTP limits (manifests/http_access.py)
+    extra_env = [*access.env, memory_limit_env(component)]
+    volumes += access.volumes
+    mounts += access.mounts
+
     capture_selector: dict[str, str] = {}
     if capture is not None and capture.video is not None:
         video = capture.video
-        source = video.source or capture.device
+        # A source from a Secret (credentials in the URL) is never seen here: it names no device to mount.
+        source = None if video.source_secret_ref is not None else video.source or capture.device
+        if video.source_secret_ref is not None:
+            extra_env.append(secret_env(VisionEnv.CAPTURE_SOURCE, video.source_secret_ref))
         env.update(
             {
                 VisionEnv.CAPTURE_SOURCE: source,
@@ -136,7 +145,7 @@ def build_vision_deployment(
         "image": settings.vision_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": VISION_PORT, "protocol": "TCP"}],
-        "env": env_list(env),
+        "env": [*env_list(env), *extra_env],
         "resources": {k: v for k, v in resources.items() if v},
         "securityContext": container_security,
         "volumeMounts": mounts,
