@@ -2,7 +2,8 @@
 
 Every file a Dockerfile copies must exist and survive .dockerignore; the base image, the Debian packages and
 the Python packages must be pinned; the vision image must run as non-root with a HEALTHCHECK and carry the
-models of the manifest; docker-compose.yml must publish 5052, keep the models on a volume and map the Edge TPU.
+models of the manifest; docker-compose.yml must publish 5052 on the loopback address only, keep the models on a
+volume and map the Edge TPU.
 A user that joins device groups (plugdev, audio) is set by its uid alone, so that those groups apply, and every
 `docker run` example or compose service that maps a device also adds the host's group of that device.
 """
@@ -236,7 +237,8 @@ def test_compose_serves_vision_on_5052_with_models_volume_and_tpu_access() -> No
     vision = compose["services"]["vision"]
     assert (ROOT / vision["build"]["dockerfile"]).resolve() == VISION
     assert vision["image"] == "vision-service:coral-apt"
-    assert "5052:5052" in vision["ports"]
+    assert vision["ports"] == ["127.0.0.1:5052:5052"]  # loopback only (issue 15): the LAN needs tokens first
+    assert compose["services"]["audio"]["ports"] == ["127.0.0.1:5053:5053"]
     volumes = vision["volumes"]
     named = [v for v in volumes if v.split(":")[1] == "/models"]
     assert named and named[0].split(":")[0] in compose["volumes"]

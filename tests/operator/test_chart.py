@@ -74,7 +74,15 @@ def test_chart_lints_strictly(tools_bin: Path) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
 
 
-@pytest.mark.parametrize("sets", [(), ("watchNamespace=edge",), ("tpu.resource=", "tpu.deviceAccess=device-plugin")])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        ("watchNamespace=edge",),
+        ("tpu.resource=", "tpu.deviceAccess=device-plugin"),
+        ("networkPolicy.enabled=true", "networkPolicy.namespaces={edge,lab}"),
+    ],
+)
 def test_rendered_objects_are_valid_kubernetes(tools_bin: Path, sets: tuple[str, ...]) -> None:
     docs = render(tools_bin, *sets)
     assert docs
@@ -188,6 +196,9 @@ def test_single_namespace_mode_uses_a_role(tools_bin: Path) -> None:
         ("watchNamespace=Not_Valid", "/watchNamespace"),
         ("workloads.visionImage=ghcr.io/korall-project/korall-vision", "/workloads/visionImage"),
         ("replicaCount=2", "replicaCount"),
+        ("workloads.apiTokens.secret=Not_A_Name", "/workloads/apiTokens/secret"),
+        ("workloads.rateLimits.perClient=lots", "/workloads/rateLimits/perClient"),
+        ("networkPolicy.from={}", "/networkPolicy/from"),  # an empty list would let everyone in
     ],
 )
 def test_values_schema_rejects_bad_values(tools_bin: Path, value: str, complaint: str) -> None:
@@ -196,14 +207,45 @@ def test_values_schema_rejects_bad_values(tools_bin: Path, value: str, complaint
     assert complaint in out.stderr
 
 
+def test_the_network_policy_lets_only_the_listed_peers_reach_the_workload_ports(tools_bin: Path) -> None:
+    assert "NetworkPolicy" not in by_kind(render(tools_bin))  # an option, off by default
+    peers = "networkPolicy.from[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=dashboards"
+    policies = by_kind(render(tools_bin, "networkPolicy.enabled=true", "networkPolicy.namespaces={edge,lab}", peers))
+    assert sorted(p["metadata"]["namespace"] for p in policies["NetworkPolicy"]) == ["edge", "lab"]
+    for policy in policies["NetworkPolicy"]:
+        spec = policy["spec"]
+        # exactly the pods the operator builds (manifests/naming.py: workload_labels)
+        assert spec["podSelector"] == {
+            "matchLabels": {"app.kubernetes.io/part-of": "korall", "app.kubernetes.io/managed-by": "korall-operator"}
+        }
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]
+        assert rule["ports"] == [{"port": 5052, "protocol": "TCP"}, {"port": 5053, "protocol": "TCP"}]
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dashboards"}}}]
+    (default,) = by_kind(render(tools_bin, "networkPolicy.enabled=true"))["NetworkPolicy"]
+    assert default["metadata"]["namespace"] == "korall-system"
+    assert default["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]  # the workloads' own namespace
+    (watched,) = by_kind(render(tools_bin, "networkPolicy.enabled=true", "watchNamespace=edge"))["NetworkPolicy"]
+    assert watched["metadata"]["namespace"] == "edge"
+
+
+def test_the_workloads_api_token_secret_reaches_the_operator(tools_bin: Path) -> None:
+    env = {e["name"]: e["value"] for e in operator_container(render(tools_bin))["env"]}
+    assert env["KORALL_API_TOKEN_SECRET"] == "korall-api-tokens" == OperatorSettings().api_token_secret
+    off = operator_container(render(tools_bin, "workloads.apiTokens.secret=", "workloads.rateLimits.perToken="))
+    env = {e["name"]: e["value"] for e in off["env"]}
+    assert env["KORALL_API_TOKEN_SECRET"] == "" and env["KORALL_RATE_LIMIT_PER_TOKEN"] == ""
+
+
 def test_notes_give_the_next_commands(tools_bin: Path) -> None:
     out = helm(tools_bin, "install", "korall", str(CHART), "--dry-run=client", "--namespace", "korall-system")
     notes = out.stdout.split("NOTES:", 1)[1]
     for command in (
         "kubectl -n korall-system rollout status deployment/korall",
         "kubectl get im -A",
+        "kubectl create secret generic korall-api-tokens",
         "port-forward",
-        "curl",
+        'curl -H "Authorization: Bearer $TOKEN"',
     ):
         assert command in notes
     assert "kubectl label node <node> korall.io/tpu=usb" in notes
