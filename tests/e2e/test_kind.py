@@ -8,8 +8,10 @@ goes to a CPU model, since no Edge TPU exists on a CI runner.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import secrets
 import socket
 import subprocess
 import time
@@ -79,6 +81,12 @@ def test_cel_rules_run_in_the_api_server(kind_cluster: KindCluster, message: str
 
 
 def test_cpu_model_serves_a_real_photo(kind_cluster: KindCluster) -> None:
+    """With the chart's default token Secret (issue 15): created as the README says, only the token's sha256 in it."""
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    kind_cluster.kubectl(
+        "create", "secret", "generic", "korall-api-tokens", "-n", NS, f"--from-literal=tokens=e2e sha256:{digest}"
+    )
     apply(kind_cluster, inference_model("e2e-cpu", model={"file": CPU_MODEL}, accelerator="cpu", scoreThreshold=0.3))
     kind_cluster.kubectl("rollout", "status", "deployment/e2e-cpu-vision", "-n", NS, "--timeout=300s", timeout=330)
     kind_cluster.kubectl("wait", "im/e2e-cpu", "-n", NS, "--for=condition=Ready", "--timeout=120s", timeout=150)
@@ -105,8 +113,13 @@ def test_cpu_model_serves_a_real_photo(kind_cluster: KindCluster) -> None:
         import skimage
 
         photo = Path(skimage.__file__).parent / "data" / "chelsea.png"
+        refused = httpx.post(f"{url}/infer", content=photo.read_bytes(), timeout=60)
+        assert refused.status_code == 401, refused.text
         reply = httpx.post(
-            f"{url}/infer", content=photo.read_bytes(), headers={"Content-Type": "image/png"}, timeout=60
+            f"{url}/infer",
+            content=photo.read_bytes(),
+            headers={"Content-Type": "image/png", "Authorization": f"Bearer {token}"},
+            timeout=60,
         )
         assert reply.status_code == 200, reply.text
         labels = [d["label"] for d in reply.json()["detections"]]

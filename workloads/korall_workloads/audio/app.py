@@ -26,7 +26,7 @@ from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
 from korall_workloads.common.broadcast import Subscription, end_streams_on_exit_signals
 from korall_workloads.common.event_settings import EventsSettings
-from korall_workloads.common.guard import install_http_guard
+from korall_workloads.common.guard import NO_TELEMETRY, install_http_guard
 from korall_workloads.common.http_settings import HttpSettings
 from korall_workloads.common.responses import install_error_handlers
 
@@ -72,7 +72,7 @@ def create_app(
             capture.stop()
             await asyncio.to_thread(delivery.stop)  # after the capture: its last events are spooled first
 
-    app = FastAPI(title="korall audio", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="korall audio", version="0.1.0", lifespan=lifespan, telemetry=NO_TELEMETRY)
     app.state.capture = capture
     app.state.hub = hub
     app.state.events = delivery

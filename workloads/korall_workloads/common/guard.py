@@ -30,6 +30,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
+from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from korall_workloads.common.accesslog import ACCESS_DETAIL_KEY, AccessLog
@@ -38,6 +39,11 @@ from korall_workloads.common.errors import Forbidden, RateLimited, ServiceError,
 from korall_workloads.common.http_settings import HttpSettings
 from korall_workloads.common.ratelimit import RateLimits
 from korall_workloads.common.responses import ERROR_CODE_KEY, error_response
+
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's native OpenTelemetry off (`FastAPI(telemetry=NO_TELEMETRY)`): the access log and the Prometheus metrics
+are the services' telemetry, and asking OpenTelemetry whether it is configured reads the environment on every
+request (found profiling the concurrency-1 overhead, issue 15)."""
 
 TOKEN_COOKIE = "korall_token"
 PROBE_PATHS = frozenset({"/health", "/ready"})

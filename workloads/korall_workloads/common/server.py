@@ -287,6 +287,9 @@ def server_config(app: Any, host: str, port: int, settings: HttpSettings, **over
         "log_config": None,  # keep the handlers configure_logging installed
         "access_log": False,
         "server_header": False,
+        # No X-Forwarded-For from 127.0.0.1 taken as the client: rate limits and the access log use the peer's
+        # address, which a local client could otherwise choose (and one middleware less per request).
+        "proxy_headers": False,
         "timeout_keep_alive": settings.keepalive_s,
         "timeout_graceful_shutdown": 5,
         "lifespan": "on",

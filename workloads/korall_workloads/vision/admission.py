@@ -7,7 +7,8 @@ balancer can then go elsewhere or come back, and the requests already in progres
 
 The admitted request reserves the bytes of its body on its ticket as they are read (`upload.read_image_bytes`):
 all bodies held at once stay within UPLOAD_BUDGET_BYTES, or the one that would not fit is shed too. Both are
-released when the reply is sent. Everything here runs on the event loop: no lock.
+released when the reply is sent; after a large body (TRIM_AFTER_BYTES) the heap's free memory is given back to the
+system (glibc keeps it otherwise). Everything here runs on the event loop: no lock.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from contextlib import contextmanager
 
 from korall_workloads.common.errors import Overloaded
 
+from .decode_cost import MIB, give_back_memory
+
 RETRY_AFTER_S = 1.0
+TRIM_AFTER_BYTES = 8 * MIB
 
 
 class InferQueueFull(Overloaded):
@@ -71,3 +75,5 @@ class Admission:
         finally:
             self.in_flight -= 1
             self.reserved -= ticket.reserved
+            if ticket.reserved >= TRIM_AFTER_BYTES:
+                give_back_memory()

@@ -48,19 +48,21 @@ MARGIN = 1.05
 """On top of every estimate: the allocator's rounding and what a measurement cannot see."""
 
 
-def webp_size(data: bytes) -> tuple[int, int] | None:
-    """The canvas size a WebP header declares (lossy VP8, lossless VP8L, extended VP8X), or None."""
+def webp_header(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, has alpha) of the canvas a WebP header declares (lossy VP8, lossless VP8L, extended VP8X),
+    or None when `data` is not a WebP."""
     if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
         return None
     chunk = data[12:16]
     if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
         width, height = struct.unpack_from("<HH", data, 26)
-        return width & 0x3FFF, height & 0x3FFF
+        return width & 0x3FFF, height & 0x3FFF, False
     if chunk == b"VP8X":
-        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+        alpha = bool(data[20] & 0x10)
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1, alpha
     if chunk == b"VP8L" and data[20] == 0x2F:
         bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
     return None
 
 

@@ -36,7 +36,7 @@ from PIL import (  # noqa: F401  (importing a plugin registers its format; Image
 
 from korall_workloads.common.errors import InvalidInput, ServiceError, TooLarge
 
-from .decode_cost import MIB, decode_cost, jpeg_cost, reduce_factor, webp_size
+from .decode_cost import MIB, decode_cost, jpeg_cost, reduce_factor, webp_header
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 """What Pillow may parse (JPEG includes multi-picture MPO); any other format is rejected before its parser runs."""
@@ -135,8 +135,9 @@ def open_image(
     """
     t0 = time.perf_counter()
     try:
-        if (declared := webp_size(data)) is not None:  # Pillow allocates a WebP's canvas when it opens it
-            _check_size(declared, "WEBP", "RGBA", decode_cost("WEBP", "RGBA", declared), max_pixels, budget_bytes)
+        if (webp := webp_header(data)) is not None:  # Pillow allocates a WebP's canvas when it opens it
+            declared, mode = webp[:2], "RGBA" if webp[2] else "RGB"
+            _check_size(declared, "WEBP", mode, decode_cost("WEBP", mode, declared), max_pixels, budget_bytes)
         im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         size = im.size
         fmt = im.format or "unknown"

@@ -55,8 +55,13 @@ def _check_media_type(media_type: str, where: str) -> None:
         )
 
 
-async def _bounded_chunks(request: Request, limit: int, ticket: Ticket | None) -> AsyncIterator[bytes]:
+async def _bounded_chunks(
+    request: Request, limit: int, ticket: Ticket | None, delimiter: bytes | None = None
+) -> AsyncIterator[bytes]:
+    """The body's chunks, refused (TooLarge) past `limit`; with a multipart `delimiter`, refused as soon as it shows
+    more than MAX_PARTS parts (counted per chunk at C speed: a flood of tiny parts is not read to its end)."""
     declared = request.headers.get("content-length")
+    delimiters = 0
     reserved = 0
     if declared is not None:
         try:
@@ -77,6 +82,12 @@ async def _bounded_chunks(request: Request, limit: int, ticket: Ticket | None) -
             if ticket is not None and received > reserved:  # chunked, or more than declared: reserve as it comes
                 ticket.reserve(received - reserved)
                 reserved = received
+            if delimiter is not None:
+                delimiters += chunk.count(delimiter)  # a delimiter split across two chunks is missed: no matter
+                if delimiters > MAX_PARTS + 1:  # one more for the closing delimiter
+                    raise MalformedRequest(
+                        f"multipart body has more than {MAX_PARTS} parts; send the image in one 'file' part"
+                    )
             if chunk:
                 yield chunk
     except ClientDisconnect:
@@ -97,7 +108,8 @@ async def read_image_bytes(
         _check_media_type(mtype, "Content-Type")
     try:
         async with asyncio.timeout(timeout_s):
-            chunks = [chunk async for chunk in _bounded_chunks(request, limit, ticket)]
+            delimiter = b"--" + boundary if boundary is not None else None
+            chunks = [chunk async for chunk in _bounded_chunks(request, limit, ticket, delimiter)]
     except TimeoutError:
         raise RequestTimeout(
             f"the body did not arrive within {timeout_s:g} s (HTTP_BODY_TIMEOUT_S); send it faster or smaller"
