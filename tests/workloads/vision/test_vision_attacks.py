@@ -187,8 +187,23 @@ def test_a_huge_request_head_is_cut_off_with_431_after_the_limit(server: Guarded
         ),
         (b"GET /\x01health HTTP/1.1\r\n\r\n", 400, "bad_request"),
         (b"GET /health?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431, "header_too_large"),
+        (
+            b"POST /infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n",
+            400,
+            "bad_request",
+        ),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "bad_request"),
+        (bytes.fromhex("16030100a5010000a10303") + bytes(40), 400, "bad_request"),
     ],
-    ids=["malformed-content-length", "length-and-chunked", "control-char-in-path", "70-kb-url"],
+    ids=[
+        "malformed-content-length",
+        "length-and-chunked",
+        "control-char-in-path",
+        "70-kb-url",
+        "bad-chunk-size-while-the-route-reads",
+        "http2-preface",
+        "tls-client-hello",
+    ],
 )
 def test_requests_the_parser_refuses_get_json_too(
     server: GuardedServer, request_bytes: bytes, status: int, code: str

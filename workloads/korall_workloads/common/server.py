@@ -241,10 +241,16 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _answer_and_close(self, error: ServiceError) -> None:
         self._cancel_head_timer()
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False  # a reply is being written: do not interleave ours, just end after it
-            self.transport.close()
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:  # a reply is being written: ours cannot go in between; just end the stream
+                cycle.keep_alive = False
+                self.transport.close()
+                return
+            # The route is still reading the body (a chunk size that does not parse): answer here, and let the
+            # route see a disconnected client, whose own reply then goes nowhere.
+            cycle.disconnected = True
+            cycle.message_event.set()
         self.transport.write(raw_error_response(error))
         self._linger()
 
