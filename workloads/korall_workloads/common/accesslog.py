@@ -58,6 +58,8 @@ class AccessLog:
         error: str | None,
         detail: dict[str, Any] | None = None,
     ) -> None:
+        if not self._log.isEnabledFor(logging.INFO):
+            return
         now = time.time()
         line: dict[str, Any] = {
             "log": "access",
