@@ -252,6 +252,29 @@ def test_a_multipart_body_of_many_thousand_parts_is_refused_at_part_17(server: G
     _healthy(server)
 
 
+def test_a_reply_before_the_body_ends_closes_the_connection_instead_of_reading_the_rest(server: GuardedServer) -> None:
+    """The 400 comes while the 19 MB of parts still stream in; the server stops reading them, half-closes, and the
+    client reads the reply (no reset)."""
+    part = b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\nv\r\n"
+    body = part * 380_000
+    sock = connect(server.port)
+    head = "POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
+    sock.setblocking(False)
+    sent, reply = 0, b""
+    while sent < len(body) and not reply:
+        with contextlib.suppress(BlockingIOError):
+            reply = sock.recv(65536)
+        try:
+            sent += sock.send(body[sent : sent + 65536])
+        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            time.sleep(0.01)
+    sock.setblocking(True)
+    assert reply.startswith(b"HTTP/1.1 400") and sent < len(body)
+    assert closed_by_peer(sock)
+    sock.close()
+
+
 def test_a_multipart_boundary_over_256_characters_is_a_400_not_a_500(server: GuardedServer) -> None:
     boundary = "b" * 300
     body = f"--{boundary}\r\nContent-Disposition: form-data; name=file; filename=a.jpg\r\n\r\nx\r\n--{boundary}--\r\n"

@@ -17,9 +17,11 @@ document from the one error map (`responses.raw_error_response`) and the connect
   dropped (aborted: a close would wait for the unread data to drain), and the route's stream ends with it. The
   kernel's send buffer is capped (SEND_BUFFER_BYTES), so that "full" comes after a bounded amount of data.
 
-A refusal is written, then the connection lingers half-closed for up to LINGER_S, reading and dropping what the
-client still sends, as nginx's lingering close does: closing a socket with unread input makes the kernel send a
-reset, which can destroy the reply before the client reads it.
+A refusal is written, then the connection lingers half-closed for up to LINGER_S (and LINGER_BYTES), reading and
+dropping what the client still sends, as nginx's lingering close does: closing a socket with unread input makes the
+kernel send a reset, which can destroy the reply before the client reads it. The same happens after any reply sent
+before its request's body was read to its end (a 401, 413 or 503 to an upload): the rest of the body is not worth
+parsing, and keeping the connection would mean parsing it.
 
 The body has its own deadline where it is read (`vision.upload`, HTTP_BODY_TIMEOUT_S). Nothing here runs per byte:
 the head is counted per received chunk, and two timer handles per request are all it costs.
@@ -52,6 +54,9 @@ stream, holding its place that long. 64 KiB in flight still carry a snapshot at 
 
 LINGER_S = 2.0
 """How long a refused connection is kept half-closed, input dropped, so that the client can read the refusal."""
+
+LINGER_BYTES = 1024 * 1024
+"""How much input a lingering connection may still send before it is closed at once (a flood is not drained)."""
 
 
 class TooManyConnections(Overloaded):
@@ -114,6 +119,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._refused = False
         self._lingering = False
+        self._lingered_bytes = 0
         self._reading_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -160,7 +166,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering or self._refused or self.transport.is_closing():
-            return  # a refused connection's input is dropped unread
+            self._lingered_bytes += len(data)  # a refused connection's input is dropped unread
+            if self._lingered_bytes > LINGER_BYTES:
+                self.transport.close()
+            return
         self._unset_keepalive_if_required()
         if self._reading_head:
             self._head_bytes += len(data)
@@ -211,6 +220,16 @@ class GuardedProtocol(HttpToolsProtocol):
         if size > self.settings.max_header_bytes:
             raise _HeadTooLarge(size)
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+            # Answered before its body was read to its end (a 401, 413 or 503 to an upload): do not parse the rest.
+            self.server_state.total_requests += 1
+            cycle.keep_alive = False
+            self._linger()
+            return
+        super().on_response_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -16,7 +16,6 @@ import asyncio
 import concurrent.futures
 import enum
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,8 +79,9 @@ class Detector:
         self.model: LoadedModel | None = None
         self._queue: InterpreterQueue | None = None
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
-        # Decoding overlaps the running invokes: at least two workers, one per core beyond that.
-        self._workers = Workers(max(2, os.cpu_count() or 1), "infer")
+        # One worker per interpreter, and one more to decode the next image while every interpreter invokes, so
+        # that an interpreter finds a tensor waiting when it frees up instead of waiting for a decode.
+        self._workers = Workers(max(2, settings.resolved_interpreters("cpu") + 1), "infer")
         self._large_decodes = Workers(1, "large-decode")  # one at a time: DECODE_SERIAL_BYTES
         self._load_future: concurrent.futures.Future[None] | None = None
 

@@ -6,8 +6,10 @@ Every request's memory is bounded by a setting, so the whole service's is bounde
   + interpreters x 20 MiB                                measured per CPU interpreter (arena, packed weights)
   + UPLOAD_BUDGET_BYTES                                  every request body held at once (admission.py)
   + DECODE_BUDGET_BYTES                                  the one large decode running (decode_cost.py)
-  + decode workers x DECODE_SERIAL_BYTES                 the small decodes running side by side
-  + HTTP_MAX_CONNECTIONS x 256 KiB                       each connection's read and write buffers
+  + decode workers x DECODE_SERIAL_BYTES                 the small decodes running side by side (a worker per
+                                                         interpreter and one more)
+  + HTTP_MAX_CONNECTIONS x 128 KiB                       each connection's buffers: 64 KiB of body before the
+                                                         server stops reading, 32 KiB of reply, the objects
   + the camera's frames                                  (CAPTURE_BUFFER_FRAMES + 4) x width x height x 3
 
 The limit is MEMORY_LIMIT_BYTES (the operator passes the container's `limits.memory` through the Downward API), else
@@ -19,7 +21,6 @@ instead of an OOM kill under load.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from .settings import VisionSettings, usable_cores
 
 BASELINE_BYTES = 112 * MIB
 PER_INTERPRETER_BYTES = 20 * MIB
-PER_CONNECTION_BYTES = 256 * 1024
+PER_CONNECTION_BYTES = 128 * 1024
 CAMERA_EXTRA_FRAMES = 4  # the frame being read, the one inferred, the latest result, a snapshot being drawn
 UNLIMITED = 1 << 60  # what cgroup v1 reports for no limit (9223372036854771712) is above this
 
@@ -75,9 +76,9 @@ class MemoryPlan:
         return f"worst case {self.total / MIB:.0f} MiB ({shown}), limit {limit}"
 
 
-def decode_workers() -> int:
-    """The detector's decode workers (detector.py): at least two, one per core beyond that."""
-    return max(2, os.cpu_count() or 1)
+def decode_workers(interpreters: int) -> int:
+    """The detector's decode workers (detector.py): one per interpreter and one more, at least two."""
+    return max(2, interpreters + 1)
 
 
 def plan_memory(
@@ -93,17 +94,19 @@ def plan_memory(
         "baseline": BASELINE_BYTES,
         "uploads": settings.upload_budget_bytes,
         "large decode": settings.decode_budget_bytes,
-        "small decodes": decode_workers() * settings.decode_serial_bytes,
         "connections": http.max_connections * PER_CONNECTION_BYTES,
     }
     if capture is not None and capture.enabled:
         parts["camera"] = (capture.buffer_frames + CAMERA_EXTRA_FRAMES) * capture.width * capture.height * 3
     fixed = sum(parts.values())
-    wanted = settings.num_interpreters or cores
-    interpreters = wanted
+    interpreters = settings.num_interpreters or cores
     if limit is not None and not settings.num_interpreters:
-        interpreters = max(1, min(wanted, (limit - fixed) // PER_INTERPRETER_BYTES))
-    plan = MemoryPlan(limit, interpreters, {**parts, "interpreters": interpreters * PER_INTERPRETER_BYTES})
+        # each interpreter brings its own memory and a decode worker: fixed + (n + 1) x serial + n x per <= limit
+        room = limit - fixed - settings.decode_serial_bytes
+        interpreters = max(1, min(interpreters, room // (settings.decode_serial_bytes + PER_INTERPRETER_BYTES)))
+    parts["small decodes"] = decode_workers(interpreters) * settings.decode_serial_bytes
+    parts["interpreters"] = interpreters * PER_INTERPRETER_BYTES
+    plan = MemoryPlan(limit, interpreters, parts)
     if limit is not None and plan.total > limit:
         raise MemoryPlanError(
             f"the limits cannot fit in the memory limit: {plan.describe()}; lower UPLOAD_BUDGET_BYTES, "
