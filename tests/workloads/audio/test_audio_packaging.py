@@ -68,7 +68,7 @@ def test_compose_runs_the_audio_service_beside_vision() -> None:
     audio = services["audio"]
     assert "vision" in services
     assert (ROOT / audio["build"]["dockerfile"]).resolve() == DOCKERFILE
-    assert "5053:5053" in audio["ports"]
+    assert audio["ports"] == ["127.0.0.1:5053:5053"]  # loopback only (issue 15)
     wav = audio["environment"]["AUDIO_SOURCE"]
     assert any(v.split(":")[1] == wav for v in audio["volumes"])  # the replayed file is mounted where it is read
     assert "/dev/snd:/dev/snd" in text  # the microphone alternative, documented in place

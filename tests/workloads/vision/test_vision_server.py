@@ -19,11 +19,12 @@ from PIL import Image
 from vision_helpers import PHOTOS, ThreadedServer, encode, photo_rgb, settings
 
 UPLOAD_LIMIT = 2 * 1024 * 1024  # the slow PNG below fits, a few MiB do not
+DECODE_BUDGET = 256 * 1024 * 1024  # the slow PNG's decode (~170 MiB) is allowed here: its time is what is tested
 
 
 @pytest.fixture(scope="module")
 def server(detector: Detector) -> Iterator[ThreadedServer]:
-    app = create_app(settings(max_upload_bytes=UPLOAD_LIMIT), detector=detector)
+    app = create_app(settings(max_upload_bytes=UPLOAD_LIMIT, decode_budget_bytes=DECODE_BUDGET), detector=detector)
     with ThreadedServer(app) as srv:
         yield srv
 
@@ -91,7 +92,10 @@ async def test_timeout_gives_504_and_the_next_request_is_served(
         runs.append(time.perf_counter() - started)
     slow_s = min(runs)
     timeout = max(slow_s * 0.4, 0.08)
-    app = create_app(settings(max_upload_bytes=4 * 1024 * 1024, infer_timeout_s=timeout), detector=detector)
+    app = create_app(
+        settings(max_upload_bytes=4 * 1024 * 1024, infer_timeout_s=timeout, decode_budget_bytes=DECODE_BUDGET),
+        detector=detector,
+    )
     with ThreadedServer(app) as srv:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
             r = await client.post("/infer", content=slow_png)

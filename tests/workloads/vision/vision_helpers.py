@@ -41,7 +41,8 @@ def encode(rgb: np.ndarray | Image.Image, fmt: str = "JPEG", **kw: object) -> by
 
 
 def settings(**overrides: object) -> VisionSettings:
-    base: dict[str, object] = {"models_dir": MODELS, "accelerator": "cpu", "num_threads": 1}
+    # Room for the tests that queue dozens of requests at once; shedding past INFER_QUEUE_MAX has its own tests.
+    base: dict[str, object] = {"models_dir": MODELS, "accelerator": "cpu", "num_threads": 1, "infer_queue_max": 64}
     base.update(overrides)
     return VisionSettings(**base)  # type: ignore[arg-type]
 

@@ -220,6 +220,7 @@ def create_app(
                 result, image = await det.detect_encoded(
                     data,
                     max_pixels=settings.max_image_pixels,
+                    decode_budget=settings.decode_budget_bytes,
                     score_th=score_th,
                     topk=topk,
                     started=started,

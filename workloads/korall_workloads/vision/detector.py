@@ -227,7 +227,7 @@ class Detector:
         timings = Timings(0.0, (t1 - t0) * 1000, raw.queue_ms, raw.invoke_ms, (t3 - t2) * 1000, (t3 - t0) * 1000)
         return DetectionResult(detections, rgb.shape[1], rgb.shape[0], timings)
 
-    def _decode_and_queue(self, data: bytes, max_pixels: int, deadline: float, outcome: Outcome) -> None:
+    def _decode_and_queue(self, data: bytes, max_pixels: int, budget: int, deadline: float, outcome: Outcome) -> None:
         """On a worker: read the header, decode, queue, and run the queue if an interpreter is free. A decode that
         will take more than DECODE_SERIAL_BYTES goes to the one large-decode thread instead, so that large decodes
         run one at a time and never hold up the workers. Errors go to `outcome`."""
@@ -235,7 +235,7 @@ class Detector:
             return  # the request timed out while this waited for a worker
         try:
             input_size = self.require_ready().input_size
-            opened = open_image(data, input_size, max_pixels, self.settings.decode_budget_bytes)
+            opened = open_image(data, input_size, max_pixels, budget)
         except Exception as exc:
             settle(outcome, error=exc)
             return
@@ -266,6 +266,7 @@ class Detector:
         data: bytes,
         *,
         max_pixels: int,
+        decode_budget: int | None = None,
         score_th: float | None = None,
         topk: int | None = None,
         started: float | None = None,
@@ -273,12 +274,13 @@ class Detector:
     ) -> tuple[DetectionResult, PreparedImage]:
         """Decode an uploaded image and detect objects in it on a worker thread, without blocking the event loop.
 
-        Raises ImageError for bad data, DetectorNotReady, and InferenceTimeout past INFER_TIMEOUT_S: a timed-out
-        request still waiting for a worker or for the interpreter is skipped, one already invoking finishes and
-        its result is dropped. `started` (perf_counter) is where timings.total begins; `timeout_s` defaults to
-        INFER_TIMEOUT_S.
+        Raises ImageError for bad data (ImageTooLarge past `max_pixels` or `decode_budget` bytes, default
+        DECODE_BUDGET_BYTES), DetectorNotReady, and InferenceTimeout past INFER_TIMEOUT_S: a timed-out request still
+        waiting for a worker or for the interpreter is skipped, one already invoking finishes and its result is
+        dropped. `started` (perf_counter) is where timings.total begins; `timeout_s` defaults to INFER_TIMEOUT_S.
         """
         self.require_ready()
+        budget = self.settings.decode_budget_bytes if decode_budget is None else decode_budget
         timeout = self.settings.infer_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter() if started is None else started
@@ -287,7 +289,7 @@ class Detector:
         try:
             async with asyncio.timeout(timeout):
                 # Submitted last, just before this thread goes idle: the woken worker finds the GIL free.
-                self._workers.submit(self._decode_and_queue, data, max_pixels, deadline, outcome)
+                self._workers.submit(self._decode_and_queue, data, max_pixels, budget, deadline, outcome)
                 image, raw = await waiter
         except BaseException as exc:
             outcome.cancel()  # a job still waiting for a worker or for the interpreter is then skipped

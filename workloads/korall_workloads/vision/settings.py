@@ -121,7 +121,7 @@ class VisionSettings(ServiceSettings):
         le=10_000,
         validation_alias=VisionEnv.INFER_QUEUE_MAX,
         description="/infer requests in progress at once (reading, decoding, queued, running); one more is shed "
-        "with 503 `overloaded` and Retry-After. 0: four per core.",
+        "with 503 `overloaded` and Retry-After. 0: eight per core (about eight invokes of waiting at most).",
     )
     upload_budget_bytes: int = Field(
         default=64 * MIB,
@@ -190,7 +190,7 @@ class VisionSettings(ServiceSettings):
 
     @property
     def resolved_infer_queue_max(self) -> int:
-        return self.infer_queue_max or 4 * usable_cores()
+        return self.infer_queue_max or 8 * usable_cores()
 
     @model_validator(mode="after")
     def _budgets_hold_one_request(self) -> VisionSettings:
