@@ -19,7 +19,7 @@ class GuardedServer:
     """`app` served exactly as `python -m korall_workloads.<service>` serves it, with `http`, until exit."""
 
     def __init__(self, app: Any, http: HttpSettings) -> None:
-        self.http = http
+        self.app, self.http = app, http
         self.server = uvicorn.Server(server_config(app, "127.0.0.1", 0, http, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="guarded-uvicorn", daemon=True)
         self.port = 0

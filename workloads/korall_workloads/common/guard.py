@@ -24,8 +24,9 @@ Refusals are answered with the one error map's JSON (`responses.error_response`)
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
@@ -33,7 +34,7 @@ from urllib.parse import parse_qs
 from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from korall_workloads.common.accesslog import ACCESS_DETAIL_KEY, AccessLog
+from korall_workloads.common.accesslog import ACCESS_DETAIL_KEY, BYTES_IN_KEY, AccessLog
 from korall_workloads.common.auth import Token, TokenStore
 from korall_workloads.common.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
 from korall_workloads.common.http_settings import HttpSettings
@@ -58,7 +59,11 @@ def required_scope(method: str, path: str) -> str:
 
 
 class HttpGuard:
-    """Pure ASGI middleware: rate limits, tokens, access log (see the module docstring)."""
+    """Pure ASGI middleware: rate limits, tokens, access log (see the module docstring).
+
+    `on_response(route, status)` is told of every reply (the route's template, or "unmatched"), so that a service's
+    request counter needs no middleware of its own.
+    """
 
     def __init__(
         self,
@@ -66,16 +71,19 @@ class HttpGuard:
         *,
         settings: HttpSettings,
         tokens: TokenStore | None,
+        access: AccessLog | None = None,
         model_sha256: Callable[[], str | None] = lambda: None,
         on_error: Callable[[str], None] | None = None,
+        on_response: Callable[[str, int], None] | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.limits = RateLimits(settings.limits_per_client(), settings.limits_per_token())
         self.open_paths = PROBE_PATHS if settings.auth_metrics else PROBE_PATHS | {METRICS_PATH}
-        self.access = AccessLog() if settings.access_log else None
+        self.access = access
         self.model_sha256 = model_sha256
         self.on_error = on_error
+        self.on_response = on_response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,63 +111,41 @@ class HttpGuard:
                         f"too many requests with token {token.name!r} (RATE_LIMIT_PER_TOKEN); retry in {wait:.1f} s",
                         retry_after_s=wait,
                     )
-        if self.access is None and set_cookie is None:
-            if refusal is not None:
-                await self._refuse(refusal, scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
-        await self._logged(scope, receive, send, started, client, token, set_cookie, refusal)
+        sent = [500, 0]  # status, bytes out
 
-    async def _logged(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        started: float,
-        client: str,
-        token: Token | None,
-        set_cookie: str | None,
-        refusal: ServiceError | None,
-    ) -> None:
-        counts = [500, 0, 0]  # status, bytes in, bytes out
-
-        async def counted_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                counts[1] += len(message.get("body", b""))
-            return message
-
-        async def counted_send(message: Message) -> None:
+        async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                counts[0] = message["status"]
+                sent[0] = message["status"]
                 if set_cookie is not None:
                     headers = [*message.get("headers", ()), (b"set-cookie", set_cookie.encode())]
                     message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
-                counts[2] += len(message.get("body", b""))
+                sent[1] += len(message.get("body", b""))
             await send(message)
 
         try:
             if refusal is not None:
-                await self._refuse(refusal, scope, counted_receive, counted_send)
+                await self._refuse(refusal, scope, receive, watched_send)
             else:
-                await self.app(scope, counted_receive, counted_send)
+                await self.app(scope, receive, watched_send)
         finally:
+            if self.on_response is not None:
+                route = scope.get("route")
+                self.on_response(getattr(route, "path", None) or "unmatched", sent[0])
             if self.access is not None:
-                self.access.write(
-                    started=started,
-                    client=client,
-                    token=token.name if token is not None else None,
-                    method=scope["method"],
-                    path=scope["path"],
-                    query=scope.get("query_string", b""),
-                    status=counts[0],
-                    bytes_in=counts[1],
-                    bytes_out=counts[2],
-                    model_sha256=self.model_sha256(),
-                    error=scope.get(ERROR_CODE_KEY),
-                    detail=scope.get(ACCESS_DETAIL_KEY),
+                self.access.record(
+                    started,
+                    client,
+                    token.name if token is not None else None,
+                    scope["method"],
+                    scope["path"],
+                    scope.get("query_string", b""),
+                    sent[0],
+                    scope.get(BYTES_IN_KEY, 0),
+                    sent[1],
+                    self.model_sha256(),
+                    scope.get(ERROR_CODE_KEY),
+                    scope.get(ACCESS_DETAIL_KEY),
                 )
 
     async def _refuse(self, error: ServiceError, scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,9 +222,34 @@ def install_http_guard(
     *,
     model_sha256: Callable[[], str | None] = lambda: None,
     on_error: Callable[[str], None] | None = None,
+    on_response: Callable[[str, int], None] | None = None,
 ) -> TokenStore | None:
     """Add the guard to `app` as its outermost middleware; returns the token store (None: no auth). Raises
-    `auth.TokenFileError` when AUTH_TOKENS_FILE exists and does not parse (the service must not start)."""
+    `auth.TokenFileError` when AUTH_TOKENS_FILE exists and does not parse (the service must not start).
+
+    The access log (`app.state.access_log`, None when off) writes its last lines when the app shuts down."""
     tokens = TokenStore(settings.auth_tokens_file) if settings.auth_tokens_file is not None else None
-    app.add_middleware(HttpGuard, settings=settings, tokens=tokens, model_sha256=model_sha256, on_error=on_error)
+    access = AccessLog() if settings.access_log else None
+    app.state.access_log = access
+    app.add_middleware(
+        HttpGuard,
+        settings=settings,
+        tokens=tokens,
+        access=access,
+        model_sha256=model_sha256,
+        on_error=on_error,
+        on_response=on_response,
+    )
+    if access is not None:
+        lifespan = app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def writing_lifespan(app: Any) -> AsyncIterator[Any]:
+            try:
+                async with lifespan(app) as state:
+                    yield state
+            finally:
+                access.close()
+
+        app.router.lifespan_context = writing_lifespan
     return tokens

@@ -62,7 +62,9 @@ class RateLimits:
         """Count one request of `key` (a client address or a token name) against the `kind` limits; None when it
         fits, else the seconds until it would (the request is then not counted against the later limits)."""
         for item in self._items[kind]:
-            if not self._limiter.hit(item, kind, key):
+            # MovingWindowRateLimiter.hit(item, kind, key), inlined: its error wrapper is for remote storages and
+            # cost more than the count itself (5.6 against 2.3 us per limit, on every request)
+            if not self.storage.acquire_entry(item.key_for(kind, key), item.amount, item.get_expiry()):
                 stats = self._limiter.get_window_stats(item, kind, key)
                 return max(0.0, stats.reset_time - time.time())
         return None

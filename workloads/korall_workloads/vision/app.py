@@ -33,7 +33,7 @@ from .camera import CaptureSettings, camera_lifespan, camera_status, require_cam
 from .camera import router as camera_router
 from .catalog import list_models
 from .detector import Detector
-from .metrics import RequestCounter, VisionMetrics
+from .metrics import VisionMetrics
 from .object_events import CameraEvents
 from .schemas import ErrorResponse, InferResponse, infer_response_json
 from .settings import VisionSettings
@@ -176,12 +176,12 @@ def create_app(
     admission = Admission(settings.resolved_infer_queue_max, settings.upload_budget_bytes)
     app.state.admission = admission
     install_error_handlers(app, metrics.on_error)
-    app.add_middleware(RequestCounter, metrics=metrics)
-    app.state.tokens = install_http_guard(  # outermost: every route and mount, refusals logged too
+    app.state.tokens = install_http_guard(  # outermost: every route and mount, refusals logged and counted too
         app,
         http,
         model_sha256=lambda: det.model.sha256 if det.model is not None else None,
         on_error=metrics.on_error,
+        on_response=metrics.count_response,
     )
 
     @app.get("/health")

@@ -20,6 +20,7 @@ from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from korall_workloads.common.accesslog import BYTES_IN_KEY
 from korall_workloads.common.errors import MalformedRequest, RequestTimeout, TooLarge, UnsupportedMediaType
 
 from .admission import Ticket
@@ -77,6 +78,7 @@ async def _bounded_chunks(
     try:
         async for chunk in request.stream():
             received += len(chunk)
+            request.scope[BYTES_IN_KEY] = received  # for the access log, even when this body is refused
             if received > limit:
                 raise TooLarge(f"body is over the upload limit of {limit} bytes (MAX_UPLOAD_BYTES)")
             if ticket is not None and received > reserved:  # chunked, or more than declared: reserve as it comes
