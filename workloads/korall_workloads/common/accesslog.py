@@ -14,10 +14,10 @@ sent as `access_token=` in the query is shown as `access_token=***`. `bytes_in` 
 server; `error` is the error code of an error reply. `configure_logging` gives the logger its own handler, which
 writes the line as is (the JSON formatter would wrap it in a second JSON document).
 
-Off the request's path: the event loop only keeps each request's fields (a deque append); a thread of its own turns
-them into JSON and writes them, every FLUSH_EVERY_S, and at shutdown (`close`). Formatting and logging a line cost
-about 40 us on the event loop when measured alone, more after an invoke has cooled the caches: measured paired at
-concurrency 1, the hardening's per-request work cost 0.4 ms before it moved here (issue 15).
+Off the request's path: the event loop only keeps each request's fields (a deque append, under a microsecond); a
+thread of its own turns them into JSON and writes them, every FLUSH_EVERY_S, and at shutdown (`close`). Formatting
+and logging a line cost about 40 us of the event loop's time, measured alone; that time is the loop's capacity under
+load (at concurrency 1, paired measurements on the shared development machine could not tell the two apart).
 """
 
 from __future__ import annotations
