@@ -80,6 +80,15 @@ def test_probes_are_open_and_everything_else_needs_a_token_with_its_scope(
         assert client.get("/no/such/route", headers=bearer(CI)).status_code == 404  # past auth: the usual 404
 
 
+def test_a_large_upload_without_a_token_reads_its_401_after_sending_everything(server: GuardedServer) -> None:
+    """Refused before its body is read: the server drops the rest unparsed (it would not parse 8 MB for nothing) yet
+    keeps reading until the client has sent it all, so that the client, which reads only then, gets the 401."""
+    body = bytes(8 * 1024 * 1024)
+    for _ in range(2):  # on a new connection each time: the refused one is closed
+        reply = httpx.post(server.url + "/infer", content=body, timeout=30)
+        assert reply.status_code == 401 and json_error(reply.content)["code"] == "unauthorized"
+
+
 def test_rotation_keeps_two_tokens_valid_then_drops_the_old_one(
     server: GuardedServer, tokens_file: Path, jpegs: dict[str, bytes]
 ) -> None:

@@ -20,8 +20,8 @@ document from the one error map (`responses.raw_error_response`) and the connect
 A refusal is written, then the connection lingers half-closed for up to LINGER_S (and LINGER_BYTES), reading and
 dropping what the client still sends, as nginx's lingering close does: closing a socket with unread input makes the
 kernel send a reset, which can destroy the reply before the client reads it. The same happens after any reply sent
-before its request's body was read to its end (a 401, 413 or 503 to an upload): the rest of the body is not worth
-parsing, and keeping the connection would mean parsing it.
+before its request's body was read to its end (a 401, 413 or 503 to an upload), for up to HTTP_BODY_TIMEOUT_S: the
+rest of the body is not worth parsing, and keeping the connection would mean parsing it.
 
 The body has its own deadline where it is read (`vision.upload`, HTTP_BODY_TIMEOUT_S). Nothing here runs per byte:
 the head is counted per received chunk, and two timer handles per request are all it costs.
@@ -55,8 +55,10 @@ stream, holding its place that long. 64 KiB in flight still carry a snapshot at 
 LINGER_S = 2.0
 """How long a refused connection is kept half-closed, input dropped, so that the client can read the refusal."""
 
-LINGER_BYTES = 1024 * 1024
-"""How much input a lingering connection may still send before it is closed at once (a flood is not drained)."""
+LINGER_BYTES = 32 * 1024 * 1024
+"""How much input a lingering connection may still send before it is closed at once: above the largest upload
+(MAX_UPLOAD_BYTES, 20 MiB by default), so that an upload refused before it was read (401, 413, 503) is drained and
+its client reads the refusal, while a flood is not drained for ever. Dropping costs far less than parsing."""
 
 
 class TooManyConnections(Overloaded):
@@ -224,10 +226,12 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle is not None and cycle.more_body and not self.transport.is_closing():
-            # Answered before its body was read to its end (a 401, 413 or 503 to an upload): do not parse the rest.
+            # Answered before its body was read to its end (a 401, 413 or 503 to an upload): do not parse the rest;
+            # drop it as it comes, for as long as a body may take (the client reads the reply once it has sent it).
             self.server_state.total_requests += 1
             cycle.keep_alive = False
-            self._linger()
+            self._linger(self.settings.body_timeout_s)
+            self.flow.resume_reading()  # uvicorn paused it while the body waited for the route: drain it now
             return
         super().on_response_complete()
 
@@ -273,8 +277,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.write(raw_error_response(error))
         self._linger()
 
-    def _linger(self) -> None:
-        """Half-close after the refusal and drop input for up to LINGER_S (see the module docstring); at once when
+    def _linger(self, seconds: float = LINGER_S) -> None:
+        """Half-close after the refusal and drop input for up to `seconds` (see the module docstring); at once when
         as many refused connections linger already as the server may have open (a flood of them)."""
         cls = type(self)
         if cls.lingering >= self.settings.max_connections or not self.transport.can_write_eof():
@@ -283,7 +287,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._lingering = True
         cls.lingering += 1
         self.transport.write_eof()
-        self.loop.call_later(LINGER_S, self.transport.close)
+        self.loop.call_later(seconds, self.transport.close)
 
     def drop_slow_reader(self) -> None:
         """The client has read nothing of its reply for HTTP_SEND_TIMEOUT_S: drop it (the stream ends)."""
