@@ -51,6 +51,11 @@ class RealCluster:
     _gc_probe: concurrent.futures.Future[float] | None = None
 
     @property
+    def has_controllers(self) -> bool:
+        """kube-controller-manager and kube-scheduler run (envtest's assets alone have only the API server)."""
+        return self.plane.assets.full
+
+    @property
     def nodes(self) -> FakeNodes:
         assert self._nodes is not None, "the fake nodes start with the controllers"
         return self._nodes

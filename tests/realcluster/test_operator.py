@@ -17,7 +17,7 @@ from cluster import SOLO_TPU_NODE, TPU_NODE, RealClusterWithChart
 from cluster_helpers import API, ClusterClient, eventually
 from fake_nodes import CRASH_LOOP, IMAGE_PULL
 
-pytestmark = pytest.mark.usefixtures("operator")
+pytestmark = pytest.mark.usefixtures("controllers", "operator")
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"

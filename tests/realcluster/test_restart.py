@@ -16,7 +16,7 @@ from cluster_helpers import API, ClusterClient, eventually, running_operator
 from korall_operator.manifests import child_name
 from test_operator import CPU_MODEL, model, ready
 
-pytestmark = pytest.mark.usefixtures("operator")
+pytestmark = pytest.mark.usefixtures("controllers", "operator")
 
 
 @pytest.fixture(scope="module")
