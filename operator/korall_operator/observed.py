@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from korall_operator.manifests import MODEL_ANNOTATION, SPEC_HASH_ANNOTATION, label_value
+from korall_operator.manifests import MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION, SPEC_HASH_ANNOTATION, label_value
 
 ChildKey = tuple[str, str, str]
 """(namespace, component, instance label value): the children of one parent."""
@@ -69,7 +69,9 @@ def slim_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
     parent) as `metadata.owner`: a Pod finds its parent through its Deployment."""
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
-    kept = {k: annotations[k] for k in (SPEC_HASH_ANNOTATION, MODEL_ANNOTATION) if k in annotations}
+    kept = {
+        k: annotations[k] for k in (SPEC_HASH_ANNOTATION, MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION) if k in annotations
+    }
     owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     slim_meta = {k: meta[k] for k in ("name", "uid", "generation") if k in meta}
     if owner is not None:

@@ -120,6 +120,40 @@ class OperatorSettings(BaseSettings):
     reported as ProgressDeadlineExceeded. Pods that crash, cannot pull their image or cannot be scheduled are
     reported at once, from the pods themselves; this catches the rest (Kubernetes' default is 600 s)."""
 
+    namespace: str = "korall-system"
+    """The operator's own namespace (the chart sets it from the Downward API): where it reads S3 credentials."""
+
+    # -- model delivery (docs/model-delivery.md) ----------------------------------------------------------------
+
+    s3_credentials_secret: str = "korall-s3"
+    """Secret in the operator's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally
+    AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION, KORALL_S3_ALLOWED) for `model.s3` models that name none."""
+
+    s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """S3 API endpoint of an S3-compatible store (MinIO, Ceph, R2, ...); unset: AWS S3."""
+
+    s3_region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    s3_path_style: bool = False
+    """`<endpoint>/<bucket>/<key>` addressing: most self-hosted stores need it."""
+
+    link_ttl_s: int = Field(default=600, ge=10, le=7 * 24 * 3600)
+    """Lifetime of a presigned model link; re-signed at half of it, so a pod that starts later still finds one."""
+
+    link_retry_s: float = Field(default=30.0, gt=0)
+    """Wait before signing again after a failure time may fix (credentials Secret missing, store unreachable)."""
+
+    link_rate_per_model: str = "6/minute"
+    link_rate_overall: str = "120/minute"
+    """Most links signed for one model / for all models in a moving window (a flapping pod cannot make the
+    operator sign thousands)."""
+
+    model_cache_host_path: str = "/var/lib/korall/models"
+    """Node folder of the content-addressed model cache (a hostPath: a model is downloaded once per node);
+    empty: an emptyDir per pod (downloaded at every pod start)."""
+
+    model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    """Largest model file a pod downloads."""
+
     def model_file(self, name: str) -> BundledModel | None:
         """The bundled model of that file name, or None when the image does not have it."""
         return next((m for m in self.vision_models if m.file == name), None)

@@ -60,8 +60,17 @@ class _Spec(BaseModel):
 # ---------------------------------------------------------------------------------------------- InferenceModel
 
 
+class SecretKeyRef(_Spec):
+    """A key of a Secret in the InferenceModel's namespace (read by the kubelet into the pod, never by the
+    operator)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class ModelSource(_Spec):
-    """Where the model comes from: a file bundled in the vision image, or (later) a URL or S3 URI with a sha256."""
+    """Where the model comes from: a file bundled in the vision image, or a URL or S3 object with its sha256,
+    downloaded on the node before the service starts (docs/model-delivery.md)."""
 
     file: str | None = Field(default=None, pattern=MODEL_FILE_RE, description="A .tflite file in the image's /models.")
     url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
@@ -69,6 +78,12 @@ class ModelSource(_Spec):
     sha256: str | None = Field(
         default=None, pattern=SHA256_RE, description="Expected checksum; required for url and s3."
     )
+    s3_credentials: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    """s3: the Secret in the operator's namespace that holds the credentials; unset: the chart's default."""
+    auth_header_secret: SecretKeyRef | None = None
+    """url: a Secret key holding `Name: value` header lines sent with the download (e.g. Authorization)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
@@ -77,7 +92,16 @@ class ModelSource(_Spec):
             raise ValueError("exactly one of model.file, model.url or model.s3 must be set")
         if given[0] in ("url", "s3") and self.sha256 is None:
             raise ValueError("model.url and model.s3 require model.sha256")
+        if self.s3_credentials is not None and self.s3 is None:
+            raise ValueError("model.s3Credentials may only be set with model.s3")
+        if self.auth_header_secret is not None and self.url is None:
+            raise ValueError("model.authHeaderSecret may only be set with model.url")
         return self
+
+    @property
+    def remote(self) -> bool:
+        """Downloaded on the node (url or s3), as opposed to bundled in the image."""
+        return self.file is None
 
     @property
     def display(self) -> str:
@@ -225,13 +249,25 @@ def check_vision_spec(
 ) -> None:
     """Raise SpecError for what only the operator can know (the schema cannot): image contents, cluster setup."""
     source = model.model
-    if source.file is None:
-        kind = "url" if source.url else "s3"
+    if model.labels not in settings.vision_labels:
         raise SpecError(
-            "ModelSourceNotSupported",
-            f"model.{kind} is accepted and validated, but this operator version only serves model files bundled "
-            f"in the vision image; use model.file (one of: {', '.join(m.file for m in settings.vision_models)})",
+            "LabelsNotInImage",
+            f"labels {model.labels!r} is not in the vision image; available: {', '.join(settings.vision_labels)}",
         )
+    if model.accelerator == "edgetpu" and not settings.tpu_resource:
+        raise SpecError(
+            "TPUResourceNotConfigured",
+            "accelerator edgetpu needs a TPU extended resource, and the operator has none configured "
+            "(KORALL_TPU_RESOURCE is empty); install a Coral device plugin and set it, or use accelerator cpu",
+        )
+    if capture is not None and capture.type != "video":
+        ref = model.capture_profile_ref.name if model.capture_profile_ref else "?"
+        raise SpecError(
+            "CaptureProfileWrongType",
+            f"captureProfileRef {ref!r} is an {capture.type} profile; an InferenceModel needs a video profile",
+        )
+    if source.file is None:
+        return  # downloaded: the file is checked by its sha256 on the node; an Edge TPU build is told by content
     bundled = settings.model_file(source.file)
     if bundled is None:
         raise SpecError(
@@ -255,21 +291,4 @@ def check_vision_spec(
         raise SpecError(
             "ModelChecksumMismatch",
             f"model.sha256 {source.sha256} does not match the bundled {source.file!r} ({bundled.sha256})",
-        )
-    if model.labels not in settings.vision_labels:
-        raise SpecError(
-            "LabelsNotInImage",
-            f"labels {model.labels!r} is not in the vision image; available: {', '.join(settings.vision_labels)}",
-        )
-    if model.accelerator == "edgetpu" and not settings.tpu_resource:
-        raise SpecError(
-            "TPUResourceNotConfigured",
-            "accelerator edgetpu needs a TPU extended resource, and the operator has none configured "
-            "(KORALL_TPU_RESOURCE is empty); install a Coral device plugin and set it, or use accelerator cpu",
-        )
-    if capture is not None and capture.type != "video":
-        ref = model.capture_profile_ref.name if model.capture_profile_ref else "?"
-        raise SpecError(
-            "CaptureProfileWrongType",
-            f"captureProfileRef {ref!r} is an {capture.type} profile; an InferenceModel needs a video profile",
         )

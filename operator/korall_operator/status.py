@@ -16,7 +16,8 @@ Fields (the CRD's status schema mirrors them):
 - `conditions`: `Ready`, `Progressing`, `Degraded`, each with `status`, `reason`, `message`,
   `lastTransitionTime` (kept while the status does not flip) and `observedGeneration`;
 - `replicas` (desired), `readyReplicas`, `updatedReplicas`;
-- `activeModel`: the model the ready pods actually run (unchanged while a rollout is under way);
+- `activeModel`, `activeModelSha256`, `activeShortSha`: the model the ready pods actually run, its source and
+  checksum (unchanged while a rollout is under way);
 - `lastFailure`: `{reason, message, time}` of the last failure; kept after recovery, as a record.
 
 Ready means: the Deployment observed its latest spec, its pod template carries the hash the current spec asks
@@ -33,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from korall_operator.manifests import MODEL_ANNOTATION, pod_template_hash
+from korall_operator.manifests import MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION, pod_template_hash
 from korall_operator.observed import PodProblem
 
 READY = "Ready"
@@ -64,7 +65,8 @@ class Rollout:
     updated: int
     current: bool  # the Deployment observed its spec and its template has the expected hash
     failure: Failure | None
-    model: str | None  # the model of the Deployment's pod template
+    model: str | None  # the model of the Deployment's pod template (a file name, or the URL / S3 URI)
+    model_sha256: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -103,6 +105,7 @@ def rollout_of(deployment: Mapping[str, Any], expected_hash: str | None, problem
         current=current,
         failure=failure,
         model=annotations.get(MODEL_ANNOTATION),
+        model_sha256=annotations.get(MODEL_SHA256_ANNOTATION) or None,
     )
 
 
@@ -167,6 +170,9 @@ def _rollout_fields(rollout: Rollout, previous: Mapping[str, Any], generation: i
     }
     if rollout.complete and rollout.model:
         fields["activeModel"] = rollout.model
+    if rollout.complete and rollout.model_sha256:
+        fields["activeModelSha256"] = rollout.model_sha256
+        fields["activeShortSha"] = rollout.model_sha256[:12]
     if rollout.failure is not None:
         fields["lastFailure"] = {
             "reason": rollout.failure.reason,

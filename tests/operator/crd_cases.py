@@ -81,6 +81,14 @@ CEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         {"model": {"file": CPU_MODEL, "s3": "s3://models/k.tflite", "sha256": SHA}},
     ),
     "model.url and model.s3 require model.sha256": ("InferenceModel", {"model": {"url": "https://x/m.tflite"}}),
+    "model.s3Credentials may only be set with model.s3": (
+        "InferenceModel",
+        {"model": {"url": "https://x/m.tflite", "sha256": SHA, "s3Credentials": "minio"}},
+    ),
+    "model.authHeaderSecret may only be set with model.url": (
+        "InferenceModel",
+        {"model": {"s3": "s3://models/m.tflite", "sha256": SHA, "authHeaderSecret": {"name": "a", "key": "h"}}},
+    ),
     "type video requires a video block and no audio block": (
         "CaptureProfile",
         {"type": "video", "device": "/dev/video0", "audio": {}},

@@ -93,7 +93,7 @@ def test_chart_ships_the_crds_from_crds(tools_bin: Path) -> None:
 
 def test_default_install_objects(tools_bin: Path) -> None:
     kinds = by_kind(render(tools_bin))
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "ServiceAccount"]
     (deployment,) = kinds["Deployment"]
     spec = deployment["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # one replica, --standalone
@@ -114,7 +114,7 @@ def test_image_tags_are_pinned_and_match_the_operator_defaults(tools_bin: Path) 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     container = operator_container(render(tools_bin))
     assert container["image"] == f"ghcr.io/korall-project/korall-operator:{chart['appVersion']}"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env["KORALL_VISION_IMAGE"] == DEFAULT_VISION_IMAGE == values["workloads"]["visionImage"]
     assert env["KORALL_AUDIO_IMAGE"] == DEFAULT_AUDIO_IMAGE == values["workloads"]["audioImage"]
     for image in (container["image"], env["KORALL_VISION_IMAGE"], env["KORALL_AUDIO_IMAGE"]):
@@ -125,7 +125,10 @@ def test_every_env_var_is_an_operator_setting_with_its_default(
     tools_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The chart's defaults must mean the same as the operator's: its KORALL_* environment parses to the defaults."""
-    env = {e["name"]: e["value"] for e in operator_container(render(tools_bin))["env"]}
+    entries = operator_container(render(tools_bin))["env"]
+    env = {e["name"]: e["value"] for e in entries if "value" in e}
+    # the one value from the Downward API: the operator's own namespace (where its S3 credentials are)
+    assert [e["name"] for e in entries if "value" not in e] == ["KORALL_NAMESPACE"]
     fields = OperatorSettings.model_fields
     for name in env:
         assert name.startswith("KORALL_") and name[7:].lower() in fields, name
@@ -134,7 +137,8 @@ def test_every_env_var_is_an_operator_setting_with_its_default(
         monkeypatch.setenv(name, value)
     assert OperatorSettings() == defaults
     # and a changed value really arrives
-    env = {e["name"]: e["value"] for e in operator_container(render(tools_bin, "workloads.deviceRunAsUser=0"))["env"]}
+    changed = operator_container(render(tools_bin, "workloads.deviceRunAsUser=0"))["env"]
+    env = {e["name"]: e["value"] for e in changed if "value" in e}
     monkeypatch.setenv("KORALL_DEVICE_RUN_AS_USER", env["KORALL_DEVICE_RUN_AS_USER"])
     assert OperatorSettings().device_run_as_user == 0
 
@@ -157,6 +161,7 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services"): ["create", "delete", "get", "patch"],
         ("", "pods"): ["list", "watch"],
+        ("", "secrets"): ["create", "patch"],
         ("", "events"): ["create", "get", "patch"],
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     }
@@ -166,10 +171,22 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "korall", "namespace": "korall-system"}]
 
 
+def test_the_operator_reads_secrets_in_its_own_namespace_only(tools_bin: Path) -> None:
+    """The S3 credentials: `get` in the release namespace, nowhere else, and no list (which would read them all)."""
+    kinds = by_kind(render(tools_bin))
+    (role,) = kinds["Role"]
+    assert role["metadata"]["namespace"] == "korall-system"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    for cluster_role in kinds["ClusterRole"]:
+        for rule in cluster_role["rules"]:
+            if "secrets" in rule["resources"]:
+                assert sorted(rule["verbs"]) == ["create", "patch"]
+
+
 def test_single_namespace_mode_uses_a_role(tools_bin: Path) -> None:
     kinds = by_kind(render(tools_bin, "watchNamespace=edge"))
-    (role,) = kinds["Role"]
-    (binding,) = kinds["RoleBinding"]
+    (role,) = [r for r in kinds["Role"] if r["metadata"]["name"] == "korall"]
+    (binding,) = [b for b in kinds["RoleBinding"] if b["metadata"]["name"] == "korall"]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "edge"
     assert binding["subjects"][0]["namespace"] == "korall-system"
     assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == ["korall-crd-observer"]

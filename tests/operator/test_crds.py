@@ -232,11 +232,12 @@ def test_short_names() -> None:
 def test_inference_model_printer_columns_read_as_a_catalog() -> None:
     columns = version_of(load_crd("InferenceModel"))["additionalPrinterColumns"]
     default_view = [c["name"] for c in columns if not c.get("priority")]
-    assert default_view[:4] == ["Stage", "Accelerator", "Model", "Ready"]
+    assert default_view[:5] == ["Stage", "Accelerator", "Model", "Serving", "Ready"]
     assert default_view[-1] == "Age"
     by_name = {c["name"]: c["jsonPath"] for c in columns}
     assert by_name["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     assert by_name["Model"] == ".spec.model.file"
+    assert by_name["Serving"] == ".status.activeShortSha"
 
 
 # ---------------------------------------------------------------------------------------------- samples

@@ -299,7 +299,7 @@ def _hash(model: InferenceModelSpec, cap: CaptureProfileSpec | None = None, **kw
 @pytest.mark.parametrize(
     "changed",
     [
-        {"model": {"file": TPU_MODEL, "sha256": "1df6f563746346d656c58aa2ae801b32f2a29e4e4adee46a65aeac6decc5f887"}},
+        {"model": {"url": "https://models.example/ssd.tflite", "sha256": "ab" * 32}},
         {"scoreThreshold": 0.6},
         {"topK": 5},
         {"tpuInterface": "pci"},
@@ -396,20 +396,6 @@ def test_audio_builder_refuses_a_video_profile() -> None:
             {},
             "CaptureProfileWrongType",
             "'mic'",
-        ),
-        (
-            {"model": {"url": "https://x.example/m.tflite", "sha256": "a" * 64}},
-            None,
-            {},
-            "ModelSourceNotSupported",
-            "model.url",
-        ),
-        (
-            {"model": {"s3": "s3://bucket/m.tflite", "sha256": "a" * 64}},
-            None,
-            {},
-            "ModelSourceNotSupported",
-            "model.s3",
         ),
         ({"model": {"file": CPU_MODEL}, "accelerator": "edgetpu"}, None, {}, "ModelNotCompiledForEdgeTPU", TPU_MODEL),
         ({"model": {"file": TPU_MODEL}, "accelerator": "cpu"}, None, {}, "ModelNeedsEdgeTPU", CPU_MODEL),
@@ -562,3 +548,62 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     dep = build_vision_deployment("m", "ns", parse_inference_model({"model": {"file": "custom.tflite"}}), None, s)
     assert env(dep)[VisionEnv.MODEL_PATH] == "/models/custom.tflite"
     assert dep["metadata"]["labels"]["app.kubernetes.io/version"] == "1.2.3"
+
+
+# ---------------------------------------------------------------------------------------------- model delivery
+
+S3_SHA = "cd" * 32
+
+
+def remote_model(**model: Any) -> InferenceModelSpec:
+    return parse_inference_model({"model": {"sha256": S3_SHA, **model}})
+
+
+def test_an_s3_model_is_downloaded_by_an_init_container_through_its_link_secret_into_the_node_cache() -> None:
+    dep = build_vision_deployment("yard", "ns", remote_model(s3="s3://models/ssd.tflite"), None, settings())
+    k8s_valid(dep)
+    (init,) = pod(dep)["initContainers"]
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert init["command"] == ["python", "-m", "korall_workloads.fetch"] and init["image"] == container(dep)["image"]
+    assert init_env["MODEL_SHA256"] == S3_SHA and init_env["MODEL_URL_FILE"] == "/var/run/korall/model-link/url"
+    assert "MODEL_URL" not in init_env  # the link is a credential: in a Secret, never in the pod template
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["model-link"]["secret"]["secretName"] == "yard-model-link"
+    assert volumes["model-cache"]["hostPath"] == {"path": "/var/lib/korall/models", "type": "DirectoryOrCreate"}
+    # uid 0 for the root-owned node folder, and nothing else: no capability, no escalation, read-only root
+    assert init["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+    }
+    assert env(dep)["MODEL_PATH"] == f"/var/lib/korall/models/sha256/{S3_SHA}" and env(dep)["MODEL_SHA256"] == S3_SHA
+    mounts = {m["name"]: m for m in container(dep)["volumeMounts"]}
+    assert mounts["model-cache"]["readOnly"] is True and "model-link" not in mounts  # the service never sees it
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert (
+        annotations["korall.io/model"] == "s3://models/ssd.tflite" and annotations["korall.io/model-sha256"] == S3_SHA
+    )
+
+
+def test_a_url_model_names_its_url_and_its_header_secret_and_runs_as_the_pod_user_without_a_node_cache() -> None:
+    model = remote_model(url="https://models.example/m.tflite", authHeaderSecret={"name": "hub", "key": "auth"})
+    dep = build_vision_deployment("m", "ns", model, None, settings(model_cache_host_path=""))
+    k8s_valid(dep)
+    (init,) = pod(dep)["initContainers"]
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert init_env["MODEL_URL"] == "https://models.example/m.tflite"
+    assert init_env["MODEL_HEADERS_FILE"] == "/var/run/korall/model-headers/headers"
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["model-headers"]["secret"]["items"] == [{"key": "auth", "path": "headers"}]
+    assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
+    assert "runAsUser" not in init["securityContext"]  # an emptyDir is the pod's: no root needed
+
+
+def test_a_new_sha256_rolls_out_and_a_resigned_link_does_not() -> None:
+    first = _hash(remote_model(s3="s3://models/ssd.tflite"))
+    assert _hash(parse_inference_model({"model": {"s3": "s3://models/ssd.tflite", "sha256": "ef" * 32}})) != first
+    assert _hash(remote_model(s3="s3://models/other.tflite")) != first
+    # the link lives in the Secret, not in the template: signing it again changes nothing the pods run
+    assert _hash(remote_model(s3="s3://models/ssd.tflite")) == first

@@ -8,6 +8,7 @@ korall_operator.handlers` or `python -m korall_operator`):
 - inference_models: reconcile an InferenceModel into its vision Deployment and Service;
 - capture_profiles: reconcile audio CaptureProfiles; poke the InferenceModels of a profile that changed;
 - children: a child Deployment or Pod changed: its parent's status follows (follow.py);
+- model_links: presigned links of s3 models, signed at reconcile and again before they expire (a daemon);
 - resync (no handlers): the periodic loop that puts right whatever a lost event left out of line.
 """
 
@@ -22,6 +23,7 @@ from korall_operator.handlers.indexes import (
 )
 from korall_operator.handlers.inference_models import forget_inference_model, reconcile_inference_model
 from korall_operator.handlers.lifecycle import configure, start, stop
+from korall_operator.handlers.model_links import keep_link_fresh
 
 __all__ = [
     "capture_profiles",
@@ -32,6 +34,7 @@ __all__ = [
     "forget_inference_model",
     "inference_models",
     "inference_models_by_capture_profile",
+    "keep_link_fresh",
     "pod_changed",
     "pod_problems_by_parent",
     "reconcile_capture_profile",

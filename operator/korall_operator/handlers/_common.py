@@ -48,6 +48,8 @@ class State:
     kube: KubeClient
     writers: StatusWriters = field(default_factory=lambda: StatusWriters())
     events: EventRecorder = field(init=False)
+    link_issuer: Any = None
+    """presign.LinkIssuer, made on the first s3 model (handlers/model_links.py): boto3 is imported then only."""
 
     def __post_init__(self) -> None:
         self.events = EventRecorder(self.kube)

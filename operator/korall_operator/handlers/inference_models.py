@@ -37,6 +37,7 @@ from korall_operator.handlers._common import (
 )
 from korall_operator.handlers.follow import refresh_status, write_reconciled_status
 from korall_operator.handlers.indexes import Indexes, profile_ref
+from korall_operator.handlers.model_links import LinkUnavailable, ensure_link
 from korall_operator.k8s import ApiError
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
 from korall_operator.specs import CaptureProfileSpec, SpecError, parse_capture_profile, parse_inference_model
@@ -98,12 +99,20 @@ async def reconcile_inference_model(
         deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
+        # An s3 model's link Secret exists before the pod that mounts it (model_links.py).
+        seen.update(await ensure_link(korall, body, model, check=True))
         applied = await apply_children(korall.kube, "vision Deployment or Service", service, deployment)
     except NamespaceGoing:
         logger.info(f"namespace {namespace} is being deleted; nothing to reconcile")
         return
     except (ApiError, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
+    except LinkUnavailable as e:  # reported, and retried by kopf (a Secret created later, a rate limit)
+        await report_spec_failure(
+            korall, body, patch, e.failure, generation=generation, previous=previous, logger=logger, extra=seen
+        )
+        message = f"{e.failure.reason}: retrying in {e.retry_after_s:.0f} s"
+        raise kopf.TemporaryError(message, delay=e.retry_after_s) from e
     except SpecError as e:
         await report_spec_failure(
             korall, body, patch, e, generation=generation, previous=previous, logger=logger, extra=seen

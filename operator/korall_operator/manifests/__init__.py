@@ -18,11 +18,13 @@ Handlers pass `owner=body`; kopf.adopt is not needed (it would also copy the own
 """
 
 from korall_operator.manifests.audio import build_audio_deployment, build_audio_service
+from korall_operator.manifests.model_delivery import LINK_KEY, link_secret_name
 from korall_operator.manifests.naming import (
     CAPTURE_PROFILE_LABEL,
     INFERENCE_MODEL_LABEL,
     MANAGED_BY,
     MODEL_ANNOTATION,
+    MODEL_SHA256_ANNOTATION,
     PART_OF,
     SPEC_HASH_ANNOTATION,
     STAGE_LABEL,
@@ -33,6 +35,7 @@ from korall_operator.manifests.naming import (
     pod_template_hash,
     selector_labels,
     spec_hash,
+    workload_labels,
 )
 from korall_operator.manifests.pod import PCI_APEX_PATH, SOUND_PATH, USB_BUS_PATH
 from korall_operator.manifests.vision import build_vision_deployment, build_vision_service
@@ -40,8 +43,10 @@ from korall_operator.manifests.vision import build_vision_deployment, build_visi
 __all__ = [
     "CAPTURE_PROFILE_LABEL",
     "INFERENCE_MODEL_LABEL",
+    "LINK_KEY",
     "MANAGED_BY",
     "MODEL_ANNOTATION",
+    "MODEL_SHA256_ANNOTATION",
     "PART_OF",
     "PCI_APEX_PATH",
     "SOUND_PATH",
@@ -55,8 +60,10 @@ __all__ = [
     "build_vision_service",
     "child_name",
     "label_value",
+    "link_secret_name",
     "owner_reference",
     "pod_template_hash",
     "selector_labels",
     "spec_hash",
+    "workload_labels",
 ]

@@ -146,6 +146,7 @@ def deployment_manifest(
     template_annotations: dict[str, str],
     owner: Mapping[str, Any] | None,
     progress_deadline_s: int,
+    init_containers: list[dict[str, Any]] | None = None,
 ) -> Manifest:
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -155,6 +156,8 @@ def deployment_manifest(
         "volumes": volumes,
         "terminationGracePeriodSeconds": 15,
     }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
     if affinity:

@@ -8,10 +8,12 @@ from typing import Any
 
 from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
 
+from korall_operator.manifests.model_delivery import model_delivery
 from korall_operator.manifests.naming import (
     CAPTURE_PROFILE_LABEL,
     INFERENCE_MODEL_LABEL,
     MODEL_ANNOTATION,
+    MODEL_SHA256_ANNOTATION,
     STAGE_LABEL,
     Manifest,
     child_name,
@@ -32,6 +34,15 @@ from korall_operator.manifests.pod import (
 )
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, check_vision_spec
+
+
+def model_sha256(model: InferenceModelSpec, settings: OperatorSettings) -> str | None:
+    """The sha256 of the model the pod runs: the spec's, else the bundled file's (check_vision_spec ran)."""
+    if model.model.sha256 is not None:
+        return model.model.sha256
+    bundled = settings.model_file(model.model.file or "")
+    return bundled.sha256 if bundled is not None else None
+
 
 _DEVICE_IN_PIPELINE = re.compile(r"(/dev/[A-Za-z0-9_./-]+)")
 
@@ -63,8 +74,8 @@ def build_vision_deployment(
     passes None when there is no reference.
     """
     check_vision_spec(model, capture, settings)
-    assert model.model.file is not None  # checked above
     component = "vision"
+    delivery = model_delivery(name, model, settings)
     labels = workload_labels(name, component, settings.vision_image, {INFERENCE_MODEL_LABEL: label_value(name)})
     if model.capture_profile_ref is not None:
         labels[CAPTURE_PROFILE_LABEL] = label_value(model.capture_profile_ref.name)
@@ -75,7 +86,7 @@ def build_vision_deployment(
         VisionEnv.MODELS_DIR: MODELS_DIR_IN_IMAGE,
         VisionEnv.MODEL_PATH: f"{MODELS_DIR_IN_IMAGE}/{model.model.file}",
         VisionEnv.LABELS_PATH: f"{MODELS_DIR_IN_IMAGE}/{model.labels}",
-        VisionEnv.MODEL_SHA256: model.model.sha256,
+        VisionEnv.MODEL_SHA256: model_sha256(model, settings),
         VisionEnv.SCORE_TH: model.score_threshold,
         VisionEnv.TOPK: model.top_k,
         VisionEnv.ACCELERATOR: model.accelerator,
@@ -83,6 +94,10 @@ def build_vision_deployment(
     }
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if delivery is not None:
+        env.update(delivery.env)
+        volumes += delivery.volumes
+        mounts += delivery.mounts
     resources: dict[str, Any] = {
         "requests": dict(model.resources.requests),
         "limits": dict(model.resources.limits),
@@ -155,9 +170,13 @@ def build_vision_deployment(
         affinity=affinity,
         pod_security=pod_security,
         exclusive_devices=needs_device,
-        template_annotations={MODEL_ANNOTATION: model.model.file},
+        template_annotations={
+            MODEL_ANNOTATION: model.model.display,
+            MODEL_SHA256_ANNOTATION: model_sha256(model, settings) or "",
+        },
         owner=owner,
         progress_deadline_s=settings.progress_deadline_s,
+        init_containers=delivery.init_containers if delivery is not None else None,
     )
     # The stage labels the Deployment only, not its pods: promoting test -> production rolls nothing out.
     deployment["metadata"]["labels"][STAGE_LABEL] = model.stage
