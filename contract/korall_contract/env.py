@@ -13,6 +13,9 @@ ScheduledAccelerator = Literal["edgetpu", "cpu"]  # what an InferenceModel may a
 TpuInterface = Literal["usb", "pci"]
 PixelFormat = Literal["MJPG", "YUYV"]
 SampleRate = Literal[8000, 16000, 22050, 32000, 44100, 48000]
+QoS = Literal[1, 2]
+
+_EVENTS = ("InferenceModel:spec.events.mqtt", "CaptureProfile:spec.events.mqtt")
 
 
 class ServiceEnv:
@@ -173,7 +176,12 @@ class EventsEnv:
     Ranges and defaults: `korall_workloads.common.event_settings.EventsSettings`.
     """
 
-    MQTT_URL: Final = "EVENTS_MQTT_URL"  # mqtt://host[:port] or mqtts://host[:port] (TLS); unset: delivery off
+    MQTT_URL: Final = Setting(
+        "EVENTS_MQTT_URL",
+        pattern=r"^mqtts?://[^\s/@:]+(:[0-9]{1,5})?/?$",
+        crd=tuple(f"{where}.url" for where in _EVENTS),
+        description="The broker: mqtt://host[:port], or mqtts://host[:port] for TLS. Unset: events stay in the pod.",
+    )
     MQTT_USERNAME: Final = "EVENTS_MQTT_USERNAME"  # from a Secret
     MQTT_PASSWORD: Final = "EVENTS_MQTT_PASSWORD"  # from a Secret
     MQTT_TLS_CA_FILE: Final = "EVENTS_MQTT_TLS_CA_FILE"  # PEM bundle that signs the broker's certificate
@@ -181,8 +189,21 @@ class EventsEnv:
     MQTT_TLS_KEY_FILE: Final = "EVENTS_MQTT_TLS_KEY_FILE"  # its private key (PEM)
     MQTT_TLS_INSECURE: Final = "EVENTS_MQTT_TLS_INSECURE"  # skip the host name check (tests only)
     MQTT_VERSION: Final = "EVENTS_MQTT_VERSION"  # 5 | 3.1.1
-    QOS: Final = "EVENTS_QOS"  # 1 | 2
-    TOPIC_PREFIX: Final = "EVENTS_TOPIC_PREFIX"  # topics: <prefix>/<namespace>/<name>/{events,availability,heartbeat}
+    QOS: Final = Setting(
+        "EVENTS_QOS",
+        int,
+        default=1,
+        choices=get_args(QoS),
+        crd=tuple(f"{where}.qos" for where in _EVENTS),
+        description="MQTT QoS of the events: 1 (at least once: the consumer drops duplicates) or 2.",
+    )
+    TOPIC_PREFIX: Final = Setting(
+        "EVENTS_TOPIC_PREFIX",
+        default="korall",
+        pattern=r"^[^+#\s]+$",
+        crd=tuple(f"{where}.topicPrefix" for where in _EVENTS),
+        description="Topics: <prefix>/<namespace>/<name>/events, .../availability, .../heartbeat.",
+    )
     KEEPALIVE_S: Final = "EVENTS_KEEPALIVE_S"
     HEARTBEAT_S: Final = "EVENTS_HEARTBEAT_S"
     RECONNECT_MIN_S: Final = "EVENTS_RECONNECT_MIN_S"

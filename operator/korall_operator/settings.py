@@ -154,6 +154,10 @@ class OperatorSettings(BaseSettings):
     model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     """Largest model file a pod downloads."""
 
+    event_spool_host_path: str = "/var/lib/korall/spool"
+    """Node folder of the event spools (`<folder>/<namespace>/<name>`): events made while the broker is away
+    survive the pod; empty: every spool is an emptyDir (docs/events.md)."""
+
     def model_file(self, name: str) -> BundledModel | None:
         """The bundled model of that file name, or None when the image does not have it."""
         return next((m for m in self.vision_models if m.file == name), None)

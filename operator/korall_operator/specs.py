@@ -16,7 +16,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from korall_contract import AudioEnv, PixelFormat, SampleRate, ScheduledAccelerator, Setting, TpuInterface, VisionEnv
+from korall_contract import (
+    AudioEnv,
+    EventsEnv,
+    PixelFormat,
+    QoS,
+    SampleRate,
+    ScheduledAccelerator,
+    Setting,
+    TpuInterface,
+    VisionEnv,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -109,6 +119,30 @@ class ModelSource(_Spec):
         return self.file or self.url or self.s3 or ""
 
 
+class MqttSpec(_Spec):
+    """The broker events go to (docs/events.md)."""
+
+    url: str = Field(pattern=EventsEnv.MQTT_URL.pattern or "", max_length=512)
+    topic_prefix: str = spec_field(EventsEnv.TOPIC_PREFIX, pattern=EventsEnv.TOPIC_PREFIX.pattern, max_length=128)
+    qos: QoS = spec_field(EventsEnv.QOS)
+    credentials_secret: str | None = Field(default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    tls_secret: str | None = Field(default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    client_certificate: bool = False
+
+    @model_validator(mode="after")
+    def _certificate_needs_a_secret(self) -> MqttSpec:
+        if self.client_certificate and self.tls_secret is None:
+            raise ValueError("events.mqtt.clientCertificate needs events.mqtt.tlsSecret")
+        return self
+
+
+class EventsSpec(_Spec):
+    """Where a workload's events go, off the node: an MQTT broker, through a spool on the node."""
+
+    mqtt: MqttSpec
+    durable_spool: bool = True
+
+
 class CaptureProfileRef(_Spec):
     name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -137,6 +171,7 @@ class InferenceModelSpec(_Spec):
     node_selector: dict[str, str] = Field(default_factory=dict)
     stage: Literal["test", "demo", "production"] = "test"
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
+    events: EventsSpec | None = None
 
     @model_validator(mode="after")
     def _interface_needs_tpu(self) -> InferenceModelSpec:
@@ -196,6 +231,7 @@ class CaptureProfileSpec(_Spec):
     video: VideoSpec | None = None
     audio: AudioSpec | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
+    events: EventsSpec | None = None
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> CaptureProfileSpec:
@@ -206,6 +242,10 @@ class CaptureProfileSpec(_Spec):
                 raise ValueError("type video requires device or video.source")
             if self.device is not None and not self.device.startswith("/dev/"):
                 raise ValueError("a video device is a path under /dev/, e.g. /dev/video0")
+            if self.events is not None:
+                raise ValueError(
+                    "events may only be set on an audio profile (a camera's events come from its InferenceModel)"
+                )
         else:
             if self.audio is None or self.video is not None:
                 raise ValueError("type audio requires an audio block and no video block")

@@ -89,6 +89,14 @@ CEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         "InferenceModel",
         {"model": {"s3": "s3://models/m.tflite", "sha256": SHA, "authHeaderSecret": {"name": "a", "key": "h"}}},
     ),
+    "events.mqtt.clientCertificate needs events.mqtt.tlsSecret": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL}, "events": {"mqtt": {"url": "mqtts://broker", "clientCertificate": True}}},
+    ),
+    "events may only be set on an audio profile (a camera's events come from its InferenceModel)": (
+        "CaptureProfile",
+        {"type": "video", "device": "/dev/video0", "video": {}, "events": {"mqtt": {"url": "mqtt://broker"}}},
+    ),
     "type video requires a video block and no audio block": (
         "CaptureProfile",
         {"type": "video", "device": "/dev/video0", "audio": {}},

@@ -607,3 +607,47 @@ def test_a_new_sha256_rolls_out_and_a_resigned_link_does_not() -> None:
     assert _hash(remote_model(s3="s3://models/other.tflite")) != first
     # the link lives in the Secret, not in the template: signing it again changes nothing the pods run
     assert _hash(remote_model(s3="s3://models/ssd.tflite")) == first
+
+
+# ---------------------------------------------------------------------------------------------- event delivery
+
+EVENTS = {"mqtt": {"url": "mqtts://broker.example:8883", "credentialsSecret": "mqtt", "tlsSecret": "mqtt-tls"}}
+
+
+def test_a_microphone_with_events_gets_the_broker_its_secrets_a_source_identity_and_a_node_spool() -> None:
+    dep = build_audio_deployment("hall", "yard", microphone(events=EVENTS), settings())
+    k8s_valid(dep)
+    entries = {e["name"]: e for e in container(dep)["env"]}
+    assert entries["EVENTS_MQTT_URL"]["value"] == "mqtts://broker.example:8883"
+    assert entries["EVENTS_QOS"]["value"] == "1" and entries["EVENTS_TOPIC_PREFIX"]["value"] == "korall"
+    assert entries["EVENTS_SOURCE_NAME"]["value"] == "hall"
+    assert entries["EVENTS_SOURCE_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert entries["EVENTS_SOURCE_NODE"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert entries["EVENTS_MQTT_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "mqtt", "key": "password"}}
+    assert entries["EVENTS_MQTT_TLS_CA_FILE"]["value"] == "/var/run/korall/mqtt-tls/ca.crt"
+    assert "EVENTS_MQTT_TLS_CERT_FILE" not in entries  # no client certificate asked for
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["event-spool"]["hostPath"] == {
+        "path": "/var/lib/korall/spool/yard/hall",
+        "type": "DirectoryOrCreate",
+    }
+    (owner,) = pod(dep)["initContainers"]  # the kubelet makes the folder root's: given to the pod's user
+    assert owner["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert str(pod(dep)["securityContext"].get("runAsUser", 10001)) in owner["command"][-1]
+
+
+def test_an_ephemeral_spool_needs_no_owner_change_and_no_node_folder() -> None:
+    events = {"mqtt": {"url": "mqtt://broker"}, "durableSpool": False}
+    dep = build_vision_deployment(
+        "m", "ns", parse_inference_model({"model": {"file": CPU_MODEL}, "events": events}), camera(), settings()
+    )
+    k8s_valid(dep)
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["event-spool"] == {"name": "event-spool", "emptyDir": {}}
+    assert "initContainers" not in pod(dep)
+    assert not any(e["name"].startswith("EVENTS_MQTT_USERNAME") for e in container(dep)["env"])
+
+
+def test_a_camera_profile_cannot_carry_events_its_model_does() -> None:
+    with pytest.raises(SpecError, match="events may only be set on an audio profile"):
+        parse_capture_profile({"type": "video", "device": "/dev/video0", "video": {}, "events": EVENTS})

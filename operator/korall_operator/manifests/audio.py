@@ -7,6 +7,7 @@ from typing import Any
 
 from korall_contract import AUDIO_PORT, AudioEnv
 
+from korall_operator.manifests.events import events_wiring
 from korall_operator.manifests.naming import CAPTURE_PROFILE_LABEL, Manifest, child_name, label_value, workload_labels
 from korall_operator.manifests.pod import (
     SOUND_PATH,
@@ -36,7 +37,7 @@ def build_audio_deployment(
     component = "audio"
     audio = capture.audio
     labels = workload_labels(name, component, settings.audio_image, {CAPTURE_PROFILE_LABEL: label_value(name)})
-    env = {
+    env: dict[str, Any] = {
         AudioEnv.HOST: "0.0.0.0",
         AudioEnv.PORT: AUDIO_PORT,
         AudioEnv.AUDIO_SOURCE: capture.device,
@@ -57,12 +58,20 @@ def build_audio_deployment(
         volumes.append(volume)
         mounts.append(mount)
     pod_security, container_security = security_context(uses_alsa, settings)
+    run_as = int(pod_security.get("runAsUser", settings.run_as_user))
+    events = events_wiring(name, namespace, capture.events, settings, image=settings.audio_image, run_as=run_as)
+    env_refs: list[dict[str, Any]] = []
+    if events is not None:
+        env.update(events.env)
+        env_refs = events.env_refs
+        volumes += events.volumes
+        mounts += events.mounts
     container = {
         "name": component,
         "image": settings.audio_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": AUDIO_PORT, "protocol": "TCP"}],
-        "env": env_list(env),
+        "env": env_list(env) + env_refs,
         "securityContext": container_security,
         "volumeMounts": mounts,
         **probes("http"),
@@ -83,6 +92,7 @@ def build_audio_deployment(
         template_annotations={},
         owner=owner,
         progress_deadline_s=settings.progress_deadline_s,
+        init_containers=events.init_containers if events is not None else None,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
 
+from korall_operator.manifests.events import events_wiring
 from korall_operator.manifests.model_delivery import model_delivery
 from korall_operator.manifests.naming import (
     CAPTURE_PROFILE_LABEL,
@@ -145,13 +146,24 @@ def build_vision_deployment(
         ("the InferenceModel", model.node_selector), ("the CaptureProfile", capture_selector)
     )
     pod_security, container_security = security_context(needs_device, settings)
+    run_as = int(pod_security.get("runAsUser", settings.run_as_user))
+    # Events of its camera, if the model says where they go (an InferenceModel without a camera makes none).
+    events = events_wiring(name, namespace, model.events, settings, image=settings.vision_image, run_as=run_as)
+    init_containers = list(delivery.init_containers) if delivery is not None else []
+    env_refs: list[dict[str, Any]] = []
+    if events is not None:
+        env.update(events.env)
+        env_refs = events.env_refs
+        volumes += events.volumes
+        mounts += events.mounts
+        init_containers += events.init_containers
 
     container = {
         "name": component,
         "image": settings.vision_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": VISION_PORT, "protocol": "TCP"}],
-        "env": env_list(env),
+        "env": env_list(env) + env_refs,
         "resources": {k: v for k, v in resources.items() if v},
         "securityContext": container_security,
         "volumeMounts": mounts,
@@ -176,7 +188,7 @@ def build_vision_deployment(
         },
         owner=owner,
         progress_deadline_s=settings.progress_deadline_s,
-        init_containers=delivery.init_containers if delivery is not None else None,
+        init_containers=init_containers,
     )
     # The stage labels the Deployment only, not its pods: promoting test -> production rolls nothing out.
     deployment["metadata"]["labels"][STAGE_LABEL] = model.stage
