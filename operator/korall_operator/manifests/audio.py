@@ -60,18 +60,15 @@ def build_audio_deployment(
     pod_security, container_security = security_context(uses_alsa, settings)
     run_as = int(pod_security.get("runAsUser", settings.run_as_user))
     events = events_wiring(name, namespace, capture.events, settings, image=settings.audio_image, run_as=run_as)
-    env_refs: list[dict[str, Any]] = []
-    if events is not None:
-        env.update(events.env)
-        env_refs = events.env_refs
-        volumes += events.volumes
-        mounts += events.mounts
+    env.update(events.env)
+    volumes += events.volumes
+    mounts += events.mounts
     container = {
         "name": component,
         "image": settings.audio_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": AUDIO_PORT, "protocol": "TCP"}],
-        "env": env_list(env) + env_refs,
+        "env": env_list(env) + events.env_refs,
         "securityContext": container_security,
         "volumeMounts": mounts,
         **probes("http"),
@@ -92,7 +89,7 @@ def build_audio_deployment(
         template_annotations={},
         owner=owner,
         progress_deadline_s=settings.progress_deadline_s,
-        init_containers=events.init_containers if events is not None else None,
+        init_containers=events.init_containers,
     )
 
 

@@ -40,10 +40,10 @@ def events_wiring(
     *,
     image: str,
     run_as: int,
-) -> EventsWiring | None:
-    """The variables, volumes and init container for delivering a pod's events; None when it has no `events`."""
+) -> EventsWiring:
+    """The variables, volumes and init container for delivering a pod's events (none without `events`)."""
     if events is None:
-        return None
+        return EventsWiring(env={}, env_refs=[], volumes=[], mounts=[])
     mqtt = events.mqtt
     env: dict[str, Any] = {
         EventsEnv.MQTT_URL: mqtt.url,

@@ -149,21 +149,17 @@ def build_vision_deployment(
     run_as = int(pod_security.get("runAsUser", settings.run_as_user))
     # Events of its camera, if the model says where they go (an InferenceModel without a camera makes none).
     events = events_wiring(name, namespace, model.events, settings, image=settings.vision_image, run_as=run_as)
-    init_containers = list(delivery.init_containers) if delivery is not None else []
-    env_refs: list[dict[str, Any]] = []
-    if events is not None:
-        env.update(events.env)
-        env_refs = events.env_refs
-        volumes += events.volumes
-        mounts += events.mounts
-        init_containers += events.init_containers
+    env.update(events.env)
+    volumes += events.volumes
+    mounts += events.mounts
+    init_containers = (delivery.init_containers if delivery is not None else []) + events.init_containers
 
     container = {
         "name": component,
         "image": settings.vision_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": VISION_PORT, "protocol": "TCP"}],
-        "env": env_list(env) + env_refs,
+        "env": env_list(env) + events.env_refs,
         "resources": {k: v for k, v in resources.items() if v},
         "securityContext": container_security,
         "volumeMounts": mounts,
