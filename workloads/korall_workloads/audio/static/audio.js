@@ -114,7 +114,8 @@ function renderNow() {
   }
   $("now").textContent = text;
   $("now").dataset.open = level ? Object.keys(level.open || {}).join(" ") : "";
-  $("summary").textContent = capture ? `${capture.state}${level ? ` · ${text}` : ""}` : "connecting…";
+  const capturing = capture && capture.state === "capturing";
+  $("summary").textContent = !capture ? "connecting…" : capturing ? `capturing · ${text}` : capture.state;
 }
 
 function meterPosition(dbfs) {
@@ -125,19 +126,22 @@ function placeMark(selector, dbfs) {
   document.querySelector(`#meter ${selector}`).style.left = `${meterPosition(dbfs)}%`;
 }
 
+let meterLevel = METER_MIN;
 function tickMeter(now) {
   let current = null;
   while (meterQueue.length && meterQueue[0][0] <= now) current = meterQueue.shift()[1];
+  if (current === null && now - peakHold[1] <= 1500) return;
+  const meter = $("meter");
   if (current !== null) {
-    const meter = $("meter");
+    meterLevel = current;
     meter.querySelector(".fill").style.width = `${meterPosition(current)}%`;
     meter.setAttribute("aria-valuenow", current.toFixed(1));
     meter.dataset.dbfs = current.toFixed(1);
-    if (current >= peakHold[0] || now - peakHold[1] > 1500) peakHold = [current, now];
-    meter.querySelector(".peak").style.left = `${meterPosition(peakHold[0])}%`;
     const loud = capture && current >= capture.thresholds.loud_dbfs;
     meter.querySelector(".fill").style.background = loud ? COLOURS.loud_noise : COLOURS.speech;
   }
+  if (meterLevel >= peakHold[0] || now - peakHold[1] > 1500) peakHold = [meterLevel, now]; // held for 1.5 s
+  meter.querySelector(".peak").style.left = `${meterPosition(peakHold[0])}%`;
 }
 
 // -- the timeline -------------------------------------------------------------------------------------------------

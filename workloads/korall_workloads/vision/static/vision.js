@@ -104,6 +104,9 @@ function renderCamera(camera) {
     ["dropped", `${dropped.superseded || 0} superseded, ${dropped.ring_full || 0} ring full`],
     ["reconnects", camera.reconnects],
   ]);
+  if (drawn < 0) {
+    $("frame-note").textContent = camera.state === "streaming" ? "waiting for the first frame…" : `no picture: the camera is ${camera.state}`;
+  }
   if (!liveStream) {
     liveStream = stream("detections/stream", { onEvent: onResult, onState: onStreamState });
     frameLoop();
@@ -203,6 +206,7 @@ async function frameLoop() {
       bitmap.close();
       $("frame").dataset.frameIndex = String(index);
       $("frame-note").textContent = result ? "" : "this frame's detections were skipped (slow connection)";
+      $("now").dataset.empty = "nothing detected in this frame";
       showTags($("now"), result ? result.detections : []);
       drawn = Math.max(drawn, index);
     } catch (error) {
