@@ -8,7 +8,9 @@ bearer token. Screenshots: .cache/screenshots/ (listed at the end of the run).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,12 @@ def test_the_page_and_its_files_are_revalidated_by_etag(client: TestClient) -> N
         assert reply.status_code == 200 and reply.headers["cache-control"] == "no-cache" and reply.headers["etag"]
         assert asset in page.text or asset == "static/korall.js"  # korall.js is imported by vision.js
     assert 'from "./korall.js"' in client.get("/static/vision.js").text
-    assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere, relative URLs only
+    # Nothing from elsewhere, and only relative URLs (so the pages work through port-forward or a path prefix).
+    for package in ("korall_workloads.vision", "korall_workloads.audio", "korall_workloads.common"):
+        for file in (resources.files(package) / "static").iterdir():
+            text = file.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a fetch
+            assert "http://" not in text and "https://" not in text, file.name
+            assert not re.search(r"""(href|src)="/|(api|getJson|stream)\(["'`]/""", text), file.name
     missing = client.get("/static/nope.js")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 

@@ -5,7 +5,9 @@
 // to resume after id 0); /level/stream brings one record per analysed chunk: the level of each 32 ms frame in it
 // and the events under way, which the timeline draws as open bars up to now.
 
-import { deliveryProblem, fillFacts, fixed, pollHealth, showProblems, start, stream, unreachable } from "./korall.js";
+import {
+  deliveryProblem, fillFacts, fixed, getJson, pollHealth, showProblems, start, stream, unreachable,
+} from "./korall.js";
 
 const $ = (id) => document.getElementById(id);
 const LANES = [
@@ -21,6 +23,7 @@ const LIST_EVENTS = 200;
 
 const events = new Map(); // id -> event record
 let frames = []; // [audio s, dBFS] of each 32 ms frame, oldest first
+let chunks = []; // [start s, end s, dBFS] of the chunks heard before this page opened (GET /chunks)
 let level = null; // the latest level record
 let levelAt = 0; // performance.now() when it came
 let capture = null; // /health's capture block
@@ -75,6 +78,12 @@ stream("events/stream", {
     renderList();
   },
 });
+
+getJson("chunks?limit=120")
+  .then((body) => {
+    chunks = body.chunks.map((c) => [c.start_s, c.end_s, c.dbfs]);
+  })
+  .catch(() => {}); // the level lane then starts when the page opened; /health says why the service fails
 
 stream("level/stream", {
   onEvent(message) {
@@ -224,6 +233,13 @@ function drawTimeline(now) {
   ctx.fillStyle = "#5d6875";
   ctx.fillText("level", 4, (top + bottom) / 2);
   ctx.fillStyle = "#0b6e8a";
+  const firstFrame = frames.length ? frames[0][0] : Infinity;
+  for (const [from, to, dbfs] of chunks) {
+    // before the page opened: one bar per chunk (its RMS level)
+    if (to < left || from >= firstFrame || dbfs <= METER_MIN) continue;
+    const y = levelY(dbfs);
+    ctx.fillRect(x(from), y, Math.max(x(Math.min(to, firstFrame)) - x(from), 1), bottom - y);
+  }
   for (const [t, dbfs] of frames) {
     if (t < left || dbfs <= METER_MIN) continue;
     const y = levelY(dbfs);

@@ -1,7 +1,7 @@
 // Shared by the vision and audio pages: the access token, fetch with it, Server-Sent Events read over fetch, and
 // the /health problems in words. Plain ES module, no build step, nothing loaded from elsewhere.
 //
-// Token: open the page as  http://127.0.0.1:5052/#token=SECRET  (the fragment never reaches the server or its
+// Token: open the page as  <service URL>/#token=SECRET  (the fragment never reaches the server or its
 // logs); the page keeps the token in sessionStorage (this tab only), removes it from the address bar and sends it
 // as `Authorization: Bearer SECRET` on every call. A call answered 401 or 403 shows a field to type one in.
 // Streams are read with fetch, not EventSource, because EventSource cannot send headers.
