@@ -132,7 +132,7 @@ function onResult(event) {
 }
 
 function remember(result) {
-  const now = result.frame_ts || Date.now() / 1000;
+  const now = Date.now() / 1000; // this browser's clock, not the node's: an edge node's clock may be off
   const best = new Map();
   for (const d of result.detections) best.set(d.label, Math.max(best.get(d.label) || 0, d.score));
   for (const [label, score] of best) {
