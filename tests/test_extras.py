@@ -134,6 +134,14 @@ def serving(
             proc.wait(10)
 
 
+def assert_page_served(url: str, script: str) -> None:
+    """The live page and its files ship in the wheel (package data), not only in the checkout."""
+    page = httpx.get(f"{url}/", timeout=5)
+    assert page.status_code == 200 and f"static/{script}" in page.text, page.text[:300]
+    for name in (script, "korall.js", "korall.css", "favicon.svg"):
+        assert httpx.get(f"{url}/static/{name}", timeout=5).status_code == 200, name
+
+
 @pytest.mark.parametrize("extra", sorted(FOLDER))
 def test_each_image_copies_the_contract_and_its_own_folder_only(extra: str) -> None:
     """What this module stages is what the Dockerfile builds from."""
@@ -166,6 +174,7 @@ def test_the_vision_extra_alone_serves_detections(venvs: dict[str, Path]) -> Non
         reply = httpx.post(f"{url}/infer", content=photo, headers={"Content-Type": "image/png"}, timeout=30)
         assert reply.status_code == 200, reply.text
         assert reply.json()["detections"][0]["label"] == "cat"
+        assert_page_served(url, "vision.js")
 
     serving(
         python, "korall_workloads.vision", {"MODELS_DIR": str(ROOT / "models"), "NUM_THREADS": "1"}, detects_the_cat
@@ -183,6 +192,7 @@ def test_the_audio_extra_alone_hears_speech(venvs: dict[str, Path], tmp_path: Pa
         health = httpx.get(f"{url}/health", timeout=5).json()
         assert health["capture"]["state"] == "finished", health
         events.extend(httpx.get(f"{url}/events", timeout=5).json()["events"])
+        assert_page_served(url, "audio.js")
 
     serving(python, "korall_workloads.audio", {"AUDIO_SOURCE": str(wav), "AUDIO_REALTIME": "false"}, hears_the_speech)
     assert "speech" in [e["type"] for e in events]

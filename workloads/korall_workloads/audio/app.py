@@ -26,6 +26,7 @@ from korall_workloads.audio.source import AudioSource
 from korall_workloads.audio.vad import SileroVad, SpeechDetector
 from korall_workloads.common.broadcast import TooManyClients, end_streams_on_exit_signals
 from korall_workloads.common.event_settings import EventsSettings
+from korall_workloads.common.pages import mount_page
 from korall_workloads.common.responses import error_body, install_error_handlers
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
@@ -131,6 +132,27 @@ def create_app(
         finally:
             hub.unsubscribe(sub)
 
+    def room_for_a_level_client() -> None:
+        if hub.levels.max_clients is not None and hub.levels.subscribers >= hub.levels.max_clients:
+            raise TooManyClients(f"too many live clients (max {hub.levels.max_clients}); reconnect later")
+
+    @app.get("/level/stream", response_class=EventSourceResponse, dependencies=[Depends(room_for_a_level_client)])
+    async def level_stream() -> AsyncIterator[ServerSentEvent]:
+        """The live level, one `level` event per chunk: its dBFS and peak, the level of each 32 ms frame in it, and
+        the events under way (`open`: type -> start) on the events' clock; the latest first. For the page's meter."""
+        sub = hub.levels.subscribe()
+        if sub is None:  # lost the race for the last place after the check: the 200 is out, so say it in-band
+            refused = TooManyClients(f"too many live clients (max {hub.levels.max_clients}); reconnect later")
+            yield ServerSentEvent(data=error_body(refused), event="error")
+            return
+        try:
+            if (latest := hub.latest_level()) is not None:
+                yield ServerSentEvent(data=latest, event="level")
+            while (level := await sub.queue.get()) is not None:
+                yield ServerSentEvent(data=level, event="level")
+        finally:
+            hub.levels.unsubscribe(sub)
+
     @app.get("/chunks")
     def chunks(limit: Annotated[int, Query(ge=1, le=120)] = 10) -> dict[str, Any]:
         """Features of the most recent chunks (RMS, dBFS, peak, zero-crossing rate), oldest first."""
@@ -140,4 +162,5 @@ def create_app(
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_page(app, "korall_workloads.audio")  # GET /: the timeline, the level meter and the state (static/)
     return app

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from korall_workloads.common.errors import InvalidInput
 from korall_workloads.common.event_settings import EventsSettings
+from korall_workloads.common.pages import mount_page
 from korall_workloads.common.responses import install_error_handlers
 
 from .camera import CaptureSettings, camera_lifespan, camera_status, require_camera_ready
@@ -235,4 +236,5 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    mount_page(app, "korall_workloads.vision")  # GET /: the camera with its boxes, or an upload box (static/)
     return app
