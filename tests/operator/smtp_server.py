@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,13 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from mqtt_broker import free_port, make_tls
+from mqtt_broker import TlsFiles, free_port, make_tls
+
+
+@functools.cache
+def shared_tls() -> TlsFiles:
+    """One throw-away CA and server certificate (for localhost and 127.0.0.1) per test run: openssl takes seconds."""
+    return make_tls(Path(tempfile.mkdtemp(prefix="korall-smtp-tls-")), "localhost")
 
 
 @dataclass
@@ -35,7 +43,6 @@ class Received:
 class MailServer:
     """`security`: starttls (required before AUTH), tls (implicit) or none (and then no AUTH)."""
 
-    workdir: Path
     username: str = "alerts@example.org"
     password: str = "s3cret-pass"
     security: str = "starttls"
@@ -45,8 +52,7 @@ class MailServer:
     _controller: Controller | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __post_init__(self) -> None:
-        self.tls = make_tls(self.workdir, "localhost")
+    tls: TlsFiles = field(default_factory=shared_tls)
 
     @property
     def ca_pem(self) -> str:

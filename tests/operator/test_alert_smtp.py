@@ -4,7 +4,6 @@ implicit TLS, and every way the settings can be wrong, each a MailError that say
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from korall_operator.alerting.grouping import Engine
@@ -29,8 +28,8 @@ def a_mail(to: list[str]) -> object:
 
 
 @pytest.fixture(params=["starttls", "tls"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MailServer]:
-    mail = MailServer(tmp_path, security=request.param).start()
+def server(request: pytest.FixtureRequest) -> Iterator[MailServer]:
+    mail = MailServer(security=request.param).start()
     yield mail
     mail.stop()
 
@@ -57,9 +56,9 @@ def _failure(target: SmtpServer, credentials: Credentials, to: list[str] | None 
     return caught.value
 
 
-def test_bad_settings_say_what_to_fix(tmp_path: Path) -> None:
-    server = MailServer(tmp_path / "s").start()
-    plain = MailServer(tmp_path / "p", security="none").start()
+def test_bad_settings_say_what_to_fix() -> None:
+    server = MailServer().start()
+    plain = MailServer(security="none").start()
     try:
         good = Credentials(server.username, server.password, server.ca_pem)
         starttls = SmtpServer("localhost", server.port, "starttls", timeout_s=5)
