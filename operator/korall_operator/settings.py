@@ -187,7 +187,7 @@ class OperatorSettings(BaseSettings):
     alerts_to: list[str] = Field(default_factory=list)
     """Recipients of every severity (JSON list in the environment)."""
 
-    alerts_to_by_severity: dict[str, list[str]] = Field(default_factory=dict)
+    alerts_to_by_severity: dict[Literal["critical", "warning", "info"], list[str]] = Field(default_factory=dict)
     """Recipients per severity, replacing `alerts_to` for the severities listed (JSON, e.g. {"info": []})."""
 
     alerts_namespace: str = ""

@@ -31,7 +31,7 @@ from korall_contract import API_GROUP, API_VERSION
 from korall_operator.alerting import metrics, smtp
 from korall_operator.alerting.grouping import Engine, Notification
 from korall_operator.alerting.mail import render, subject
-from korall_operator.alerting.policy import Policy
+from korall_operator.alerting.policy import SEVERITIES, Policy
 from korall_operator.alerting.rules import Resource, firing_of
 from korall_operator.alerting.store import StateStore, read_credentials
 from korall_operator.events import EventRecorder
@@ -45,6 +45,8 @@ ABSENT_GRACE_S = 10.0
 start); then a GET decides: gone (or no longer watched) resolves it."""
 
 MAX_TICK_S = 1.0
+SAVE_RETRY_S = 10.0
+"""A state write that failed is tried again after this long (or with the next mail)."""
 _NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 Parent = tuple[str, str, str]
@@ -90,6 +92,7 @@ class AlertService:
         self._backoff: dict[str, float] = {}
         self._failing: str | None = None
         self._dirty = False
+        self._save_after = 0.0
 
     # ------------------------------------------------------------------------------------------- the loop
 
@@ -97,8 +100,7 @@ class AlertService:
         metrics.FIRING.engine = self.engine
         try:
             await self._restore()
-            if self.server is None:
-                logger.info("alert mails off (no SMTP host); alerts are evaluated for /metrics only")
+            logger.info(self.describe())
             while True:
                 now = self._clock()
                 try:
@@ -125,8 +127,19 @@ class AlertService:
         elif due := self.engine.due(now):  # no mail: the engine still moves on, as if mailed to nobody
             for n in due:
                 self.engine.delivered(n, now)
-        if self._dirty:
-            await self._save()
+        if self._dirty and now >= self._save_after:
+            await self._save(now)
+
+    def describe(self) -> str:
+        """One line on where alerts go (logged at start)."""
+        if self.server is None:
+            return "alert mails off (no SMTP host); alerts are evaluated for /metrics only"
+        routes = "; ".join(f"{s} -> {', '.join(self.recipients(s)) or 'nobody'}" for s in SEVERITIES)
+        p = self.policy
+        return (
+            f"alert mails through {self.server}: {routes} (group_wait {p.group_wait_s:g} s, group_interval "
+            f"{p.group_interval_s:g} s, repeat_interval {p.repeat_interval_s:g} s; state in {self.store})"
+        )
 
     def _pause(self, now: float) -> float:
         wake = [now + min(MAX_TICK_S, self.policy.group_wait_s / 4)]
@@ -178,7 +191,7 @@ class AlertService:
     # ------------------------------------------------------------------------------------------- sending
 
     def recipients(self, severity: str) -> list[str]:
-        by_severity = self.settings.alerts_to_by_severity
+        by_severity = {str(k): v for k, v in self.settings.alerts_to_by_severity.items()}
         return list(by_severity.get(severity, self.settings.alerts_to))
 
     async def _send_due(self, now: float) -> None:
@@ -226,7 +239,7 @@ class AlertService:
     async def _delivered(self, n: Notification, to: list[str], now: float) -> None:
         self.engine.delivered(n, now)
         self._dirty = True
-        await self._save()
+        await self._save(now)
         metrics.MAILS.labels("sent", "").inc()
         metrics.LAST_SENT.set(now)
         metrics.MAIL_FAILING.set(0)
@@ -251,7 +264,7 @@ class AlertService:
             self._failing = error.message
             await self._post("Warning", "AlertMailFailed", f"{error.message}{fix}")
 
-    async def _save(self) -> None:
+    async def _save(self, now: float) -> None:
         if self.store is None:
             self._dirty = False
             return
@@ -259,7 +272,8 @@ class AlertService:
             await self.store.save(self.engine.snapshot())
         except (ApiError, aiohttp.ClientError) as e:
             metrics.STATE_SAVE_FAILURES.inc()
-            logger.warning(f"alert state not recorded in {self.store} ({e}); retrying")
+            self._save_after = now + SAVE_RETRY_S
+            logger.warning(f"alert state not recorded in {self.store} ({e}); retrying in {SAVE_RETRY_S:g} s")
             return
         self._dirty = False
 
