@@ -150,6 +150,10 @@ def test_an_alert_whose_resource_is_unknown_does_not_resolve() -> None:
     engine.observe([], T0 + 50, known=lambda key: True)
     assert not any(a.firing for a in engine.alerts())
 
+    engine.observe([fire("b")], T0 + 60)  # never mailed: its resource gone from the indexes, it goes too
+    engine.observe([], T0 + 61, known=lambda key: False)
+    assert fire("b").key not in {a.key for a in engine.alerts()}
+
 
 def test_each_severity_is_its_own_group() -> None:
     engine = Engine(POLICY)

@@ -87,8 +87,9 @@ class Engine:
     # ------------------------------------------------------------------------------------------- what fires
 
     def observe(self, firing: Iterable[Firing], now: float, known: Callable[[AlertKey], bool] = lambda _: True) -> None:
-        """`firing`: every alert that fires now. One that no longer does resolves, unless `known(key)` is False (its
-        resource is not known yet: the indexes are still filling after a start)."""
+        """`firing`: every alert that fires now. One that no longer does resolves; a mailed one only if `known(key)`
+        (its resource is known: the indexes are still filling just after a start, and a mail must not say resolved
+        for what is only not listed yet). One never mailed just goes: there is nothing to take back."""
         current = {f.key: f for f in firing}
         for f in current.values():
             found = self._find(f.key)
@@ -103,7 +104,7 @@ class Engine:
                 alert.changed_at = now
         for severity, group in list(self.groups.items()):
             for key, alert in list(group.alerts.items()):
-                if key in current or not alert.firing or not known(key):
+                if key in current or not alert.firing or (alert.notified and not known(key)):
                     continue
                 if alert.notified:
                     alert.resolved_at = alert.changed_at = now

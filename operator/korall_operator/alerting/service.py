@@ -167,7 +167,7 @@ class AlertService:
 
     async def _look_for_absent(self, known: set[Parent], now: float) -> None:
         """Mailed alerts of resources the indexes do not know: after a grace, a GET says whether they are gone."""
-        parents = {a.key.parent for a in self.engine.alerts() if a.firing} - known - self._gone
+        parents = {a.key.parent for a in self.engine.alerts() if a.firing and a.notified} - known - self._gone
         self._absent_since = {p: self._absent_since.get(p, now) for p in parents}
         for parent in parents:
             if now - self._absent_since[parent] < ABSENT_GRACE_S:
