@@ -12,10 +12,13 @@ template carries the parent's `app.kubernetes.io/component` and `app.kubernetes.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from korall_contract import VisionEnv
 
 from korall_operator.manifests import MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION, SPEC_HASH_ANNOTATION, label_value
 
@@ -39,6 +42,10 @@ STUCK_WAITING = frozenset(
     }
 )
 _REASON_IN_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]+): (.+)$", re.DOTALL)
+
+CAMERA_UNAVAILABLE = "CameraUnavailable"
+AUDIO_SOURCE_UNAVAILABLE = "AudioSourceUnavailable"
+READINESS_LOST = "ReadinessLost"
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,9 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
     - a container or init container waiting for a reason in STUCK_WAITING (with its last exit, if it ran);
     - an init container that exited non-zero: its termination message names the reason when it starts with a
       CamelCase word and a colon (`ModelDownloadFailed: ...`, as korall's init containers write it);
-    - the scheduler's Unschedulable, with its message (`0/3 nodes are available: 3 Insufficient coral.ai/tpu`).
+    - the scheduler's Unschedulable, with its message (`0/3 nodes are available: 3 Insufficient coral.ai/tpu`);
+    - a container that was ready and lost its readiness while it kept running (lost_readiness): the camera or the
+      microphone of a capture pod.
     A pod being deleted has no problem worth reporting.
     """
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
@@ -110,7 +119,62 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
         unschedulable = cond.get("status") == "False" and cond.get("reason") == "Unschedulable"
         if cond.get("type") == "PodScheduled" and unschedulable:
             return PodProblem(name, "Unschedulable", f"pod {name}: {cond.get('message') or 'unschedulable'}")
+    return lost_readiness(pod)
+
+
+def lost_readiness(pod: Mapping[str, Any]) -> PodProblem | None:
+    """A pod whose container was ready, and is running but no longer ready: what a lost camera looks like.
+
+    The vision service's /ready fails only while its model loads (before the first ready) or while its camera does
+    not stream; the model never unloads, and liveness (/health) does not depend on either, so the container keeps
+    running. The audio service's /ready likewise fails only while its source delivers no audio. Whether the
+    container was ready since it started is in the pod's Ready condition: it moves (lastTransitionTime) only when
+    its status flips, so `False` since after the container's start means it was True in between. A pod still
+    loading, or one that never got its camera, is not this (its rollout is reported as not progressing).
+    """
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") != "False":
+        return None
+    became = _time(ready.get("lastTransitionTime"))
+    for container in status.get("containerStatuses") or []:
+        started = _time(((container.get("state") or {}).get("running") or {}).get("startedAt"))
+        if container.get("ready") or not container.get("started") or started is None or became is None:
+            continue
+        if became <= started:
+            continue
+        name, since = str(meta.get("name", "?")), ready.get("lastTransitionTime")
+        reason, what = _readiness_loss(pod, str(container.get("name")))
+        detail = f"pod {name}: {what} (not ready since {since}; container {container.get('name')} still running)"
+        return PodProblem(name, reason, detail)
     return None
+
+
+def _readiness_loss(pod: Mapping[str, Any], container: str) -> tuple[str, str]:
+    """(reason, what happened) of a lost readiness, by what the pod runs."""
+    component = ((pod.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
+    if component == COMPONENT_OF_KIND["InferenceModel"] and _has_env(pod, container, VisionEnv.CAPTURE_SOURCE):
+        return CAMERA_UNAVAILABLE, "the camera stopped streaming"
+    if component == COMPONENT_OF_KIND["CaptureProfile"]:
+        return AUDIO_SOURCE_UNAVAILABLE, "the audio source stopped delivering audio"
+    return READINESS_LOST, "the service stopped passing its readiness check"
+
+
+def _has_env(pod: Mapping[str, Any], container: Any, variable: str) -> bool:
+    for spec in (pod.get("spec") or {}).get("containers") or []:
+        if spec.get("name") == container:
+            return any(e.get("name") == variable for e in spec.get("env") or [])
+    return False
+
+
+def _time(value: Any) -> datetime.datetime | None:
+    """An API timestamp (`2024-01-01T10:00:00Z`), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _container_problem(container: Mapping[str, Any], kind: str) -> tuple[str, str] | None:

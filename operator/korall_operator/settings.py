@@ -21,6 +21,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_VISION_IMAGE = "ghcr.io/korall-project/korall-vision:0.1.0"
 DEFAULT_AUDIO_IMAGE = "ghcr.io/korall-project/korall-audio:0.1.0"
 
+Severity = Literal["critical", "warning", "info", "none"]
+"""How urgent an alert is; `none` turns a reason's alerts off. Each severity has its own recipients and mails."""
+
+DEFAULT_ALERT_SEVERITIES: dict[str, Severity] = {
+    # The fleet stops sensing: someone must act now.
+    "CameraUnavailable": "critical",
+    "AudioSourceUnavailable": "critical",
+    "CrashLoopBackOff": "critical",
+    "ImagePullBackOff": "critical",
+    "ErrImagePull": "critical",
+    "ModelDownloadFailed": "critical",
+    "ValidationFailed": "critical",
+    # Something did not happen as asked, but what ran before still runs (or it waits for capacity).
+    "RolledBack": "warning",
+    "Unschedulable": "warning",
+    "ProgressDeadlineExceeded": "warning",
+    "NotReady": "warning",
+}
+"""Condition reasons -> severity (the chart's `alerts.severities`); any other reason gets the default severity."""
+
 
 class BundledModel(BaseModel):
     """A model file baked into the vision image under korall_contract.MODELS_DIR_IN_IMAGE."""
@@ -157,6 +177,70 @@ class OperatorSettings(BaseSettings):
     event_spool_host_path: str = "/var/lib/korall/spool"
     """Node folder of the event spools (`<folder>/<namespace>/<name>`): events made while the broker is away
     survive the pod; empty: every spool is an emptyDir (docs/events.md)."""
+
+    metrics_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the operator's Prometheus endpoint (`GET /metrics`); 0 turns it off. kopf's liveness is separate."""
+
+    # -- alerts (korall_operator/alerting, docs/alerting.md) ------------------------------------------------------
+
+    alerts_severities: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_ALERT_SEVERITIES))
+    """Condition reason -> severity, JSON in the environment. Reasons not listed get `alerts_default_severity`."""
+
+    alerts_default_severity: Severity = "warning"
+
+    alerts_not_ready_after_s: float = Field(default=300.0, gt=0)
+    """A resource whose Ready condition has been False this long, without a Degraded reason, fires `NotReady`."""
+
+    alerts_group_wait_s: float = Field(default=30.0, gt=0)
+    """Alertmanager's group_wait: how long a new alert waits for others to fire with it before the first mail."""
+
+    alerts_group_interval_s: float = Field(default=300.0, gt=0)
+    """Alertmanager's group_interval: the least time between two mails of one group (new alerts, resolved ones)."""
+
+    alerts_repeat_interval_s: float = Field(default=14400.0, gt=0)
+    """Alertmanager's repeat_interval: a group that still fires, unchanged, is mailed again after this long."""
+
+    alerts_digest_after: int = Field(default=10, ge=1)
+    """A mail with more alerts than this lists this many in full and sums up the rest ("and 40 more")."""
+
+    alerts_smtp_host: str = ""
+    """SMTP server; empty: no mails (alerts are still evaluated, and exported on /metrics)."""
+
+    alerts_smtp_port: int = Field(default=587, ge=1, le=65535)
+
+    alerts_smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    """`starttls` (port 587: upgrade the plain connection, refuse a server that does not offer it), `tls` (port 465:
+    TLS from the first byte) or `none` (only for a relay on localhost)."""
+
+    alerts_smtp_secret: str = ""
+    """Secret in `alerts_namespace` with the SMTP `username` and `password` (and optionally `ca.crt`, a CA bundle
+    the server's certificate is checked against instead of the system's). Empty: no login. Read at every send, so
+    a changed password needs no restart."""
+
+    alerts_smtp_timeout_s: float = Field(default=20.0, gt=0)
+
+    alerts_from: str = ""
+    """Sender address; empty: the SMTP username when it is an address, else `korall@<smtp host>`."""
+
+    alerts_to: list[str] = Field(default_factory=list)
+    """Recipients of every severity (JSON list in the environment)."""
+
+    alerts_to_by_severity: dict[Literal["critical", "warning", "info"], list[str]] = Field(default_factory=dict)
+    """Recipients per severity, replacing `alerts_to` for the severities listed (JSON, e.g. {"info": []})."""
+
+    alerts_namespace: str = ""
+    """Namespace of the SMTP Secret and the state ConfigMap (the chart's release namespace); empty: the
+    operator pod's own namespace."""
+
+    alerts_state_configmap: str = "korall-alerts"
+    """ConfigMap (created by the chart) where the operator records which alerts it has mailed, so that a restart
+    neither mails them again nor forgets to mail their resolution."""
+
+    alerts_retry_max_s: float = Field(default=60.0, gt=0)
+    """A mail that could not be sent is retried after 1 s, 2 s, 4 s ... up to this; it is never dropped."""
+
+    alerts_cluster_name: str = ""
+    """Named in every mail's subject, to tell fleets apart."""
 
     def model_file(self, name: str) -> BundledModel | None:
         """The bundled model of that file name, or None when the image does not have it."""

@@ -56,6 +56,7 @@ BUILTIN_RESOURCES: tuple[tuple[str, str, str, str, bool, tuple[str, ...]], ...] 
     ("", "v1", "events", "Event", True, ()),
     ("", "v1", "services", "Service", True, ("status",)),
     ("", "v1", "configmaps", "ConfigMap", True, ()),
+    ("", "v1", "secrets", "Secret", True, ()),
     ("apps", "v1", "deployments", "Deployment", True, ("status", "scale")),
     ("", "v1", "pods", "Pod", True, ("status",)),
     ("", "v1", "secrets", "Secret", True, ()),

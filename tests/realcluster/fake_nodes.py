@@ -30,6 +30,8 @@ from typing import Any
 import aiohttp
 
 RUNNING, CRASH_LOOP, IMAGE_PULL, INIT_FAILED = "Running", "CrashLoopBackOff", "ImagePullBackOff", "InitFailed"
+NOT_READY = "NotReady"
+"""The containers keep running but fail their readiness probe (a vision pod whose camera stopped streaming)."""
 
 
 def _now() -> str:
@@ -256,6 +258,7 @@ class FakeNodes:
         outcome = rule.outcome if rule else RUNNING
         message = rule.message if rule else ""
         ok = outcome == RUNNING
+        runs = outcome in (RUNNING, NOT_READY)
 
         def running(c: Mapping[str, Any]) -> dict[str, Any]:
             return {"running": {"startedAt": started}}
@@ -279,8 +282,8 @@ class FakeNodes:
                 init_statuses.append(_container(c, False, 0, done, {}))
         statuses = []
         for c in spec.get("containers") or []:
-            if outcome == RUNNING:
-                statuses.append(_container(c, True, 0, running(c), {}))
+            if runs:
+                statuses.append(_container(c, ok, 0, running(c), {}, started=True))
             elif outcome == CRASH_LOOP:
                 last = {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "finishedAt": _now()}}
                 statuses.append(_container(c, False, restarts, waiting(CRASH_LOOP, c), last))
@@ -288,7 +291,7 @@ class FakeNodes:
                 statuses.append(_container(c, False, 0, waiting(IMAGE_PULL, c), {}))
             else:  # the main containers wait for a failing init container
                 statuses.append(_container(c, False, 0, waiting("PodInitializing", c), {}))
-        phase = "Running" if outcome in (RUNNING, CRASH_LOOP) else "Pending"
+        phase = "Running" if outcome in (RUNNING, NOT_READY, CRASH_LOOP) else "Pending"
         now = _now()
         conditions = [
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
@@ -311,7 +314,12 @@ class FakeNodes:
 
 
 def _container(
-    c: Mapping[str, Any], ready: bool, restarts: int, state: Mapping[str, Any], last: Mapping[str, Any]
+    c: Mapping[str, Any],
+    ready: bool,
+    restarts: int,
+    state: Mapping[str, Any],
+    last: Mapping[str, Any],
+    started: bool | None = None,
 ) -> dict[str, Any]:
     return {
         "name": c["name"],
@@ -319,7 +327,7 @@ def _container(
         "imageID": f"fake://{c.get('image', '')}",
         "containerID": f"fake://{c['name']}",
         "ready": ready,
-        "started": ready,
+        "started": ready if started is None else started,
         "restartCount": restarts,
         "state": dict(state),
         "lastState": dict(last),
