@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from korall_operator.manifests import MODEL_ANNOTATION, SPEC_HASH_ANNOTATION, label_value
+from korall_operator.manifests import CAMERA_RESOURCES_ANNOTATION, MODEL_ANNOTATION, SPEC_HASH_ANNOTATION, label_value
 
 ChildKey = tuple[str, str, str]
 """(namespace, component, instance label value): the children of one parent."""
@@ -43,11 +43,14 @@ _REASON_IN_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]+): (.+)$", re.DOTALL)
 
 @dataclass(frozen=True)
 class PodProblem:
-    """Why a pod of a parent does not run: `reason` is a CamelCase word (condition reason, Event reason)."""
+    """Why a pod of a parent does not run: `reason` is a CamelCase word (condition reason, Event reason).
+    `camera`: the camera resource the scheduler found no free unit of (`korall.io/video0`), when that is one of
+    the reasons the pod is Unschedulable: another pod holds the camera (camera_use.py names it)."""
 
     pod: str
     reason: str
     message: str
+    camera: str | None = None
 
 
 def parent_key(kind: str, namespace: str, name: str) -> ChildKey:
@@ -107,7 +110,18 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
     for cond in status.get("conditions") or []:
         unschedulable = cond.get("status") == "False" and cond.get("reason") == "Unschedulable"
         if cond.get("type") == "PodScheduled" and unschedulable:
-            return PodProblem(name, "Unschedulable", f"pod {name}: {cond.get('message') or 'unschedulable'}")
+            message = str(cond.get("message") or "unschedulable")
+            return PodProblem(name, "Unschedulable", f"pod {name}: {message}", _missing_camera(meta, message))
+    return None
+
+
+def _missing_camera(meta: Mapping[str, Any], message: str) -> str | None:
+    """The camera resource of this pod (manifests.CAMERA_RESOURCES_ANNOTATION) that the scheduler's message calls
+    insufficient (`0/4 nodes are available: 1 Insufficient korall.io/video0, 3 node(s) didn't match ...`)."""
+    wanted = str((meta.get("annotations") or {}).get(CAMERA_RESOURCES_ANNOTATION) or "")
+    for resource in filter(None, wanted.split(",")):
+        if re.search(rf"Insufficient {re.escape(resource)}(?![\w.-])", message):
+            return resource
     return None
 
 
