@@ -145,6 +145,7 @@ def test_the_plugin_runs_with_the_least_it_needs(tools_bin: Path) -> None:
             {"name": "device-plugins", "mountPath": "/var/lib/kubelet/device-plugins"},
             {"name": "dev", "mountPath": "/dev", "readOnly": True},
         ]
+        assert not container["terminationMessagePath"].startswith("/dev/")  # the host's /dev is read-only there
         assert container["image"].startswith("ghcr.io/squat/generic-device-plugin:0.2.0@sha256:")
         assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert len({c["ports"][0]["containerPort"] for c in pod["containers"]}) == len(pod["containers"])

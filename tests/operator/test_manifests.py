@@ -329,6 +329,7 @@ def test_without_a_plugin_only_the_tpu_is_requested() -> None:
     ("device", "overrides", "reason", "in_message"),
     [
         ("/dev/v4l/by-id/usb-cam-video-index0", {}, "CameraNotSchedulable", "/dev/videoN"),
+        ("/dev/video01", {}, "CameraNotSchedulable", "/dev/videoN"),
         ("/dev/video0", {"camera_resource_prefix": ""}, "CameraResourceNotConfigured", "camera.resourcePrefix"),
     ],
 )

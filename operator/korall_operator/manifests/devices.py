@@ -40,7 +40,7 @@ from korall_operator.manifests.pod import PCI_APEX_PATH, SOUND_PATH, USB_BUS_PAT
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import SpecError
 
-CAMERA_NODE = re.compile(r"^/dev/video(\d+)$")
+CAMERA_NODE = re.compile(r"^/dev/video(0|[1-9][0-9]*)$")  # as the kernel names them: no leading zero
 CAMERA_RESOURCES_ANNOTATION = f"{API_GROUP}/camera-resources"
 """On a pod template: the camera resources its pod requests, comma-separated (observed.pod_problem reads it)."""
 
