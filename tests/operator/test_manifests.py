@@ -106,6 +106,11 @@ def host_paths(deployment: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def device_paths(deployment: dict[str, Any]) -> dict[str, str]:
+    """The hostPath volumes of devices (under /dev/), as {path: type}: what privileged access mounts."""
+    return {path: kind for path, kind in host_paths(deployment).items() if path.startswith("/dev/")}
+
+
 # ---------------------------------------------------------------------------------------------- vision / TPU
 
 
@@ -130,7 +135,7 @@ def test_usb_tpu_with_camera_is_pinned_to_the_tpu_and_camera_node() -> None:
         {"matchExpressions": [{"key": "korall.io/tpu", "operator": "DoesNotExist"}]},
     ]
     assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
-    assert host_paths(dep) == {}  # no hostPath, no privilege: the plugin's allocation adds the device nodes
+    assert device_paths(dep) == {}  # no hostPath, no privilege: the plugin's allocation adds the device nodes
     assert c["securityContext"] == UNPRIVILEGED
     security = pod(dep)["securityContext"]
     assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
@@ -153,14 +158,14 @@ def test_privileged_access_mounts_the_whole_usb_bus_and_the_camera() -> None:
     dep = build_vision_deployment("front", "edge", tpu_model("usb"), camera(), settings(device_access="privileged"))
     k8s_valid(dep)
     # the whole USB bus (the accelerator re-enumerates 1a6e:089a -> 18d1:9302), and the camera's char device
-    assert host_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
+    assert device_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
     assert container(dep)["securityContext"] == PRIVILEGED
 
 
 def test_pci_tpu_mounts_the_apex_device_only_when_privileged() -> None:
     dep = build_vision_deployment("m2", "edge", tpu_model("pci"), None, settings(device_access="privileged"))
     k8s_valid(dep)
-    assert host_paths(dep) == {"/dev/apex_0": "CharDevice"}
+    assert device_paths(dep) == {"/dev/apex_0": "CharDevice"}
     assert env(dep)[VisionEnv.EDGETPU_DEVICE] == "pci"
     match = pod(dep)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert match["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["pci"]
@@ -172,7 +177,7 @@ def test_edgetpu_without_interface_means_usb() -> None:
     spec = parse_inference_model({"model": {"file": TPU_MODEL}, "accelerator": "edgetpu"})
     assert env(build_vision_deployment("m", "ns", spec, None, settings()))[VisionEnv.EDGETPU_DEVICE] == "usb"
     dep = build_vision_deployment("m", "ns", spec, None, settings(device_access="privileged"))
-    assert "/dev/bus/usb" in host_paths(dep)
+    assert "/dev/bus/usb" in device_paths(dep)
 
 
 def test_cpu_model_without_camera_needs_no_device_and_runs_unprivileged() -> None:
@@ -239,7 +244,7 @@ def test_a_camera_pod_gets_only_the_devices_its_source_opens(
     assert container(dep).get("resources", {}).get("limits", {}) == dict.fromkeys(resources, "1")
     annotations = dep["spec"]["template"]["metadata"]["annotations"]
     assert annotations.get("korall.io/camera-resources", "") == ",".join(resources)
-    assert host_paths(dep) == (dict.fromkeys(opened, "CharDevice") if access == "privileged" else {})
+    assert device_paths(dep) == (dict.fromkeys(opened, "CharDevice") if access == "privileged" else {})
     privileged = access == "privileged" and bool(opened)
     assert container(dep)["securityContext"] == (PRIVILEGED if privileged else UNPRIVILEGED)
 
@@ -302,10 +307,10 @@ def test_security_context_of_every_device_combination(combination: str, access: 
     if access == "device-plugin" or not device:
         # the plugin's allocation adds the device nodes and their cgroup rules: nothing privileged, nothing mounted
         assert c["securityContext"] == UNPRIVILEGED
-        assert host_paths(dep) == {}
+        assert device_paths(dep) == {}
     else:
         assert c["securityContext"] == PRIVILEGED  # a hostPath alone does not open the device cgroup
-        assert host_paths(dep) == mounted
+        assert device_paths(dep) == mounted
     assert p["securityContext"]["runAsNonRoot"] is True and p["securityContext"]["runAsUser"] == 10001
     assert p["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert p["securityContext"].get("supplementalGroups") == ([29, 44, 46] if device else None)
@@ -320,9 +325,9 @@ def test_without_a_plugin_only_the_tpu_is_requested() -> None:
     dep = build_vision_deployment("m", "ns", tpu_model("usb"), camera(), bare)
     assert container(dep)["resources"]["limits"] == {"coral.ai/tpu": "1"}
     assert "korall.io/camera-resources" not in dep["spec"]["template"]["metadata"]["annotations"]
-    assert host_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
+    assert device_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
     audio = build_audio_deployment("mic", "ns", microphone(), bare)
-    assert "resources" not in container(audio) and host_paths(audio) == {"/dev/snd": "Directory"}
+    assert "resources" not in container(audio) and device_paths(audio) == {"/dev/snd": "Directory"}
 
 
 @pytest.mark.parametrize(
@@ -341,7 +346,7 @@ def test_a_camera_the_plugin_cannot_grant_is_refused(
     assert (err.value.reason, in_message in err.value.message) == (reason, True), err.value.message
     # privileged access mounts it: the path is the profile's business
     dep = build_vision_deployment("m", "ns", cpu_model(), camera(device=device), settings(device_access="privileged"))
-    assert host_paths(dep) == {device: "CharDevice"}
+    assert device_paths(dep) == {device: "CharDevice"}
 
 
 def test_a_microphone_the_plugin_cannot_grant_is_refused() -> None:
@@ -481,7 +486,7 @@ def test_audio_profile_gets_a_microphone_pod() -> None:
     assert e[AudioEnv.AUDIO_SILENCE_DBFS] == "-50.0" and e[AudioEnv.AUDIO_LOUD_DBFS] == "-6.0"
     assert e[AudioEnv.PORT] == str(AUDIO_PORT)
     assert container(dep)["resources"] == {"limits": {"korall.io/snd": "1"}}  # the node's microphone, granted
-    assert host_paths(dep) == {}
+    assert device_paths(dep) == {}
     assert container(dep)["securityContext"] == UNPRIVILEGED
     assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
     assert dep["spec"]["strategy"]["type"] == "Recreate"
@@ -493,7 +498,7 @@ def test_audio_profile_gets_a_microphone_pod() -> None:
 def test_audio_from_a_wav_file_needs_no_sound_device() -> None:
     dep = build_audio_deployment("replay", "ns", microphone("/data/hall.wav"), settings(device_access="privileged"))
     k8s_valid(dep)
-    assert host_paths(dep) == {}
+    assert device_paths(dep) == {}
     assert "resources" not in container(dep)
     assert pod(dep)["securityContext"]["runAsNonRoot"] is True
     assert dep["spec"]["strategy"]["type"] == "RollingUpdate"

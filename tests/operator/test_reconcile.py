@@ -102,7 +102,8 @@ async def test_create_gives_tpu_pinned_deployment_service_and_status(cluster: Cl
     assert container["resources"]["limits"]["coral.ai/tpu"] == "1"  # a quantity: the API server says "1"
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms[0]["matchExpressions"][0]["values"] == ["usb"]
-    assert not [v for v in pod["volumes"] if "hostPath" in v]  # the device plugin grants the TPU: no hostPath
+    devices = [v for v in pod["volumes"] if v.get("hostPath", {}).get("path", "").startswith("/dev/")]
+    assert not devices  # the device plugin grants the TPU: no hostPath of a device
     assert "privileged" not in container["securityContext"]
     assert env_of(deployment)[VisionEnv.MODEL_PATH].endswith(TPU_MODEL)
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # a TPU is exclusive: no surge pod
