@@ -20,7 +20,13 @@ from typing import Any
 
 from korall_contract import VisionEnv
 
-from korall_operator.manifests import MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION, SPEC_HASH_ANNOTATION, label_value
+from korall_operator.manifests import (
+    CAMERA_RESOURCES_ANNOTATION,
+    MODEL_ANNOTATION,
+    MODEL_SHA256_ANNOTATION,
+    SPEC_HASH_ANNOTATION,
+    label_value,
+)
 
 ChildKey = tuple[str, str, str]
 """(namespace, component, instance label value): the children of one parent."""
@@ -50,11 +56,14 @@ READINESS_LOST = "ReadinessLost"
 
 @dataclass(frozen=True)
 class PodProblem:
-    """Why a pod of a parent does not run: `reason` is a CamelCase word (condition reason, Event reason)."""
+    """Why a pod of a parent does not run: `reason` is a CamelCase word (condition reason, Event reason).
+    `camera`: the camera resource the scheduler found no free unit of (`korall.io/video0`), when that is one of
+    the reasons the pod is Unschedulable: another pod holds the camera (camera_use.py names it)."""
 
     pod: str
     reason: str
     message: str
+    camera: str | None = None
 
 
 def parent_key(kind: str, namespace: str, name: str) -> ChildKey:
@@ -118,7 +127,8 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
     for cond in status.get("conditions") or []:
         unschedulable = cond.get("status") == "False" and cond.get("reason") == "Unschedulable"
         if cond.get("type") == "PodScheduled" and unschedulable:
-            return PodProblem(name, "Unschedulable", f"pod {name}: {cond.get('message') or 'unschedulable'}")
+            message = str(cond.get("message") or "unschedulable")
+            return PodProblem(name, "Unschedulable", f"pod {name}: {message}", _missing_camera(meta, message))
     return lost_readiness(pod)
 
 
@@ -147,6 +157,16 @@ def lost_readiness(pod: Mapping[str, Any]) -> PodProblem | None:
         reason, what = _readiness_loss(pod, str(container.get("name")))
         detail = f"pod {name}: {what} (not ready since {since}; container {container.get('name')} still running)"
         return PodProblem(name, reason, detail)
+    return None
+
+
+def _missing_camera(meta: Mapping[str, Any], message: str) -> str | None:
+    """The camera resource of this pod (manifests.CAMERA_RESOURCES_ANNOTATION) that the scheduler's message calls
+    insufficient (`0/4 nodes are available: 1 Insufficient korall.io/video0, 3 node(s) didn't match ...`)."""
+    wanted = str((meta.get("annotations") or {}).get(CAMERA_RESOURCES_ANNOTATION) or "")
+    for resource in filter(None, wanted.split(",")):
+        if re.search(rf"Insufficient {re.escape(resource)}(?![\w.-])", message):
+            return resource
     return None
 
 

@@ -85,11 +85,23 @@ class OperatorSettings(BaseSettings):
     on it. Set it by hand (`kubectl label node n1 korall.io/tpu=usb`) or with a Node Feature Discovery rule (see
     docs/operator.md). Empty disables the affinity and relies on the extended resource alone."""
 
-    device_access: Literal["privileged", "device-plugin"] = "privileged"
-    """How a pod gets access to host devices (TPU, camera, microphone). `privileged`: the container runs privileged,
-    because a hostPath mount alone does not open the device cgroup and the USB TPU re-enumerates under a new
-    device node after its first inference. `device-plugin`: a device plugin's Allocate already grants the device
-    (e.g. squat/generic-device-plugin), so pods run unprivileged with all capabilities dropped."""
+    device_access: Literal["privileged", "device-plugin"] = "device-plugin"
+    """How a pod gets access to host devices (TPU, camera, microphone). `device-plugin` (the default, with the
+    chart's device plugin): the pod requests the devices as extended resources and the plugin's allocation adds
+    the device nodes and their cgroup rules, so the pod runs unprivileged, all capabilities dropped, with no
+    hostPath. `privileged`: the documented opt-in for clusters that cannot run a plugin: hostPath mounts and a
+    privileged container, because a hostPath alone does not open the device cgroup and the USB TPU re-enumerates
+    under a new device node after its first inference (manifests/devices.py)."""
+
+    camera_resource_prefix: str = Field(default="korall.io/video", pattern=r"^$|^[a-z0-9.-]+/[a-z0-9][-a-z0-9]*$")
+    """Cameras as schedulable resources, one per video device: a pod that opens /dev/videoN requests one
+    `<prefix>N` (korall.io/video0, as the chart's plugin advertises them), so the scheduler never gives one camera
+    to two pods, and the operator reports the second as CameraInUse. Empty: cameras are not requested (clusters
+    without such a plugin; then only `privileged` access can open them)."""
+
+    microphone_resource: str = Field(default="korall.io/snd", pattern=r"^$|^[a-z0-9.-]+/[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """The extended resource of a node's sound devices (its whole /dev/snd, count 1: one microphone pod per
+    node): an audio pod that opens an ALSA device requests one. Empty: not requested (as for cameras)."""
 
     device_groups: list[int] = Field(default_factory=lambda: [29, 44, 46])
     """Host GIDs that own device nodes, given to device pods as supplementalGroups so that the non-root user may

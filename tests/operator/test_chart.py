@@ -74,11 +74,23 @@ def test_chart_lints_strictly(tools_bin: Path) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
 
 
-@pytest.mark.parametrize("sets", [(), ("watchNamespace=edge",), ("tpu.resource=", "tpu.deviceAccess=device-plugin")])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),  # the device plugin and the TPU waker on
+        ("watchNamespace=edge",),
+        ("tpu.resource=", "tpu.deviceAccess=device-plugin"),
+        ("devicePlugin.enabled=false", "tpu.deviceAccess=privileged"),  # the opt-in without any plugin
+        ("devicePlugin.privileged=true", "devicePlugin.tpuWake.enabled=false", "devicePlugin.image.digest="),
+        ("nodeFeatureDiscovery.rules=true",),
+    ],
+)
 def test_rendered_objects_are_valid_kubernetes(tools_bin: Path, sets: tuple[str, ...]) -> None:
     docs = render(tools_bin, *sets)
     assert docs
     for doc in docs:
+        if doc["kind"] == "NodeFeatureRule":  # Node Feature Discovery's CRD: test_node_feature_rules checks it
+            continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
@@ -93,7 +105,15 @@ def test_chart_ships_the_crds_from_crds(tools_bin: Path) -> None:
 
 def test_default_install_objects(tools_bin: Path) -> None:
     kinds = by_kind(render(tools_bin))
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(kinds) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
     (deployment,) = kinds["Deployment"]
     spec = deployment["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # one replica, --standalone

@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 
+from korall_operator.camera_use import camera_in_use
 from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS
 from korall_operator.manifests import MANAGED_BY
 from korall_operator.observed import ChildKey, PodProblem, child_key, parent_key, pod_problem, slim_deployment
@@ -128,9 +129,35 @@ class Indexes:
         return first(index, (kind, namespace, name))
 
     def children(self, kind: str, namespace: str, name: str) -> tuple[dict[str, Any] | None, PodProblem | None]:
-        """The parent's child Deployment (slim) and the problem of one of its pods, if any."""
+        """The parent's child Deployment (slim) and the problem of one of its pods, if any (a pod waiting for a
+        camera another model holds: CameraInUse, naming it)."""
         key = parent_key(kind, namespace, name)
-        return first(self.deployments, key), first(self.pod_problems, key)
+        deployment, problem = first(self.deployments, key), first(self.pod_problems, key)
+        if problem is not None and problem.camera is not None and kind == "InferenceModel":
+            problem = self._camera_problem(namespace, name, deployment, problem)
+        return deployment, problem
+
+    def _camera_problem(
+        self, namespace: str, name: str, deployment: dict[str, Any] | None, problem: PodProblem
+    ) -> PodProblem:
+        """CameraInUse when the camera's holder is known: another model of the same CaptureProfile whose pods
+        exist and do not wait for the camera themselves, or another replica of this model. Else the scheduler's
+        word stands (the camera is held by something korall does not know of, e.g. another namespace's pod)."""
+        view = self.parent("InferenceModel", namespace, name)
+        profile = view.capture_profile if view is not None else None
+        if profile is None:
+            return problem
+        holders = [m for m in self.used_by(namespace, profile) if m != name and self._holds_camera(namespace, m)]
+        own = (deployment or {}).get("status") or {}
+        if holders or (int(own.get("replicas", 0)) > 1 and int(own.get("readyReplicas", 0)) >= 1):
+            return camera_in_use(problem, profile, holders)
+        return problem
+
+    def _holds_camera(self, namespace: str, model: str) -> bool:
+        key = parent_key("InferenceModel", namespace, model)
+        deployment, problem = first(self.deployments, key), first(self.pod_problems, key)
+        pods = int(((deployment or {}).get("status") or {}).get("replicas", 0))
+        return pods > 0 and (problem is None or problem.camera is None)
 
     def used_by(self, namespace: str, profile: str) -> list[str]:
         """The InferenceModels that reference this CaptureProfile, sorted."""

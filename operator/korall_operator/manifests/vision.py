@@ -8,6 +8,7 @@ from typing import Any
 
 from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
 
+from korall_operator.manifests.devices import CAMERA_RESOURCES_ANNOTATION, Devices, camera_devices, tpu_devices
 from korall_operator.manifests.events import events_wiring
 from korall_operator.manifests.model_delivery import model_delivery
 from korall_operator.manifests.naming import (
@@ -22,11 +23,8 @@ from korall_operator.manifests.naming import (
     workload_labels,
 )
 from korall_operator.manifests.pod import (
-    PCI_APEX_PATH,
-    USB_BUS_PATH,
     deployment_manifest,
     env_list,
-    host_device,
     merge_node_selectors,
     probes,
     security_context,
@@ -51,7 +49,7 @@ _DEVICE_IN_PIPELINE = re.compile(r"(/dev/[A-Za-z0-9_./-]+)")
 def devices_of_source(source: str | None) -> list[str]:
     """The device nodes a capture source opens, and so the only ones its pod mounts: the device itself, or those a
     GStreamer pipeline names (`v4l2src device=/dev/video0 ! ...`); none for a URL or a file, which then neither
-    mounts the profile's `device` nor runs privileged for it."""
+    asks for the profile's `device` nor runs privileged for it."""
     if not source:
         return []
     if source.startswith("/dev/"):
@@ -104,21 +102,13 @@ def build_vision_deployment(
         "limits": dict(model.resources.limits),
     }
     affinity = None
-    needs_device = False
+    devices = Devices()  # resources, and hostPaths in privileged mode: manifests/devices.py
 
     if model.accelerator == "edgetpu":
         interface = model.effective_tpu_interface
         env[VisionEnv.EDGETPU_DEVICE] = interface
-        resources["limits"][settings.tpu_resource] = "1"  # a quantity: the API server returns it as a string
-        resources["requests"].pop(settings.tpu_resource, None)  # extended resources: request defaults to limit
         affinity = tpu_affinity(interface, settings)
-        if interface == "usb":
-            volume, mount = host_device("edgetpu-usb", USB_BUS_PATH, "Directory")
-        else:
-            volume, mount = host_device("edgetpu-pci", PCI_APEX_PATH, "CharDevice")
-        volumes.append(volume)
-        mounts.append(mount)
-        needs_device = True
+        devices += tpu_devices(interface, settings)
 
     capture_selector: dict[str, str] = {}
     if capture is not None and capture.video is not None:
@@ -135,17 +125,22 @@ def build_vision_deployment(
                 VisionEnv.CAPTURE_BUFFER_FRAMES: video.buffer_frames,
             }
         )
-        for index, path in enumerate(devices_of_source(source)):
-            volume, mount = host_device("camera" if index == 0 else f"camera-{index}", path, "CharDevice")
-            volumes.append(volume)
-            mounts.append(mount)
-            needs_device = True
+        devices += camera_devices(devices_of_source(source), settings)
         capture_selector = dict(capture.node_selector)
 
     node_selector = merge_node_selectors(
         ("the InferenceModel", model.node_selector), ("the CaptureProfile", capture_selector)
     )
-    pod_security, container_security = security_context(needs_device, settings)
+    devices.add_to(resources)
+    volumes += devices.volumes
+    mounts += devices.mounts
+    pod_security, container_security = security_context(devices.opens_device, settings)
+    template_annotations = {
+        MODEL_ANNOTATION: model.model.display,
+        MODEL_SHA256_ANNOTATION: model_sha256(model, settings) or "",
+    }
+    if devices.camera_resources:
+        template_annotations[CAMERA_RESOURCES_ANNOTATION] = ",".join(devices.camera_resources)
     run_as = int(pod_security.get("runAsUser", settings.run_as_user))
     # Events of its camera, if the model says where they go (an InferenceModel without a camera makes none).
     events = events_wiring(name, namespace, model.events, settings, image=settings.vision_image, run_as=run_as)
@@ -177,11 +172,8 @@ def build_vision_deployment(
         node_selector=node_selector,
         affinity=affinity,
         pod_security=pod_security,
-        exclusive_devices=needs_device,
-        template_annotations={
-            MODEL_ANNOTATION: model.model.display,
-            MODEL_SHA256_ANNOTATION: model_sha256(model, settings) or "",
-        },
+        exclusive_devices=devices.opens_device,
+        template_annotations=template_annotations,
         owner=owner,
         progress_deadline_s=settings.progress_deadline_s,
         init_containers=init_containers,
