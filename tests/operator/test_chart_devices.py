@@ -114,7 +114,7 @@ def test_the_resource_names_follow_the_values(tools_bin: Path) -> None:
         "devicePlugin.videoDevices=2",
     )
     assert sorted(plugin_processes(docs)) == ["example.com/cam-0", "example.com/cam-1", "example.com/edgetpu"]
-    env = {e["name"]: e["value"] for e in operator_container(docs)["env"]}
+    env = {e["name"]: e["value"] for e in operator_container(docs)["env"] if "value" in e}
     assert env["KORALL_TPU_RESOURCE"] == "example.com/edgetpu"
     assert env["KORALL_CAMERA_RESOURCE_PREFIX"] == "example.com/cam-"
     assert env["KORALL_MICROPHONE_RESOURCE"] == ""
@@ -169,7 +169,7 @@ def test_the_tpu_waker_is_the_one_privileged_pod_and_has_nothing_else(tools_bin:
     assert "ports" not in container and pod["automountServiceAccountToken"] is False
     assert [v.get("hostPath", {}).get("path") for v in pod["volumes"]] == ["/dev/bus/usb", None]
     # the workloads themselves are never privileged by default
-    env = {e["name"]: e["value"] for e in operator_container(docs)["env"]}
+    env = {e["name"]: e["value"] for e in operator_container(docs)["env"] if "value" in e}
     assert env["KORALL_DEVICE_ACCESS"] == "device-plugin"
     # the group must be one the device pods have
     out = helm(tools_bin, "template", "k", str(CHART), "--set", "devicePlugin.tpuWake.group=7", check=False)
@@ -188,7 +188,7 @@ def test_the_tpu_waker_is_the_one_privileged_pod_and_has_nothing_else(tools_bin:
 def test_without_the_chart_plugin(tools_bin: Path, sets: tuple[str, ...], camera: str, microphone: str) -> None:
     docs = render(tools_bin, *sets)
     assert "DaemonSet" not in by_kind(docs)
-    env = {e["name"]: e["value"] for e in operator_container(docs)["env"]}
+    env = {e["name"]: e["value"] for e in operator_container(docs)["env"] if "value" in e}
     assert (env["KORALL_CAMERA_RESOURCE_PREFIX"], env["KORALL_MICROPHONE_RESOURCE"]) == (camera, microphone)
 
 
