@@ -33,6 +33,7 @@ from korall_operator.manifests.pod import (
     service_manifest,
     tpu_affinity,
 )
+from korall_operator.manifests.validation import self_test_wiring
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, check_vision_spec
 
@@ -150,6 +151,13 @@ def build_vision_deployment(
     # Events of its camera, if the model says where they go (an InferenceModel without a camera makes none).
     events = events_wiring(name, namespace, model.events, settings, image=settings.vision_image, run_as=run_as)
     init_containers = list(delivery.init_containers) if delivery is not None else []
+    # The golden set the pod runs once before it reports ready (catalog: a model that sees nothing never serves).
+    self_test = self_test_wiring(model, settings)
+    if self_test is not None:
+        env.update(self_test.env)
+        volumes += self_test.volumes
+        mounts += self_test.mounts
+        init_containers += self_test.init_containers
     env_refs: list[dict[str, Any]] = []
     if events is not None:
         env.update(events.env)
