@@ -124,8 +124,12 @@ def decide(i: GateInputs) -> Decision:
         by = f"requested by {i.requester}" if i.requester else ""
         history.append(history_entry("Requested", desired, i.now, message=by))
 
-    # A model that served before the catalog existed (an operator upgrade) is recorded as serving, not held back.
-    if serving is None and i.status.get("specHash") and i.status.get("activeModelSha256") == desired.sha256:
+    # A model that served before the catalog existed (an operator upgrade) is recorded as admitted: not held back,
+    # not validated after the fact (its next model is).
+    grandfathered = (
+        serving is None and bool(i.status.get("specHash")) and (i.status.get("activeModelSha256") == desired.sha256)
+    )
+    if grandfathered:
         serving = last_good = replace(desired, since=now_iso(i.now))
         history.append(history_entry("Grandfathered", desired, i.now, message="served before the catalog existed"))
 
@@ -158,10 +162,14 @@ def decide(i: GateInputs) -> Decision:
     expired = record if record is not None and record.overdue(i.now) else None
     state = "Error" if expired is not None else (record.state if record is not None else "Pending")
     # An Error (the model could not be judged) is tried again once the spec changes, never in a loop.
-    start = policy.validate and (record is None or (state == "Error" and record.generation < i.generation))
+    start = (
+        policy.validate
+        and not grandfathered
+        and (record is None or (state == "Error" and record.generation < i.generation))
+    )
     if start:
         state = "Running"
-    validated = state if policy.validate else "NotRequired"
+    validated = state if policy.validate and not grandfathered else "NotRequired"
 
     # Approval: any ModelApproval of this sha256 from someone who did not request it (with four-eyes on).
     for_sha = [a for a in i.approvals if a.sha256 == desired.sha256]
@@ -169,7 +177,8 @@ def decide(i: GateInputs) -> Decision:
     approver = eligible[0].approved_by if policy.approve and eligible else ""
     approved = "NotRequired" if not policy.approve else (approver or "Pending")
 
-    hold = _hold(i, policy, rolled_back, state, record if expired is None else None, approver, for_sha)
+    hold = None if grandfathered else _hold(i, policy, rolled_back, state, record if not expired else None, approver,
+                                              for_sha)  # fmt: skip
     if hold is None:
         admitted = replace(desired, approved_by=approver, since=now_iso(i.now))
         if serving is None or serving.key != admitted.key:
