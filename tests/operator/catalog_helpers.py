@@ -190,3 +190,15 @@ async def bind_approver(kube: ClusterClient, ns: str, user: str) -> None:
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "korall-approver"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}  # fmt: skip
     await kube.create("rbac.authorization.k8s.io/v1", "rolebindings", ns, binding)
+
+
+async def kubectl_korall(cluster: Cluster, *args: str) -> str:
+    """The kubectl plugin (`python -m korall_operator.cli`, installed as kubectl-korall), as the admin."""
+    import asyncio
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "korall_operator.cli", "--kubeconfig", str(cluster.kubeconfig), *args]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

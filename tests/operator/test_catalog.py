@@ -29,6 +29,7 @@ from catalog_helpers import (
     end_validation,
     events_of,
     get_im,
+    kubectl_korall,
     model_body,
     name,
     promoted,
@@ -110,7 +111,8 @@ async def test_the_promotion_path_from_demo_to_production_and_a_broken_model_ref
         assert f"approved only by {ADMIN}, who requested it" in condition(got, "Promoted")["message"]
 
     await eventually(refused_own, timeout=30)
-    await approve(cluster, im, TPU_SHA, approver, ns)
+    said = await kubectl_korall(cluster, "--as", approver, "approve", im, "-n", ns, "--comment", "golden set passed")
+    assert f"{approver} approved model {TPU_SHA[:12]} of {im}" in said
     rolled = await serving(cluster, kube, ns, im, TPU_SHA)
     assert condition(rolled, "Promoted")["status"] == "True"
     assert rolled["status"]["catalog"]["approved"] == approver
@@ -136,6 +138,13 @@ async def test_the_promotion_path_from_demo_to_production_and_a_broken_model_ref
     history = [(e["event"], e["sha256"][:12]) for e in refused["status"]["history"]]
     assert ("Promoted", TPU_SHA[:12]) in history and ("ValidationFailed", broken_sha[:12]) in history
     assert history.index(("Promoted", TPU_SHA[:12])) < history.index(("ValidationFailed", broken_sha[:12]))
+    catalog_view = (await kubectl_korall(cluster, "catalog", "-n", ns)).splitlines()
+    assert catalog_view[0].split() == ["NAME", "STAGE", "SHA", "VALIDATED", "APPROVED", "SERVING", "READY",
+                                       "PROMOTED", "AGE"]  # fmt: skip
+    (row,) = [line.split() for line in catalog_view if line.startswith(im + " ")]
+    assert row[1:8] == ["production", broken_sha[:12], "Failed", "Pending", TPU_SHA[:12], "True", "ValidationFailed"]
+    history_view = await kubectl_korall(cluster, "history", im, "-n", ns)
+    assert "Promoted" in history_view and approver in history_view and "ValidationFailed" in history_view
     promoted_entry = next(e for e in refused["status"]["history"] if e["event"] == "Promoted")
     assert (promoted_entry["approvedBy"], promoted_entry["stage"], promoted_entry["validation"]) == (
         approver,
@@ -193,6 +202,7 @@ async def test_a_production_model_whose_pods_never_get_ready_is_rolled_back_unti
             assert await deployment_sha(kube, ns, im) == TPU_SHA
 
         await eventually(tried, timeout=30)
+
         async def rolled_back() -> tuple[dict[str, Any], dict[str, Any]]:
             got = await promoted(kube, ns, im, "RolledBack")
             degraded = condition(got, "Degraded")  # once the crash-looping pod is gone, the rollback is the failure

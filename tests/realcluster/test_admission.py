@@ -26,7 +26,9 @@ PARSERS = {"InferenceModel": parse_inference_model, "CaptureProfile": parse_capt
 
 def admit(real: RealClusterWithChart, kind: str, spec: dict[str, Any], namespace: str = "default") -> str | None:
     """None when the API server admits it (dry run), else its refusal message."""
-    body = {"apiVersion": "korall.io/v1alpha1", "kind": kind, "metadata": {"name": "probe"}, "spec": spec}
+    # A production InferenceModel names its requester, as the chart's admission policy requires (test_catalog_admission)
+    meta = {"name": "probe", "annotations": {"korall.io/requested-by": "admin"}}
+    body = {"apiVersion": "korall.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
     try:
         path = f"/apis/korall.io/v1alpha1/namespaces/{namespace}/{PLURALS[kind]}"
         real.cluster.api("POST", f"{path}?dryRun=All&fieldValidation=Strict", body)
