@@ -96,8 +96,9 @@ async def deployment_sha(kube: ClusterClient, ns: str, im: str) -> str | None:
 async def running_validation(kube: ClusterClient, ns: str, im: str, sha: str) -> str:
     """The Job of the Running validation of model `sha`."""
     obj = await get_im(kube, ns, im)
-    jobs = [r["job"] for r in obj["status"].get("validations") or [] if r["sha256"] == sha and r["state"] == "Running"]
-    assert jobs, obj["status"].get("validations")
+    validations = (obj.get("status") or {}).get("validations") or []
+    jobs = [r["job"] for r in validations if r["sha256"] == sha and r["state"] == "Running"]
+    assert jobs, validations
     assert await kube.get("batch/v1", "jobs", ns, jobs[-1]) is not None
     return jobs[-1]
 

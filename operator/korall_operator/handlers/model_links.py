@@ -100,8 +100,11 @@ async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceMo
     return {"modelLink": {"issuedAt": _iso(link.issued_at), "expiresAt": _iso(link.expires_at)}}
 
 
-async def signed_link(korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool) -> Any:
-    """A presigned link (presign.Link) of an s3 model, or None for a model that is not in S3; see ensure_link."""
+async def signed_link(
+    korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool, purpose: str = ""
+) -> Any:
+    """A presigned link (presign.Link) of an s3 model, or None for a model that is not in S3; see ensure_link.
+    `purpose` (a validation Job) counts its links apart from the serving model's in the per-model rate limit."""
     uri = model.model.s3
     if uri is None:
         return None
@@ -118,7 +121,8 @@ async def signed_link(korall: State, body: Mapping[str, Any], model: InferenceMo
     try:
         if check:
             await asyncio.to_thread(links.check_object, uri, creds)
-        return await asyncio.to_thread(links.issue, f"{meta['namespace']}/{meta['name']}", uri, creds)
+        key = f"{meta['namespace']}/{meta['name']}" + (f"/{purpose}" if purpose else "")
+        return await asyncio.to_thread(links.issue, key, uri, creds)
     except PresignError as e:
         failure = SpecError(e.reason, e.message)
         if e.temporary:

@@ -65,12 +65,13 @@ async def start_validation(
     name, namespace = meta["name"], meta["namespace"]
     job_name = validation_job_name(name, sha256, config, generation)
     links: dict[str, str] = {}
-    link = await signed_link(korall, body, model, check=True)
+    link = await signed_link(korall, body, model, check=True, purpose="validation")
     if link is not None:
         links[LINK_KEY] = link.url
-    twin = model.validation.cpu_twin
-    if twin is not None and twin.s3 is not None:
-        twin_link = await signed_link(korall, body, model.model_copy(update={"model": twin.as_source()}), check=True)
+    twin_source = model.validation.cpu_twin
+    if twin_source is not None and twin_source.s3 is not None:
+        twin = model.model_copy(update={"model": twin_source.as_source()})
+        twin_link = await signed_link(korall, body, twin, check=True, purpose="validation")
         links["twin"] = twin_link.url
     job = build_validation_job(
         name, namespace, model, korall.settings, job_name=job_name, sha256=sha256, config=config, owner=body
