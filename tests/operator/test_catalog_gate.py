@@ -117,6 +117,7 @@ def test_production_waits_for_validation_then_approval_while_the_old_model_serve
     refused = decide(inputs(ref(B), status, approvals=(own,)))
     assert refused.promotion.reason == "PendingApproval" and "approved only by alice" in refused.promotion.message
     assert not attention(status, [own], T0)
+    assert attention({**status, "catalog": {**status["catalog"], "fourEyes": False}}, [own], T0)  # off: it counts
 
     bob = Approval("a2", "yard", B, "bob")
     assert attention(status, [own, bob], T0)

@@ -210,6 +210,7 @@ def decide(i: GateInputs) -> Decision:
         "stage": desired.stage,
         "config": i.config,
         "requestedBy": i.requester,
+        "fourEyes": i.four_eyes,
         "validated": validated,
         "approved": approved,
         "promotion": promotion.as_status(),
@@ -289,5 +290,6 @@ def attention(status: Mapping[str, Any], approvals: Sequence[Approval], now: flo
         record = record_for(status, str(sha), str(config or ""))
         return record is None or record.done or record.overdue(now)
     if promotion.reason == PENDING_APPROVAL:
-        return any(a.sha256 == sha and a.approved_by != cat.get("requestedBy") for a in approvals)
+        four_eyes = cat.get("fourEyes", True)
+        return any(a.sha256 == sha and (not four_eyes or a.approved_by != cat.get("requestedBy")) for a in approvals)
     return False
