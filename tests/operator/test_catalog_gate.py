@@ -26,7 +26,7 @@ from korall_operator.catalog import (
     outcome_of_pod,
     with_record,
 )
-from korall_operator.catalog.records import now_iso
+from korall_operator.catalog.records import now_iso, slim_status
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 T0 = 1_800_000_000.0
@@ -161,6 +161,8 @@ def test_a_production_model_not_ready_in_time_is_rolled_back_and_not_retried_unt
     status = after({**status, "conditions": [{"type": "Ready", "status": "False"}]}, admitted)
     assert not attention(status, [], T0 + 30)
     assert attention(status, [], T0 + 61)  # past the deadline: the gate must run
+    assert attention(slim_status(status), [], T0 + 61)  # from what the operator keeps in memory, too
+    assert "history" not in slim_status(status) and "spec" not in slim_status(status)["catalog"]["serving"]
 
     rolled = decide(inputs(ref(B), status, approvals=approve, now=T0 + 61))
     assert rolled.applied is not None and rolled.applied.sha256 == A
@@ -179,7 +181,7 @@ def test_a_completed_rollout_becomes_the_last_good_model() -> None:
         "key": ref(A).key, "sha256": A, "since": now_iso(T0), "deadlineSeconds": 60}}}  # fmt: skip
     assert not attention(status, [], T0 + 1)
     ready = serving_ready(status, A)
-    assert attention(ready, [], T0 + 1)
+    assert attention(ready, [], T0 + 1) and attention(slim_status(ready), [], T0 + 1)
     done = decide(inputs(ref(A), ready))
     assert done.catalog["rollout"] is None and done.catalog["lastGood"]["sha256"] == A
 

@@ -105,9 +105,10 @@ class Decision:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
-def rollout_complete(status: Mapping[str, Any], serving: ModelRef) -> bool:
+def rollout_complete(status: Mapping[str, Any], serving: ModelRef | Mapping[str, Any]) -> bool:
     ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return ready.get("status") == "True" and status.get("activeModelSha256") == serving.sha256
+    sha = serving.sha256 if isinstance(serving, ModelRef) else serving.get("sha256")
+    return ready.get("status") == "True" and status.get("activeModelSha256") == sha
 
 
 def decide(i: GateInputs) -> Decision:
@@ -273,11 +274,13 @@ def applied_spec(spec: Mapping[str, Any], ref: ModelRef) -> dict[str, Any]:
 
 def attention(status: Mapping[str, Any], approvals: Sequence[Approval], now: float) -> bool:
     """Whether the gate must run again although the spec did not change: the admitted model's rollout completed
-    or ran out of time, a validation it waits for has ended (or never reported), or an approval it waits for came."""
+    or ran out of time, a validation it waits for has ended (or never reported), or an approval it waits for came.
+
+    Reads only what records.slim_status keeps (the index's view of a model)."""
     cat: Mapping[str, Any] = status.get("catalog") or {}
-    serving = ModelRef.from_status(cat.get("serving"))
+    serving: Mapping[str, Any] = cat["serving"] if isinstance(cat.get("serving"), Mapping) else {}
     rollout = cat.get("rollout")
-    if isinstance(rollout, Mapping) and serving is not None and rollout.get("key") == serving.key:
+    if isinstance(rollout, Mapping) and serving.get("key") and rollout.get("key") == serving.get("key"):
         if rollout_complete(status, serving):
             return True
         if now >= (epoch(rollout.get("since")) or now) + float(rollout.get("deadlineSeconds") or 300):

@@ -216,3 +216,21 @@ def history_entry(
 def appended(history: Sequence[Mapping[str, Any]] | None, entries: Sequence[Mapping[str, Any]]) -> list[dict]:
     """The history with `entries` appended, the last HISTORY_LIMIT kept."""
     return [dict(e) for e in [*(history or []), *entries]][-HISTORY_LIMIT:]
+
+
+def slim_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A status without what only people read (the history, image outcomes, the admitted models' spec fields): what
+    the operator keeps in memory of each InferenceModel (its index), enough for the gate's `attention()` and the
+    follow-ups. A thousand models hold a thousand of these."""
+    out = {k: v for k, v in status.items() if k != "history"}
+    if isinstance(status.get("validations"), list):
+        keep = ("sha256", "config", "state", "job", "generation", "startedAt", "timeoutSeconds")
+        out["validations"] = [{k: v[k] for k in keep if k in v} for v in status["validations"] if isinstance(v, dict)]
+    catalog = status.get("catalog")
+    if isinstance(catalog, Mapping):
+        slim = dict(catalog)
+        for ref in ("serving", "lastGood"):
+            if isinstance(catalog.get(ref), Mapping):
+                slim[ref] = {k: v for k, v in catalog[ref].items() if k != "spec"}
+        out["catalog"] = slim
+    return out

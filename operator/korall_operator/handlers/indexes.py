@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from korall_operator.catalog import Approval, Outcome, outcome_of_job, outcome_of_pod
+from korall_operator.catalog.records import slim_status
 from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS, MODEL_APPROVALS
 from korall_operator.manifests import MANAGED_BY
 from korall_operator.manifests.validation import COMPONENT as VALIDATION_COMPONENT
@@ -55,7 +56,7 @@ def _view(kind: str, body: kopf.Body, capture_profile: str | None = None) -> Par
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation") or 1),
-        status=dict(body.get("status") or {}),
+        status=slim_status(body.get("status") or {}),  # what people only read stays out of memory
         capture_profile=capture_profile,
         deleting=bool(meta.get("deletionTimestamp")),
     )

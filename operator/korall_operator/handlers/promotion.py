@@ -59,7 +59,9 @@ class Gated:
             status["validations"] = with_record(status, record)
             if record.state != "Running":
                 self.finished_now.append(record)
-                ref = ModelRef(record.sha256, "", "", {})
+                cat = self.decision.catalog
+                known = cat.get("sha256") == record.sha256
+                ref = ModelRef(record.sha256, cat["source"] if known else "", cat["stage"] if known else "", {})
                 history.insert(0, history_entry(f"Validation{record.state}", ref, now, validation=record.state,
                                                 message=f"{record.reason}: {record.message}"))  # fmt: skip
         fields: dict[str, Any] = {"catalog": self.decision.catalog}
