@@ -267,3 +267,13 @@ def test_a_job_that_ran_out_of_time_is_an_error() -> None:
     outcome = outcome_of_job(failed)
     assert outcome is not None and (outcome.state, outcome.reason) == ("Error", "ValidationTimedOut")
     assert outcome_of_job({"status": {"active": 1}}) is None
+
+
+def test_a_demo_model_promoted_as_it_is_changes_stage_without_a_rollout() -> None:
+    status = serving_ready(after({}, decide(inputs(ref(A, "demo"), {}))), A)
+    status = after(status, decide(inputs(ref(A), status)), record(A, "Passed"))
+    promoted = decide(inputs(ref(A), status, approvals=(Approval("x", "yard", A, "bob"),)))
+    assert promoted.applied is not None and promoted.applied.stage == "production" and promoted.promotion.promoted
+    assert promoted.catalog["rollout"] is None  # the same model: nothing rolls out, nothing to roll back
+    assert [e["event"] for e in promoted.history] == ["StageChanged"]
+    assert ("Normal", "Promoted") in [(t, r) for t, r, _ in promoted.events]

@@ -195,6 +195,9 @@ def decide(i: GateInputs) -> Decision:
             serving = admitted
         elif serving.stage != admitted.stage or serving.approved_by != approver:
             history.append(history_entry("StageChanged", admitted, i.now, validation=validated, approved_by=approver))
+            if desired.stage == "production" and serving.stage != "production":  # the same pods, now production
+                what = f"model {admitted.short} ({admitted.source})"
+                events.append(("Normal", PROMOTED, f"{what} admitted to production, approved by {approver}"))
             serving = replace(admitted, since=serving.since)
         promotion = Promotion(True, PROMOTED, f"serving {serving.short} ({serving.source}) at stage {serving.stage}")
     else:
