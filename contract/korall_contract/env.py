@@ -74,6 +74,7 @@ class VisionEnv(ServiceEnv):
     INFER_TIMEOUT_S: Final = "INFER_TIMEOUT_S"
     MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
     MAX_IMAGE_PIXELS: Final = "MAX_IMAGE_PIXELS"
+    SELF_TEST_GOLDEN_SET: Final = "SELF_TEST_GOLDEN_SET"  # a golden set (folder or archive) run before /ready is 200
 
     # Camera ingest (from a video CaptureProfile); no CAPTURE_SOURCE means no camera loop.
     CAPTURE_SOURCE: Final = "CAPTURE_SOURCE"  # /dev/video0, 0, a GStreamer pipeline, rtsp://, http://, a file
@@ -164,6 +165,24 @@ class FetchEnv:
     MODEL_FETCH_TIMEOUT_S: Final = "MODEL_FETCH_TIMEOUT_S"  # connect timeout and longest silence of a read
     MODEL_FETCH_LOCK_TIMEOUT_S: Final = "MODEL_FETCH_LOCK_TIMEOUT_S"  # longest wait for another download of it
     TERMINATION_MESSAGE_PATH: Final = "TERMINATION_MESSAGE_PATH"  # where the one-line outcome goes (Kubernetes)
+    LOG_JSON: Final = ServiceEnv.LOG_JSON
+    LOG_LEVEL: Final = ServiceEnv.LOG_LEVEL
+
+
+class ValidateEnv:
+    """Environment variables of the model validator (`python -m korall_workloads.validate`, the container of the
+    operator's validation Job). MODEL_PATH, MODEL_SHA256 and LABELS_PATH mean what they mean to the vision service."""
+
+    MODEL_PATH: Final = VisionEnv.MODEL_PATH  # the model under test (a bundled file, or the cache after model-fetch)
+    MODEL_SHA256: Final = VisionEnv.MODEL_SHA256  # required: the sha256 the catalog records the result under
+    LABELS_PATH: Final = VisionEnv.LABELS_PATH
+    MODELS_DIR: Final = VisionEnv.MODELS_DIR
+    ACCELERATOR: Final = "ACCELERATOR"  # cpu or edgetpu: what the InferenceModel runs the model on
+    GOLDEN_SET: Final = "GOLDEN_SET"  # a folder with golden.json and images, or a tar archive of one
+    TWIN_MODEL_PATH: Final = "VALIDATE_TWIN_MODEL_PATH"  # Edge TPU builds: the CPU build of the same model, run instead
+    TWIN_MODEL_SHA256: Final = "VALIDATE_TWIN_MODEL_SHA256"  # its expected sha256
+    NUM_THREADS: Final = VisionEnv.NUM_THREADS
+    TERMINATION_MESSAGE_PATH: Final = "TERMINATION_MESSAGE_PATH"  # where the JSON result goes (Kubernetes)
     LOG_JSON: Final = ServiceEnv.LOG_JSON
     LOG_LEVEL: Final = ServiceEnv.LOG_LEVEL
 

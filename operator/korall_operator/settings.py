@@ -254,6 +254,20 @@ class OperatorSettings(BaseSettings):
     alerts_cluster_name: str = ""
     """Named in every mail's subject, to tell fleets apart."""
 
+    # -- the model catalog (docs/catalog.md) -------------------------------------------------------------------
+
+    validation_timeout_s: int = Field(default=900, ge=30, le=24 * 3600)
+    """activeDeadlineSeconds of a validation Job: a validation without a result by then is an Error (the model is
+    validated again when its spec changes)."""
+
+    validation_ttl_s: int = Field(default=86400, ge=0)
+    """ttlSecondsAfterFinished of a validation Job: Kubernetes deletes it (and its pod) this long after it ended
+    (its result stays in the InferenceModel's status)."""
+
+    four_eyes: bool = True
+    """A production model needs an approval from someone other than its requester (the korall.io/requested-by
+    annotation, which the chart's ValidatingAdmissionPolicy makes the API server's own account of who that is)."""
+
     def model_file(self, name: str) -> BundledModel | None:
         """The bundled model of that file name, or None when the image does not have it."""
         return next((m for m in self.vision_models if m.file == name), None)

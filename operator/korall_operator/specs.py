@@ -143,6 +143,60 @@ class EventsSpec(_Spec):
     durable_spool: bool = True
 
 
+DNS_NAME_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class GoldenSet(_Spec):
+    """A golden set of one's own (docs/catalog.md): a ConfigMap of this namespace holding golden.json and its images
+    (binaryData), or a tar archive of such a folder at a URL, with its sha256."""
+
+    config_map: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_NAME_RE)
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    sha256: str | None = Field(default=None, pattern=SHA256_RE)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GoldenSet:
+        if (self.config_map is None) == (self.url is None):
+            raise ValueError("validation.goldenSet: exactly one of configMap or url must be set")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("validation.goldenSet.url requires validation.goldenSet.sha256")
+        return self
+
+
+class CpuTwin(_Spec):
+    """The CPU build of the same model as an Edge TPU build: the validator runs the golden set on it."""
+
+    file: str | None = Field(default=None, pattern=MODEL_FILE_RE)
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    s3: str | None = Field(default=None, pattern=r"^s3://[a-z0-9.-]{3,63}/\S+$", max_length=2048)
+    sha256: str | None = Field(default=None, pattern=SHA256_RE)
+    s3_credentials: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_NAME_RE)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CpuTwin:
+        if [self.file, self.url, self.s3].count(None) != 2:
+            raise ValueError("validation.cpuTwin: exactly one of file, url or s3 must be set")
+        if self.file is None and self.sha256 is None:
+            raise ValueError("validation.cpuTwin.url and validation.cpuTwin.s3 require validation.cpuTwin.sha256")
+        return self
+
+    def as_source(self) -> ModelSource:
+        """The twin as a model source (what the model-fetch init container and the link signer take)."""
+        return ModelSource.model_validate(self.model_dump(exclude_none=True))
+
+
+class ValidationSpec(_Spec):
+    """How a model is validated before it may serve in production, and how long its rollout may take."""
+
+    golden_set: GoldenSet | None = None
+    """None: the vision image's default golden set (COCO labels)."""
+    cpu_twin: CpuTwin | None = None
+    self_test: bool = True
+    """The serving pods run the golden set once before they report ready (SELF_TEST_GOLDEN_SET)."""
+    rollout_deadline_seconds: int = Field(default=300, ge=5, le=3600)
+    """Production: a new model whose pods are not all ready this long after its rollout began is rolled back."""
+
+
 class CaptureProfileRef(_Spec):
     name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -172,11 +226,14 @@ class InferenceModelSpec(_Spec):
     stage: Literal["test", "demo", "production"] = "test"
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
     events: EventsSpec | None = None
+    validation: ValidationSpec = Field(default_factory=lambda: ValidationSpec.model_validate({}))
 
     @model_validator(mode="after")
     def _interface_needs_tpu(self) -> InferenceModelSpec:
         if self.tpu_interface is not None and self.accelerator != "edgetpu":
             raise ValueError("tpuInterface may only be set when accelerator is edgetpu")
+        if self.validation.cpu_twin is not None and self.accelerator != "edgetpu":
+            raise ValueError("validation.cpuTwin may only be set when accelerator is edgetpu")
         return self
 
     @property

@@ -59,6 +59,7 @@ BUILTIN_RESOURCES: tuple[tuple[str, str, str, str, bool, tuple[str, ...]], ...] 
     ("", "v1", "secrets", "Secret", True, ()),
     ("apps", "v1", "deployments", "Deployment", True, ("status", "scale")),
     ("", "v1", "pods", "Pod", True, ("status",)),
+    ("batch", "v1", "jobs", "Job", True, ("status",)),
     ("events.k8s.io", "v1", "events", "Event", True, ()),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, ("status",)),
     ("coordination.k8s.io", "v1", "leases", "Lease", True, ()),

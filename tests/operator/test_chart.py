@@ -113,6 +113,8 @@ def test_default_install_objects(tools_bin: Path) -> None:
         "Role",
         "RoleBinding",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     (deployment,) = kinds["Deployment"]
     spec = deployment["spec"]
@@ -164,8 +166,11 @@ def test_every_env_var_is_an_operator_setting_with_its_default(
 
 
 def test_rbac_is_least_privilege(tools_bin: Path) -> None:
+    """The operator's ClusterRoles: those bound to its ServiceAccount (the catalog's approver and editor roles are for
+    people, bound per namespace by whoever runs the cluster: test_catalog_chart.py)."""
     kinds = by_kind(render(tools_bin))
-    roles = {r["metadata"]["name"]: r for r in kinds["ClusterRole"]}
+    bound = {b["roleRef"]["name"] for b in kinds["ClusterRoleBinding"]}
+    roles = {r["metadata"]["name"]: r for r in kinds["ClusterRole"] if r["metadata"]["name"] in bound}
     rules = {
         (group, resource): sorted(rule["verbs"])
         for role in roles.values()
@@ -177,6 +182,8 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         ("korall.io", "inferencemodels"): ["get", "list", "patch", "watch"],
         ("korall.io", "captureprofiles"): ["get", "list", "patch", "watch"],
         ("korall.io", "inferencemodels/status"): ["patch"],
+        ("korall.io", "modelapprovals"): ["get", "list", "watch"],
+        ("batch", "jobs"): ["create", "get", "list", "watch"],
         ("korall.io", "captureprofiles/status"): ["patch"],
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services"): ["create", "delete", "get", "patch"],
@@ -209,7 +216,7 @@ def test_single_namespace_mode_uses_a_role(tools_bin: Path) -> None:
     (binding,) = [b for b in kinds["RoleBinding"] if b["metadata"]["name"] == "korall"]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "edge"
     assert binding["subjects"][0]["namespace"] == "korall-system"
-    assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == ["korall-crd-observer"]
+    assert [b["roleRef"]["name"] for b in kinds["ClusterRoleBinding"]] == ["korall-crd-observer"]
     container = operator_container(kinds["Deployment"])
     assert "--namespace=edge" in container["args"] and "--all-namespaces" not in container["args"]
     assert {"name": "KORALL_WATCH_NAMESPACE", "value": "edge"} in container["env"]

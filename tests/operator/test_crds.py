@@ -164,7 +164,11 @@ def cel_rules(node: Any, path: str = "spec") -> Iterator[tuple[str, dict[str, An
 def test_chart_ships_byte_identical_crds() -> None:
     source = {p.name: p.read_bytes() for p in CRD_DIR.glob("*.yaml")}
     shipped = {p.name: p.read_bytes() for p in CHART_CRD_DIR.glob("*.yaml")}
-    assert set(source) == {"inferencemodels.korall.io.yaml", "captureprofiles.korall.io.yaml"}
+    assert set(source) == {
+        "inferencemodels.korall.io.yaml",
+        "captureprofiles.korall.io.yaml",
+        "modelapprovals.korall.io.yaml",
+    }
     assert shipped == source
 
 
@@ -232,12 +236,13 @@ def test_short_names() -> None:
 def test_inference_model_printer_columns_read_as_a_catalog() -> None:
     columns = version_of(load_crd("InferenceModel"))["additionalPrinterColumns"]
     default_view = [c["name"] for c in columns if not c.get("priority")]
-    assert default_view[:5] == ["Stage", "Accelerator", "Model", "Serving", "Ready"]
-    assert default_view[-1] == "Age"
+    assert default_view == ["Stage", "SHA", "Validated", "Approved", "Serving", "Ready", "Age"]
     by_name = {c["name"]: c["jsonPath"] for c in columns}
     assert by_name["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     assert by_name["Model"] == ".spec.model.file"
     assert by_name["Serving"] == ".status.activeShortSha"
+    assert by_name["SHA"] == ".status.catalog.shortSha"
+    assert by_name["Promoted"] == '.status.conditions[?(@.type=="Promoted")].reason'
 
 
 # ---------------------------------------------------------------------------------------------- samples

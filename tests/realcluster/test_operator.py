@@ -52,7 +52,8 @@ async def degraded(kube: ClusterClient, ns: str, name: str, reason: str) -> dict
 
 
 async def pods_of(kube: ClusterClient, ns: str, name: str) -> list[dict[str, Any]]:
-    return await kube.list("v1", "pods", ns, f"app.kubernetes.io/instance={name}")
+    """The serving pods of an InferenceModel (not its validation Jobs' pods, which share its instance label)."""
+    return await kube.list("v1", "pods", ns, f"app.kubernetes.io/instance={name},app.kubernetes.io/name=korall-vision")
 
 
 async def test_every_sample_becomes_ready_on_the_nodes_it_names(

@@ -22,6 +22,7 @@ from korall_operator.status import Failure
 API = f"{API_GROUP}/{API_VERSION}"
 INFERENCE_MODELS = "inferencemodels"
 CAPTURE_PROFILES = "captureprofiles"
+MODEL_APPROVALS = "modelapprovals"
 PLURALS = {"InferenceModel": INFERENCE_MODELS, "CaptureProfile": CAPTURE_PROFILES}
 NOUNS = {"InferenceModel": "model", "CaptureProfile": "capture"}
 """How a status message names what a parent runs ("the model is healthy")."""

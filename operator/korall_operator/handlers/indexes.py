@@ -1,8 +1,9 @@
 """kopf indexes: what the operator knows of the cluster, kept current by kopf's watches (relisted after any gap).
 
 Every status the operator writes and every drift the resync loop looks for is computed from these, in memory,
-without an API call: the child Deployments and the troubles of their Pods by parent, the parents themselves, and
-which InferenceModels use which CaptureProfile. Each index keeps a small view (observed.py), not whole bodies.
+without an API call: the child Deployments and the troubles of their Pods by parent, the parents themselves,
+which InferenceModels use which CaptureProfile, and the ModelApprovals of each InferenceModel (the catalog's
+gate). Each index keeps a small view (observed.py), not whole bodies.
 
 kopf fills an index before it calls any other handler with the same event, and passes the indexes to every handler
 as keyword arguments named like the functions below. An index function returns `{}`, never None, for an object that
@@ -18,12 +19,17 @@ from typing import Any
 import kopf
 
 from korall_operator.camera_use import camera_in_use
-from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS
+from korall_operator.catalog import Approval, Outcome, outcome_of_job, outcome_of_pod
+from korall_operator.catalog.records import slim_status
+from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS, MODEL_APPROVALS
 from korall_operator.manifests import MANAGED_BY
+from korall_operator.manifests.validation import COMPONENT as VALIDATION_COMPONENT
+from korall_operator.manifests.validation import JOB_ANNOTATION, SHA256_ANNOTATION
 from korall_operator.observed import ChildKey, PodProblem, child_key, parent_key, pod_problem, slim_deployment
 
 GROUP, VERSION = API.split("/")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+VALIDATION = {**MANAGED, "app.kubernetes.io/component": VALIDATION_COMPONENT}
 
 ParentKey = tuple[str, str, str]
 """(kind, namespace, name) of an InferenceModel or CaptureProfile."""
@@ -51,7 +57,7 @@ def _view(kind: str, body: kopf.Body, capture_profile: str | None = None) -> Par
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation") or 1),
-        status=dict(body.get("status") or {}),
+        status=slim_status(body.get("status") or {}),  # what people only read stays out of memory
         capture_profile=capture_profile,
         deleting=bool(meta.get("deletionTimestamp")),
     )
@@ -98,6 +104,35 @@ def inference_models_by_capture_profile(
     return {(namespace or "", profile): name} if profile else {}
 
 
+@kopf.index(GROUP, VERSION, MODEL_APPROVALS)
+def approvals_by_model(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Approval]:
+    """(namespace, InferenceModel name) -> its ModelApprovals (immutable: each is what it was when created)."""
+    meta = body.get("metadata") or {}
+    model, sha, by = spec.get("inferenceModel"), spec.get("sha256"), spec.get("approvedBy")
+    if not (isinstance(model, str) and isinstance(sha, str) and isinstance(by, str)) or meta.get("deletionTimestamp"):
+        return {}
+    approval = Approval(str(meta.get("name")), model, sha, by, str(meta.get("creationTimestamp") or ""))
+    return {(str(meta.get("namespace") or ""), model): approval}
+
+
+@kopf.index("", "v1", "pods", labels=VALIDATION)
+def validation_pod_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
+    """(namespace, validation Job) -> how its pod ended; only pods that have ended are kept."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    job = annotations.get(JOB_ANNOTATION)
+    outcome = outcome_of_pod(body, annotations.get(SHA256_ANNOTATION)) if job else None
+    return {(str(meta.get("namespace") or ""), str(job)): outcome} if outcome is not None else {}
+
+
+@kopf.index("batch", "v1", "jobs", labels=VALIDATION)
+def validation_job_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
+    """(namespace, validation Job) -> how it failed as a whole (its deadline passed), if it did."""
+    meta = body.get("metadata") or {}
+    outcome = outcome_of_job(body)
+    return {(str(meta.get("namespace") or ""), str(meta.get("name"))): outcome} if outcome is not None else {}
+
+
 def first(index: kopf.Index[Any, Any], key: Any) -> Any | None:
     """The one value an index holds for a key (each parent has one child Deployment), or None."""
     store = index.get(key)
@@ -113,6 +148,9 @@ class Indexes:
     models: kopf.Index[ParentKey, ParentView]
     profiles: kopf.Index[ParentKey, ParentView]
     models_by_profile: kopf.Index[tuple[str, str], str]
+    approvals: kopf.Index[tuple[str, str], Approval]
+    pod_outcomes: kopf.Index[tuple[str, str], Outcome]
+    job_outcomes: kopf.Index[tuple[str, str], Outcome]
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
@@ -122,7 +160,20 @@ class Indexes:
             models=kwargs["inference_models"],
             profiles=kwargs["capture_profiles"],
             models_by_profile=kwargs["inference_models_by_capture_profile"],
+            # The catalog's indexes: absent only where a caller builds the kwargs itself (a direct handler test);
+            # kopf always passes every index to every handler.
+            approvals=kwargs.get("approvals_by_model", {}),
+            pod_outcomes=kwargs.get("validation_pod_outcomes", {}),
+            job_outcomes=kwargs.get("validation_job_outcomes", {}),
         )
+
+    def validation_outcome(self, namespace: str, job: str) -> Outcome | None:
+        """How a validation Job ended, as its pod (first) or the Job itself says; None while it runs."""
+        return first(self.pod_outcomes, (namespace, job)) or first(self.job_outcomes, (namespace, job))
+
+    def approvals_of(self, namespace: str, model: str) -> list[Approval]:
+        """The ModelApprovals of an InferenceModel, oldest first."""
+        return sorted(self.approvals.get((namespace, model), []), key=lambda a: (a.created, a.name))
 
     def parent(self, kind: str, namespace: str, name: str) -> ParentView | None:
         index = self.models if kind == "InferenceModel" else self.profiles

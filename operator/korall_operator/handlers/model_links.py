@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 
+from korall_operator.catalog import ModelRef, applied_spec
 from korall_operator.handlers._common import API, INFERENCE_MODELS, State, state, transient
 from korall_operator.handlers._status_writes import write_status
 from korall_operator.k8s import ApiError
@@ -90,9 +91,23 @@ async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceMo
 
     Raises SpecError (Degraded until the spec or the Secret changes), LinkUnavailable (retried), ApiError.
     """
+    link = await signed_link(korall, body, model, check=check)
+    if link is None:
+        return {}
+    meta = body["metadata"]
+    secret = link_secret(body, link_secret_name(meta["name"]), {LINK_KEY: link.url}, korall.settings.vision_image)
+    await korall.kube.apply(secret)
+    return {"modelLink": {"issuedAt": _iso(link.issued_at), "expiresAt": _iso(link.expires_at)}}
+
+
+async def signed_link(
+    korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool, purpose: str = ""
+) -> Any:
+    """A presigned link (presign.Link) of an s3 model, or None for a model that is not in S3; see ensure_link.
+    `purpose` (a validation Job) counts its links apart from the serving model's in the per-model rate limit."""
     uri = model.model.s3
     if uri is None:
-        return {}
+        return None
     from korall_operator.presign import PresignError
 
     meta = body["metadata"]
@@ -106,26 +121,31 @@ async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceMo
     try:
         if check:
             await asyncio.to_thread(links.check_object, uri, creds)
-        link = await asyncio.to_thread(links.issue, f"{meta['namespace']}/{meta['name']}", uri, creds)
+        key = f"{meta['namespace']}/{meta['name']}" + (f"/{purpose}" if purpose else "")
+        return await asyncio.to_thread(links.issue, key, uri, creds)
     except PresignError as e:
         failure = SpecError(e.reason, e.message)
         if e.temporary:
             raise LinkUnavailable(failure, e.retry_after_s or korall.settings.link_retry_s) from e
         raise failure from e
-    secret = {
+
+
+def link_secret(owner: Mapping[str, Any], name: str, links: Mapping[str, str], image: str) -> dict[str, Any]:
+    """A Secret holding presigned links under the given keys, owned by `owner` (deleted with it)."""
+    meta = owner["metadata"]
+    parent = meta.get("labels", {}).get("app.kubernetes.io/instance") if owner.get("kind") == "Job" else meta["name"]
+    return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": link_secret_name(meta["name"]),
+            "name": name,
             "namespace": meta["namespace"],
-            "labels": workload_labels(meta["name"], "vision", korall.settings.vision_image, {}),
-            "ownerReferences": [owner_reference(body)],
+            "labels": workload_labels(str(parent or meta["name"]), "vision", image, {}),
+            "ownerReferences": [owner_reference(owner)],
         },
         "type": "Opaque",
-        "data": {LINK_KEY: base64.b64encode(link.url.encode()).decode()},
+        "data": {key: base64.b64encode(url.encode()).decode() for key, url in links.items()},
     }
-    await korall.kube.apply(secret)
-    return {"modelLink": {"issuedAt": _iso(link.issued_at), "expiresAt": _iso(link.expires_at)}}
 
 
 def _iso(epoch: float) -> str:
@@ -147,8 +167,15 @@ def renewal_in(status: Mapping[str, Any], now: float) -> float | None:
     return issued + (expires - issued) / 2 - now
 
 
-def _is_s3_model(spec: kopf.Spec, **_: Any) -> bool:
-    return bool((spec.get("model") or {}).get("s3"))
+def _applied(spec: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec the Deployment was built from: the catalog's serving model's fields over the spec, when a newer
+    model waits (its link must stay the serving model's; catalog/gate.py)."""
+    serving = ModelRef.from_status((status.get("catalog") or {}).get("serving"))
+    return applied_spec(spec, serving) if serving is not None else dict(spec)
+
+
+def _is_s3_model(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return bool((_applied(spec, status).get("model") or {}).get("s3"))
 
 
 @kopf.daemon(GROUP, VERSION, INFERENCE_MODELS, when=_is_s3_model, cancellation_timeout=5.0)
@@ -164,7 +191,7 @@ async def keep_link_fresh(
             await stopped.wait(korall.settings.link_retry_s if due is None else due)
             continue
         try:
-            model = parse_inference_model(spec)
+            model = parse_inference_model(_applied(spec, body.get("status") or {}))
             fields = await ensure_link(korall, body, model, check=False)
             await _write_link_status(korall, body, fields)
             logger.info(f"model link signed again, valid until {fields['modelLink']['expiresAt']}")

@@ -58,8 +58,11 @@ def cached_model_path(sha256: str) -> str:
     return f"{DEFAULT_MODEL_CACHE_DIR}/sha256/{sha256}"
 
 
-def model_delivery(name: str, model: InferenceModelSpec, settings: OperatorSettings) -> ModelDelivery | None:
-    """The init container, volumes and variables of a downloaded model; None for a model bundled in the image."""
+def model_delivery(
+    name: str, model: InferenceModelSpec, settings: OperatorSettings, link_secret: str | None = None
+) -> ModelDelivery | None:
+    """The init container, volumes and variables of a downloaded model; None for a model bundled in the image.
+    `link_secret`: where an s3 model's link is, when not the model's own link Secret (a validation Job's)."""
     source = model.model
     if not source.remote:
         return None
@@ -78,7 +81,8 @@ def model_delivery(name: str, model: InferenceModelSpec, settings: OperatorSetti
         FetchEnv.LOG_JSON: settings.log_json,
     }
     if source.s3 is not None:
-        volumes.append({"name": "model-link", "secret": {"secretName": link_secret_name(name), "defaultMode": 0o440}})
+        secret = {"secretName": link_secret or link_secret_name(name), "defaultMode": 0o440}
+        volumes.append({"name": "model-link", "secret": secret})
         fetch_mounts.append({"name": "model-link", "mountPath": LINK_DIR, "readOnly": True})
         env[FetchEnv.MODEL_URL_FILE] = f"{LINK_DIR}/{LINK_KEY}"
     else:

@@ -31,6 +31,7 @@ from korall_operator.manifests.pod import (
     service_manifest,
     tpu_affinity,
 )
+from korall_operator.manifests.validation import self_test_wiring
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, check_vision_spec
 
@@ -148,6 +149,13 @@ def build_vision_deployment(
     volumes += events.volumes
     mounts += events.mounts
     init_containers = (delivery.init_containers if delivery is not None else []) + events.init_containers
+    # The golden set the pod runs once before it reports ready (catalog: a model that sees nothing never serves).
+    self_test = self_test_wiring(model, settings)
+    if self_test is not None:
+        env.update(self_test.env)
+        volumes += self_test.volumes
+        mounts += self_test.mounts
+        init_containers += self_test.init_containers
 
     container = {
         "name": component,
