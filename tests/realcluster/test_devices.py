@@ -39,7 +39,8 @@ async def ready(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
 
 
 async def pods_of(kube: ClusterClient, ns: str, name: str) -> list[dict[str, Any]]:
-    return await kube.list("v1", "pods", ns, f"app.kubernetes.io/instance={name}")
+    """The serving pods of an InferenceModel (not its validation Jobs' pods, which share its instance label)."""
+    return await kube.list("v1", "pods", ns, f"app.kubernetes.io/instance={name},app.kubernetes.io/name=korall-vision")
 
 
 async def test_the_device_plugin_and_the_tpu_waker_run_on_every_node(kube: ClusterClient) -> None:

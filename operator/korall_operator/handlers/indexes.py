@@ -13,8 +13,8 @@ recovered would stay listed with its old problem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import kopf
 
@@ -148,9 +148,10 @@ class Indexes:
     models: kopf.Index[ParentKey, ParentView]
     profiles: kopf.Index[ParentKey, ParentView]
     models_by_profile: kopf.Index[tuple[str, str], str]
-    approvals: kopf.Index[tuple[str, str], Approval]
-    pod_outcomes: kopf.Index[tuple[str, str], Outcome]
-    job_outcomes: kopf.Index[tuple[str, str], Outcome]
+    # The catalog's: empty by default for callers that build the indexes themselves (tests of other concerns).
+    approvals: kopf.Index[tuple[str, str], Approval] = field(default_factory=lambda: cast(Any, {}))
+    pod_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
+    job_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
