@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import ssl
 import statistics
 import subprocess
@@ -189,6 +190,12 @@ async def run(
     return rows
 
 
+def image_env() -> dict[str, str]:
+    """The environment the operator image sets for the process (Dockerfile.operator's ENV lines that tune it)."""
+    found = re.findall(r"^ENV (MALLOC_ARENA_MAX)=(\S+)", (ROOT / "Dockerfile.operator").read_text(), re.MULTILINE)
+    return dict(found)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1000, help="how many InferenceModels for the scale run")
@@ -197,6 +204,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("contract", "operator"))}
+    env.update(image_env())
     env.pop("KUBERNETES_SERVICE_HOST", None)
     stack = contextlib.ExitStack()
     if args.real:

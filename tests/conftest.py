@@ -31,6 +31,19 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
 
 
 @pytest.fixture
-def garbage_collection(real_cluster: RealClusterWithChart) -> float:
+def garbage_collection(real_cluster: RealClusterWithChart, controllers: None) -> float:
     """For tests that need deletions to cascade: waits (once) until the collector knows korall's CRDs."""
     return real_cluster.cluster.garbage_collection_ready()
+
+
+NO_CONTROLLERS = (
+    "needs kube-controller-manager and kube-scheduler beside kube-apiserver (envtest's assets have only the API "
+    "server and etcd; add them from the same release, as .github/workflows/real-control-plane.yml does)"
+)
+
+
+@pytest.fixture(scope="session")
+def controllers(real_cluster: RealClusterWithChart) -> None:
+    """For tests that need real Deployments, pods, scheduling or garbage collection."""
+    if not real_cluster.cluster.has_controllers:
+        pytest.skip(NO_CONTROLLERS)

@@ -13,19 +13,20 @@ import copy
 from typing import Any
 
 import pytest
-from korall_contract import AudioEnv, Setting, VisionEnv, crd_settings
+from korall_contract import AudioEnv, EventsEnv, Setting, VisionEnv, crd_settings
 from korall_operator.manifests import build_audio_deployment, build_vision_deployment
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import parse_capture_profile, parse_inference_model
 from korall_tools import crds
 from korall_workloads.audio.settings import AudioSettings
+from korall_workloads.common.event_settings import EventsSettings
 from korall_workloads.vision.camera.settings import CaptureSettings
 from korall_workloads.vision.settings import VisionSettings
 from test_crds import admitted
 
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 TPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
-SETTINGS = crd_settings(VisionEnv, AudioEnv)
+SETTINGS = crd_settings(VisionEnv, AudioEnv, EventsEnv)
 
 # What a spec needs besides the field under test (the partner of a paired rule at its widest, so that the field's
 # own extremes are admitted: overlap may reach 2.5 s only with chunks longer than that).
@@ -33,11 +34,15 @@ BASES: dict[str, dict[str, Any]] = {
     "InferenceModel": {"model": {"file": CPU_MODEL}, "captureProfileRef": {"name": "cam"}},
     "CaptureProfile:video": {"type": "video", "device": "/dev/video0", "video": {}},
     "CaptureProfile:audio": {"type": "audio", "device": "hw:1,0", "audio": {"chunkSeconds": 5.0}},
+    "CaptureProfile:events": {"type": "audio", "device": "hw:1,0", "audio": {}},
 }
+BROKER = "mqtt://broker.example"
 
 
 def edge_values(setting: Setting) -> list[Any]:
     values = [setting.minimum, setting.maximum, setting.crd_default, *(setting.crd_choices or ())]
+    if setting == EventsEnv.MQTT_URL:  # a string with a pattern: its two schemes
+        values += [BROKER, "mqtts://broker.example:8883"]
     return [v for i, v in enumerate(values) if v is not None and v not in values[:i]]
 
 
@@ -48,20 +53,23 @@ PARTNERS: dict[str, dict[str, Any]] = {
 }
 
 
-def spec_with(setting: Setting, value: Any) -> tuple[str, dict[str, Any]]:
-    kind = setting.crd_kind or ""
-    base_key = kind if kind == "InferenceModel" else f"{kind}:{setting.crd_path[0]}"
+def spec_with(setting: Setting, value: Any, field: int = 0) -> tuple[str, dict[str, Any]]:
+    """A spec with the setting's `field`-th CRD field at `value`, and its kind."""
+    kind, path = setting.crd_fields[field]
+    base_key = kind if kind == "InferenceModel" else f"{kind}:{path[0]}"
     spec: dict[str, Any] = copy.deepcopy(BASES[base_key])
     if setting in PARTNERS:
         spec["audio"]["thresholds"] = dict(PARTNERS[setting])
+    if path[0] == "events":
+        spec["events"] = {"mqtt": {"url": BROKER}}
     if kind == "InferenceModel" and setting == VisionEnv.EDGETPU_DEVICE:  # an interface needs a TPU model
         spec.update(model={"file": TPU_MODEL}, accelerator="edgetpu")
     if kind == "InferenceModel" and setting == VisionEnv.ACCELERATOR and value == "edgetpu":
         spec["model"] = {"file": TPU_MODEL}
     node = spec
-    for part in setting.crd_path[:-1]:
+    for part in path[:-1]:
         node = node.setdefault(part, {})
-    node[setting.crd_path[-1]] = value
+    node[path[-1]] = value
     return kind, spec
 
 
@@ -80,14 +88,16 @@ def pod_env(kind: str, spec: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
-CASES = [(s, v) for s in SETTINGS for v in edge_values(s)]
+CASES = [(s, f, v) for s in SETTINGS for f in range(len(s.crds)) for v in edge_values(s)]
 
 
-@pytest.mark.parametrize(("setting", "value"), CASES, ids=[f"{s}={v}" for s, v in CASES])
+@pytest.mark.parametrize(
+    ("setting", "field", "value"), CASES, ids=[f"{s.crd_fields[f][0]}:{s}={v}" for s, f, v in CASES]
+)
 def test_every_value_the_crd_admits_reaches_the_workload_unchanged(
-    setting: Setting, value: Any, monkeypatch: pytest.MonkeyPatch
+    setting: Setting, field: int, value: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kind, spec = spec_with(setting, value)
+    kind, spec = spec_with(setting, value, field)
     if not admitted(kind, spec):
         pytest.skip(f"the CRD refuses {spec} (a rule across fields): nothing reaches a workload")
     env = pod_env(kind, spec)
@@ -95,21 +105,23 @@ def test_every_value_the_crd_admits_reaches_the_workload_unchanged(
     for name in list(env):
         monkeypatch.delenv(name, raising=False)
     workload: Any
-    if setting.startswith("AUDIO_"):
+    if setting.startswith("EVENTS_"):
+        workload = EventsSettings(**env)
+    elif setting.startswith("AUDIO_"):
         workload = AudioSettings(**env)
     elif setting.startswith("CAPTURE_"):
         workload = CaptureSettings(**env)
     else:
         workload = VisionSettings(**env)
-    field = next(n for n, f in type(workload).model_fields.items() if f.validation_alias == setting)
-    assert getattr(workload, field) == value
+    name = next(n for n, f in type(workload).model_fields.items() if f.validation_alias == setting)
+    assert getattr(workload, name) == value
 
 
 def test_every_crd_field_of_the_contract_has_edge_values_the_crd_admits() -> None:
     """The walk above is not a walk of skips: every variable reaches a workload with its default and at least one
     edge (silenceDbfs at 0 can never be below loudDbfs, whose maximum is 0 too)."""
-    for setting in SETTINGS:
-        passing = [v for v in edge_values(setting) if admitted(*spec_with(setting, v))]
+    for setting, field in [(s, f) for s in SETTINGS for f in range(len(s.crds))]:
+        passing = [v for v in edge_values(setting) if admitted(*spec_with(setting, v, field))]
         assert setting.crd_default is None or setting.crd_default in passing, (setting, passing)
         assert len(passing) >= min(2, len(edge_values(setting))), (setting, passing)
 

@@ -134,6 +134,14 @@ def serving(
             proc.wait(10)
 
 
+def assert_page_served(url: str, script: str) -> None:
+    """The live page and its files ship in the wheel (package data), not only in the checkout."""
+    page = httpx.get(f"{url}/", timeout=5)
+    assert page.status_code == 200 and f"static/{script}" in page.text, page.text[:300]
+    for name in (script, "korall.js", "korall.css", "favicon.svg"):
+        assert httpx.get(f"{url}/static/{name}", timeout=5).status_code == 200, name
+
+
 @pytest.mark.parametrize("extra", sorted(FOLDER))
 def test_each_image_copies_the_contract_and_its_own_folder_only(extra: str) -> None:
     """What this module stages is what the Dockerfile builds from."""
@@ -155,6 +163,10 @@ def test_the_operator_extra_alone_runs_the_operator(venvs: dict[str, Path]) -> N
     check = "import korall_operator.manifests, korall_operator.handlers, kopf"
     subprocess.run([str(python), "-c", check], env=clean_env(), check=True, timeout=60)
     assert importable(python, NOT_IN["operator"]) == dict.fromkeys(NOT_IN["operator"], False)
+    # The kubectl plugin is the operator extra's console script.
+    plugin = subprocess.run([str(python.parent / "kubectl-korall"), "--help"], env=clean_env(), capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert plugin.returncode == 0 and "approve" in plugin.stdout, plugin.stderr
 
 
 def test_the_vision_extra_alone_serves_detections(venvs: dict[str, Path]) -> None:
@@ -166,11 +178,19 @@ def test_the_vision_extra_alone_serves_detections(venvs: dict[str, Path]) -> Non
         reply = httpx.post(f"{url}/infer", content=photo, headers={"Content-Type": "image/png"}, timeout=30)
         assert reply.status_code == 200, reply.text
         assert reply.json()["detections"][0]["label"] == "cat"
+        assert_page_served(url, "vision.js")
 
     serving(
         python, "korall_workloads.vision", {"MODELS_DIR": str(ROOT / "models"), "NUM_THREADS": "1"}, detects_the_cat
     )
     assert importable(python, NOT_IN["vision"]) == dict.fromkeys(NOT_IN["vision"], False)
+    # The validation Job's command, from the same image: the Edge TPU build passes on its structure and its twin.
+    model = ROOT / "models" / "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
+    env = {**clean_env(), "MODEL_PATH": str(model), "ACCELERATOR": "edgetpu", "MODELS_DIR": str(ROOT / "models"),
+           "GOLDEN_SET": str(ROOT / "models" / "golden"), "NUM_THREADS": "1",
+           "MODEL_SHA256": "1df6f563746346d656c58aa2ae801b32f2a29e4e4adee46a65aeac6decc5f887"}  # fmt: skip
+    done = subprocess.run([str(python), "-m", "korall_workloads.validate"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout)["result"] == "Passed", done.stderr[-2000:]
 
 
 def test_the_audio_extra_alone_hears_speech(venvs: dict[str, Path], tmp_path: Path) -> None:
@@ -183,6 +203,7 @@ def test_the_audio_extra_alone_hears_speech(venvs: dict[str, Path], tmp_path: Pa
         health = httpx.get(f"{url}/health", timeout=5).json()
         assert health["capture"]["state"] == "finished", health
         events.extend(httpx.get(f"{url}/events", timeout=5).json()["events"])
+        assert_page_served(url, "audio.js")
 
     serving(python, "korall_workloads.audio", {"AUDIO_SOURCE": str(wav), "AUDIO_REALTIME": "false"}, hears_the_speech)
     assert "speech" in [e["type"] for e in events]

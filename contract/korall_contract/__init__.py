@@ -7,7 +7,7 @@ type, range, choices and default (`setting.Setting`), which the CRD schema, the 
 workload's settings all take from here. Keep this package free of third-party imports: it ships in all three
 images.
 
-- `env`: the variables of each workload (`VisionEnv`, `AudioEnv`, `FetchEnv`, `EventsEnv`, `HttpEnv`);
+- `env`: the variables of each workload (`VisionEnv`, `AudioEnv`, `FetchEnv`, `ValidateEnv`, `EventsEnv`, `HttpEnv`);
 - `setting`: what a variable may hold;
 - here: the API group, ports and the paths both sides agree on.
 """
@@ -23,10 +23,12 @@ from korall_contract.env import (
     FetchEnv,
     HttpEnv,
     PixelFormat,
+    QoS,
     SampleRate,
     ScheduledAccelerator,
     ServiceEnv,
     TpuInterface,
+    ValidateEnv,
     VisionEnv,
     env_names,
 )
@@ -60,6 +62,21 @@ MODEL_FETCHED: Final = "ModelFetched"
 
 API_TOKENS_SECRET_KEY: Final = "tokens"
 """The key of the token Secret that holds the `name sha256:<hex> [scopes]` lines (docs/security.md)."""
+VALIDATE_MODULE: Final = "korall_workloads.validate"
+"""The model validator in the vision image: the operator's validation Job runs `python -m korall_workloads.validate`."""
+
+GOLDEN_SET_IN_IMAGE: Final = "/models/golden"
+"""The default golden set the vision image ships (licensed photos with the COCO labels they must yield)."""
+
+VALIDATION_RESULT_SCHEMA: Final = "korall.validation.v1"
+"""The `schema` of the validator's result: one compact JSON object, its termination message (at most
+MAX_TERMINATION_MESSAGE bytes): `{"schema", "sha256", "result": Passed|Failed|Error, "reason", "message",
+"durationSeconds", "checks": {...}, "images": [{"image", "expect", "minScore", "found": [[label, score], ...],
+"passed"}], "omitted": n}` (docs/catalog.md)."""
+
+MAX_TERMINATION_MESSAGE: Final = 4096
+"""Bytes of a container's termination message that Kubernetes keeps."""
+
 
 SPOOL_DIR_IN_POD: Final = "/var/lib/korall/spool"
 """Where the workloads keep their event spool by default; the operator mounts the node's spool folder here."""
@@ -73,10 +90,14 @@ __all__ = [
     "DEFAULT_MODEL_CACHE_DIR",
     "DEFAULT_TPU_RESOURCE",
     "FETCH_MODULE",
+    "GOLDEN_SET_IN_IMAGE",
+    "MAX_TERMINATION_MESSAGE",
     "MODELS_DIR_IN_IMAGE",
     "MODEL_DOWNLOAD_FAILED",
     "MODEL_FETCHED",
     "SPOOL_DIR_IN_POD",
+    "VALIDATE_MODULE",
+    "VALIDATION_RESULT_SCHEMA",
     "VISION_PORT",
     "Accelerator",
     "AudioEnv",
@@ -84,11 +105,13 @@ __all__ = [
     "FetchEnv",
     "HttpEnv",
     "PixelFormat",
+    "QoS",
     "SampleRate",
     "ScheduledAccelerator",
     "ServiceEnv",
     "Setting",
     "TpuInterface",
+    "ValidateEnv",
     "VisionEnv",
     "crd_settings",
     "env_names",

@@ -13,6 +13,9 @@ ScheduledAccelerator = Literal["edgetpu", "cpu"]  # what an InferenceModel may a
 TpuInterface = Literal["usb", "pci"]
 PixelFormat = Literal["MJPG", "YUYV"]
 SampleRate = Literal[8000, 16000, 22050, 32000, 44100, 48000]
+QoS = Literal[1, 2]
+
+_EVENTS = ("InferenceModel:spec.events.mqtt", "CaptureProfile:spec.events.mqtt")
 
 
 class ServiceEnv:
@@ -98,6 +101,7 @@ class VisionEnv(ServiceEnv):
     DECODE_BUDGET_BYTES: Final = "DECODE_BUDGET_BYTES"  # memory one image decode may take (from its header); 413
     DECODE_SERIAL_BYTES: Final = "DECODE_SERIAL_BYTES"  # decodes costing more than this run one at a time
     MEMORY_LIMIT_BYTES: Final = "MEMORY_LIMIT_BYTES"  # the container's limit (Downward API); checked at start
+    SELF_TEST_GOLDEN_SET: Final = "SELF_TEST_GOLDEN_SET"  # a golden set (folder or archive) run before /ready is 200
 
     # Camera ingest (from a video CaptureProfile); no CAPTURE_SOURCE means no camera loop.
     CAPTURE_SOURCE: Final = "CAPTURE_SOURCE"  # /dev/video0, 0, a GStreamer pipeline, rtsp://, http://, a file
@@ -192,6 +196,24 @@ class FetchEnv:
     LOG_LEVEL: Final = ServiceEnv.LOG_LEVEL
 
 
+class ValidateEnv:
+    """Environment variables of the model validator (`python -m korall_workloads.validate`, the container of the
+    operator's validation Job). MODEL_PATH, MODEL_SHA256 and LABELS_PATH mean what they mean to the vision service."""
+
+    MODEL_PATH: Final = VisionEnv.MODEL_PATH  # the model under test (a bundled file, or the cache after model-fetch)
+    MODEL_SHA256: Final = VisionEnv.MODEL_SHA256  # required: the sha256 the catalog records the result under
+    LABELS_PATH: Final = VisionEnv.LABELS_PATH
+    MODELS_DIR: Final = VisionEnv.MODELS_DIR
+    ACCELERATOR: Final = "ACCELERATOR"  # cpu or edgetpu: what the InferenceModel runs the model on
+    GOLDEN_SET: Final = "GOLDEN_SET"  # a folder with golden.json and images, or a tar archive of one
+    TWIN_MODEL_PATH: Final = "VALIDATE_TWIN_MODEL_PATH"  # Edge TPU builds: the CPU build of the same model, run instead
+    TWIN_MODEL_SHA256: Final = "VALIDATE_TWIN_MODEL_SHA256"  # its expected sha256
+    NUM_THREADS: Final = VisionEnv.NUM_THREADS
+    TERMINATION_MESSAGE_PATH: Final = "TERMINATION_MESSAGE_PATH"  # where the JSON result goes (Kubernetes)
+    LOG_JSON: Final = ServiceEnv.LOG_JSON
+    LOG_LEVEL: Final = ServiceEnv.LOG_LEVEL
+
+
 class EventsEnv:
     """Environment variables of event delivery over MQTT, read the same way by the vision and audio workloads.
 
@@ -200,7 +222,12 @@ class EventsEnv:
     Ranges and defaults: `korall_workloads.common.event_settings.EventsSettings`.
     """
 
-    MQTT_URL: Final = "EVENTS_MQTT_URL"  # mqtt://host[:port] or mqtts://host[:port] (TLS); unset: delivery off
+    MQTT_URL: Final = Setting(
+        "EVENTS_MQTT_URL",
+        pattern=r"^mqtts?://[^\s/@:]+(:[0-9]{1,5})?/?$",
+        crd=tuple(f"{where}.url" for where in _EVENTS),
+        description="The broker: mqtt://host[:port], or mqtts://host[:port] for TLS. Unset: events stay in the pod.",
+    )
     MQTT_USERNAME: Final = "EVENTS_MQTT_USERNAME"  # from a Secret
     MQTT_PASSWORD: Final = "EVENTS_MQTT_PASSWORD"  # from a Secret
     MQTT_TLS_CA_FILE: Final = "EVENTS_MQTT_TLS_CA_FILE"  # PEM bundle that signs the broker's certificate
@@ -208,8 +235,21 @@ class EventsEnv:
     MQTT_TLS_KEY_FILE: Final = "EVENTS_MQTT_TLS_KEY_FILE"  # its private key (PEM)
     MQTT_TLS_INSECURE: Final = "EVENTS_MQTT_TLS_INSECURE"  # skip the host name check (tests only)
     MQTT_VERSION: Final = "EVENTS_MQTT_VERSION"  # 5 | 3.1.1
-    QOS: Final = "EVENTS_QOS"  # 1 | 2
-    TOPIC_PREFIX: Final = "EVENTS_TOPIC_PREFIX"  # topics: <prefix>/<namespace>/<name>/{events,availability,heartbeat}
+    QOS: Final = Setting(
+        "EVENTS_QOS",
+        int,
+        default=1,
+        choices=get_args(QoS),
+        crd=tuple(f"{where}.qos" for where in _EVENTS),
+        description="MQTT QoS of the events: 1 (at least once: the consumer drops duplicates) or 2.",
+    )
+    TOPIC_PREFIX: Final = Setting(
+        "EVENTS_TOPIC_PREFIX",
+        default="korall",
+        pattern=r"^[^+#\s]+$",
+        crd=tuple(f"{where}.topicPrefix" for where in _EVENTS),
+        description="Topics: <prefix>/<namespace>/<name>/events, .../availability, .../heartbeat.",
+    )
     KEEPALIVE_S: Final = "EVENTS_KEEPALIVE_S"
     HEARTBEAT_S: Final = "EVENTS_HEARTBEAT_S"
     RECONNECT_MIN_S: Final = "EVENTS_RECONNECT_MIN_S"

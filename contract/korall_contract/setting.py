@@ -24,7 +24,9 @@ class Setting(str):
     - `kind`: int, float, str or bool (float is `number` in the CRD schema);
     - `minimum`, `maximum`: inclusive bounds; `choices`: the values the workload accepts;
     - `default`: what the workload assumes when the variable is unset, and the CRD's default;
-    - `crd`: where it comes from, as "Kind:spec.path" (`InferenceModel:spec.topK`), if from one CRD field;
+    - `crd`: where it comes from, as "Kind:spec.path" (`InferenceModel:spec.topK`), or several such places (a
+      block both CRDs have, such as `spec.events`);
+    - `pattern`: a regular expression a string must match (written into the CRD too);
     - `crd_choices` / `crd_default`: only where the CRD deliberately differs: it offers fewer choices (the
       workload's `auto` accelerator cannot be scheduled: the CRD asks for an explicit one), or has no default
       (`crd_default=None`: an optional field).
@@ -35,7 +37,8 @@ class Setting(str):
     minimum: float | None
     maximum: float | None
     choices: tuple[Any, ...] | None
-    crd: str | None
+    pattern: str | None
+    crds: tuple[str, ...]
     crd_choices: tuple[Any, ...] | None
     crd_default: Any
     description: str
@@ -49,7 +52,8 @@ class Setting(str):
         minimum: float | None = None,
         maximum: float | None = None,
         choices: Sequence[Any] | None = None,
-        crd: str | None = None,
+        pattern: str | None = None,
+        crd: str | Sequence[str] | None = None,
         crd_choices: Sequence[Any] | None = None,
         crd_default: Any = ...,
         description: str = "",
@@ -60,7 +64,8 @@ class Setting(str):
         self.minimum = minimum
         self.maximum = maximum
         self.choices = tuple(choices) if choices is not None else None
-        self.crd = crd
+        self.pattern = pattern
+        self.crds = (crd,) if isinstance(crd, str) else tuple(crd or ())
         self.crd_choices = tuple(crd_choices) if crd_choices is not None else self.choices
         self.crd_default = default if crd_default is ... else crd_default
         self.description = description
@@ -71,17 +76,29 @@ class Setting(str):
         return str(self)
 
     @property
+    def crd(self) -> str | None:
+        """The (first) CRD field it comes from, if any."""
+        return self.crds[0] if self.crds else None
+
+    @property
+    def crd_fields(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(kind, path under the spec) of every CRD field it comes from: ("InferenceModel", ("topK",))."""
+        fields = []
+        for crd in self.crds:
+            kind, dotted = crd.split(":", 1)
+            path = dotted.split(".")
+            fields.append((kind, tuple(path[1:] if path[0] == "spec" else path)))
+        return fields
+
+    @property
     def crd_kind(self) -> str | None:
-        """The CRD kind it comes from ("InferenceModel"), if any."""
-        return self.crd.split(":", 1)[0] if self.crd else None
+        """The kind of its (first) CRD field ("InferenceModel"), if any."""
+        return self.crd_fields[0][0] if self.crds else None
 
     @property
     def crd_path(self) -> tuple[str, ...]:
-        """Its path under the CRD's spec: ("topK",) or ("audio", "thresholds", "loudDbfs")."""
-        if not self.crd:
-            return ()
-        path = self.crd.split(":", 1)[1].split(".")
-        return tuple(path[1:] if path[0] == "spec" else path)
+        """The path of its (first) CRD field under the spec: ("topK",) or ("audio", "thresholds", "loudDbfs")."""
+        return self.crd_fields[0][1] if self.crds else ()
 
     def as_env(self, value: Any) -> str:
         """The value as the variable's text (booleans as true/false)."""

@@ -12,12 +12,21 @@ template carries the parent's `app.kubernetes.io/component` and `app.kubernetes.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from korall_operator.manifests import MODEL_ANNOTATION, SPEC_HASH_ANNOTATION, label_value
+from korall_contract import VisionEnv
+
+from korall_operator.manifests import (
+    CAMERA_RESOURCES_ANNOTATION,
+    MODEL_ANNOTATION,
+    MODEL_SHA256_ANNOTATION,
+    SPEC_HASH_ANNOTATION,
+    label_value,
+)
 
 ChildKey = tuple[str, str, str]
 """(namespace, component, instance label value): the children of one parent."""
@@ -40,14 +49,21 @@ STUCK_WAITING = frozenset(
 )
 _REASON_IN_MESSAGE = re.compile(r"^([A-Z][A-Za-z0-9]+): (.+)$", re.DOTALL)
 
+CAMERA_UNAVAILABLE = "CameraUnavailable"
+AUDIO_SOURCE_UNAVAILABLE = "AudioSourceUnavailable"
+READINESS_LOST = "ReadinessLost"
+
 
 @dataclass(frozen=True)
 class PodProblem:
-    """Why a pod of a parent does not run: `reason` is a CamelCase word (condition reason, Event reason)."""
+    """Why a pod of a parent does not run: `reason` is a CamelCase word (condition reason, Event reason).
+    `camera`: the camera resource the scheduler found no free unit of (`korall.io/video0`), when that is one of
+    the reasons the pod is Unschedulable: another pod holds the camera (camera_use.py names it)."""
 
     pod: str
     reason: str
     message: str
+    camera: str | None = None
 
 
 def parent_key(kind: str, namespace: str, name: str) -> ChildKey:
@@ -69,7 +85,9 @@ def slim_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
     parent) as `metadata.owner`: a Pod finds its parent through its Deployment."""
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
-    kept = {k: annotations[k] for k in (SPEC_HASH_ANNOTATION, MODEL_ANNOTATION) if k in annotations}
+    kept = {
+        k: annotations[k] for k in (SPEC_HASH_ANNOTATION, MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION) if k in annotations
+    }
     owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     slim_meta = {k: meta[k] for k in ("name", "uid", "generation") if k in meta}
     if owner is not None:
@@ -91,7 +109,9 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
     - a container or init container waiting for a reason in STUCK_WAITING (with its last exit, if it ran);
     - an init container that exited non-zero: its termination message names the reason when it starts with a
       CamelCase word and a colon (`ModelDownloadFailed: ...`, as korall's init containers write it);
-    - the scheduler's Unschedulable, with its message (`0/3 nodes are available: 3 Insufficient coral.ai/tpu`).
+    - the scheduler's Unschedulable, with its message (`0/3 nodes are available: 3 Insufficient coral.ai/tpu`);
+    - a container that was ready and lost its readiness while it kept running (lost_readiness): the camera or the
+      microphone of a capture pod.
     A pod being deleted has no problem worth reporting.
     """
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
@@ -107,8 +127,74 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
     for cond in status.get("conditions") or []:
         unschedulable = cond.get("status") == "False" and cond.get("reason") == "Unschedulable"
         if cond.get("type") == "PodScheduled" and unschedulable:
-            return PodProblem(name, "Unschedulable", f"pod {name}: {cond.get('message') or 'unschedulable'}")
+            message = str(cond.get("message") or "unschedulable")
+            return PodProblem(name, "Unschedulable", f"pod {name}: {message}", _missing_camera(meta, message))
+    return lost_readiness(pod)
+
+
+def lost_readiness(pod: Mapping[str, Any]) -> PodProblem | None:
+    """A pod whose container was ready, and is running but no longer ready: what a lost camera looks like.
+
+    The vision service's /ready fails only while its model loads (before the first ready) or while its camera does
+    not stream; the model never unloads, and liveness (/health) does not depend on either, so the container keeps
+    running. The audio service's /ready likewise fails only while its source delivers no audio. Whether the
+    container was ready since it started is in the pod's Ready condition: it moves (lastTransitionTime) only when
+    its status flips, so `False` since after the container's start means it was True in between. A pod still
+    loading, or one that never got its camera, is not this (its rollout is reported as not progressing).
+    """
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") != "False":
+        return None
+    became = _time(ready.get("lastTransitionTime"))
+    for container in status.get("containerStatuses") or []:
+        started = _time(((container.get("state") or {}).get("running") or {}).get("startedAt"))
+        if container.get("ready") or not container.get("started") or started is None or became is None:
+            continue
+        if became <= started:
+            continue
+        name, since = str(meta.get("name", "?")), ready.get("lastTransitionTime")
+        reason, what = _readiness_loss(pod, str(container.get("name")))
+        detail = f"pod {name}: {what} (not ready since {since}; container {container.get('name')} still running)"
+        return PodProblem(name, reason, detail)
     return None
+
+
+def _missing_camera(meta: Mapping[str, Any], message: str) -> str | None:
+    """The camera resource of this pod (manifests.CAMERA_RESOURCES_ANNOTATION) that the scheduler's message calls
+    insufficient (`0/4 nodes are available: 1 Insufficient korall.io/video0, 3 node(s) didn't match ...`)."""
+    wanted = str((meta.get("annotations") or {}).get(CAMERA_RESOURCES_ANNOTATION) or "")
+    for resource in filter(None, wanted.split(",")):
+        if re.search(rf"Insufficient {re.escape(resource)}(?![\w.-])", message):
+            return resource
+    return None
+
+
+def _readiness_loss(pod: Mapping[str, Any], container: str) -> tuple[str, str]:
+    """(reason, what happened) of a lost readiness, by what the pod runs."""
+    component = ((pod.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
+    if component == COMPONENT_OF_KIND["InferenceModel"] and _has_env(pod, container, VisionEnv.CAPTURE_SOURCE):
+        return CAMERA_UNAVAILABLE, "the camera stopped streaming"
+    if component == COMPONENT_OF_KIND["CaptureProfile"]:
+        return AUDIO_SOURCE_UNAVAILABLE, "the audio source stopped delivering audio"
+    return READINESS_LOST, "the service stopped passing its readiness check"
+
+
+def _has_env(pod: Mapping[str, Any], container: Any, variable: str) -> bool:
+    for spec in (pod.get("spec") or {}).get("containers") or []:
+        if spec.get("name") == container:
+            return any(e.get("name") == variable for e in spec.get("env") or [])
+    return False
+
+
+def _time(value: Any) -> datetime.datetime | None:
+    """An API timestamp (`2024-01-01T10:00:00Z`), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _container_problem(container: Mapping[str, Any], kind: str) -> tuple[str, str] | None:

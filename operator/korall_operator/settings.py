@@ -22,6 +22,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_VISION_IMAGE = "ghcr.io/korall-project/korall-vision:0.1.0"
 DEFAULT_AUDIO_IMAGE = "ghcr.io/korall-project/korall-audio:0.1.0"
 
+Severity = Literal["critical", "warning", "info", "none"]
+"""How urgent an alert is; `none` turns a reason's alerts off. Each severity has its own recipients and mails."""
+
+DEFAULT_ALERT_SEVERITIES: dict[str, Severity] = {
+    # The fleet stops sensing: someone must act now.
+    "CameraUnavailable": "critical",
+    "AudioSourceUnavailable": "critical",
+    "CrashLoopBackOff": "critical",
+    "ImagePullBackOff": "critical",
+    "ErrImagePull": "critical",
+    "ModelDownloadFailed": "critical",
+    "ValidationFailed": "critical",
+    # Something did not happen as asked, but what ran before still runs (or it waits for capacity).
+    "RolledBack": "warning",
+    "Unschedulable": "warning",
+    "ProgressDeadlineExceeded": "warning",
+    "NotReady": "warning",
+}
+"""Condition reasons -> severity (the chart's `alerts.severities`); any other reason gets the default severity."""
+
 
 class BundledModel(BaseModel):
     """A model file baked into the vision image under korall_contract.MODELS_DIR_IN_IMAGE."""
@@ -66,11 +86,23 @@ class OperatorSettings(BaseSettings):
     on it. Set it by hand (`kubectl label node n1 korall.io/tpu=usb`) or with a Node Feature Discovery rule (see
     docs/operator.md). Empty disables the affinity and relies on the extended resource alone."""
 
-    device_access: Literal["privileged", "device-plugin"] = "privileged"
-    """How a pod gets access to host devices (TPU, camera, microphone). `privileged`: the container runs privileged,
-    because a hostPath mount alone does not open the device cgroup and the USB TPU re-enumerates under a new
-    device node after its first inference. `device-plugin`: a device plugin's Allocate already grants the device
-    (e.g. squat/generic-device-plugin), so pods run unprivileged with all capabilities dropped."""
+    device_access: Literal["privileged", "device-plugin"] = "device-plugin"
+    """How a pod gets access to host devices (TPU, camera, microphone). `device-plugin` (the default, with the
+    chart's device plugin): the pod requests the devices as extended resources and the plugin's allocation adds
+    the device nodes and their cgroup rules, so the pod runs unprivileged, all capabilities dropped, with no
+    hostPath. `privileged`: the documented opt-in for clusters that cannot run a plugin: hostPath mounts and a
+    privileged container, because a hostPath alone does not open the device cgroup and the USB TPU re-enumerates
+    under a new device node after its first inference (manifests/devices.py)."""
+
+    camera_resource_prefix: str = Field(default="korall.io/video", pattern=r"^$|^[a-z0-9.-]+/[a-z0-9][-a-z0-9]*$")
+    """Cameras as schedulable resources, one per video device: a pod that opens /dev/videoN requests one
+    `<prefix>N` (korall.io/video0, as the chart's plugin advertises them), so the scheduler never gives one camera
+    to two pods, and the operator reports the second as CameraInUse. Empty: cameras are not requested (clusters
+    without such a plugin; then only `privileged` access can open them)."""
+
+    microphone_resource: str = Field(default="korall.io/snd", pattern=r"^$|^[a-z0-9.-]+/[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """The extended resource of a node's sound devices (its whole /dev/snd, count 1: one microphone pod per
+    node): an audio pod that opens an ALSA device requests one. Empty: not requested (as for cameras)."""
 
     device_groups: list[int] = Field(default_factory=lambda: [29, 44, 46])
     """Host GIDs that own device nodes, given to device pods as supplementalGroups so that the non-root user may
@@ -135,6 +167,121 @@ class OperatorSettings(BaseSettings):
     reported as ProgressDeadlineExceeded. Pods that crash, cannot pull their image or cannot be scheduled are
     reported at once, from the pods themselves; this catches the rest (Kubernetes' default is 600 s)."""
 
+    namespace: str = "korall-system"
+    """The operator's own namespace (the chart sets it from the Downward API): where it reads S3 credentials."""
+
+    # -- model delivery (docs/model-delivery.md) ----------------------------------------------------------------
+
+    s3_credentials_secret: str = "korall-s3"
+    """Secret in the operator's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally
+    AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION, KORALL_S3_ALLOWED) for `model.s3` models that name none."""
+
+    s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """S3 API endpoint of an S3-compatible store (MinIO, Ceph, R2, ...); unset: AWS S3."""
+
+    s3_region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    s3_path_style: bool = False
+    """`<endpoint>/<bucket>/<key>` addressing: most self-hosted stores need it."""
+
+    link_ttl_s: int = Field(default=600, ge=10, le=7 * 24 * 3600)
+    """Lifetime of a presigned model link; re-signed at half of it, so a pod that starts later still finds one."""
+
+    link_retry_s: float = Field(default=30.0, gt=0)
+    """Wait before signing again after a failure time may fix (credentials Secret missing, store unreachable)."""
+
+    link_rate_per_model: str = "6/minute"
+    link_rate_overall: str = "120/minute"
+    """Most links signed for one model / for all models in a moving window (a flapping pod cannot make the
+    operator sign thousands)."""
+
+    model_cache_host_path: str = "/var/lib/korall/models"
+    """Node folder of the content-addressed model cache (a hostPath: a model is downloaded once per node);
+    empty: an emptyDir per pod (downloaded at every pod start)."""
+
+    model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    """Largest model file a pod downloads."""
+
+    event_spool_host_path: str = "/var/lib/korall/spool"
+    """Node folder of the event spools (`<folder>/<namespace>/<name>`): events made while the broker is away
+    survive the pod; empty: every spool is an emptyDir (docs/events.md)."""
+
+    metrics_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the operator's Prometheus endpoint (`GET /metrics`); 0 turns it off. kopf's liveness is separate."""
+
+    # -- alerts (korall_operator/alerting, docs/alerting.md) ------------------------------------------------------
+
+    alerts_severities: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_ALERT_SEVERITIES))
+    """Condition reason -> severity, JSON in the environment. Reasons not listed get `alerts_default_severity`."""
+
+    alerts_default_severity: Severity = "warning"
+
+    alerts_not_ready_after_s: float = Field(default=300.0, gt=0)
+    """A resource whose Ready condition has been False this long, without a Degraded reason, fires `NotReady`."""
+
+    alerts_group_wait_s: float = Field(default=30.0, gt=0)
+    """Alertmanager's group_wait: how long a new alert waits for others to fire with it before the first mail."""
+
+    alerts_group_interval_s: float = Field(default=300.0, gt=0)
+    """Alertmanager's group_interval: the least time between two mails of one group (new alerts, resolved ones)."""
+
+    alerts_repeat_interval_s: float = Field(default=14400.0, gt=0)
+    """Alertmanager's repeat_interval: a group that still fires, unchanged, is mailed again after this long."""
+
+    alerts_digest_after: int = Field(default=10, ge=1)
+    """A mail with more alerts than this lists this many in full and sums up the rest ("and 40 more")."""
+
+    alerts_smtp_host: str = ""
+    """SMTP server; empty: no mails (alerts are still evaluated, and exported on /metrics)."""
+
+    alerts_smtp_port: int = Field(default=587, ge=1, le=65535)
+
+    alerts_smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    """`starttls` (port 587: upgrade the plain connection, refuse a server that does not offer it), `tls` (port 465:
+    TLS from the first byte) or `none` (only for a relay on localhost)."""
+
+    alerts_smtp_secret: str = ""
+    """Secret in `alerts_namespace` with the SMTP `username` and `password` (and optionally `ca.crt`, a CA bundle
+    the server's certificate is checked against instead of the system's). Empty: no login. Read at every send, so
+    a changed password needs no restart."""
+
+    alerts_smtp_timeout_s: float = Field(default=20.0, gt=0)
+
+    alerts_from: str = ""
+    """Sender address; empty: the SMTP username when it is an address, else `korall@<smtp host>`."""
+
+    alerts_to: list[str] = Field(default_factory=list)
+    """Recipients of every severity (JSON list in the environment)."""
+
+    alerts_to_by_severity: dict[Literal["critical", "warning", "info"], list[str]] = Field(default_factory=dict)
+    """Recipients per severity, replacing `alerts_to` for the severities listed (JSON, e.g. {"info": []})."""
+
+    alerts_namespace: str = ""
+    """Namespace of the SMTP Secret and the state ConfigMap (the chart's release namespace); empty: the
+    operator pod's own namespace."""
+
+    alerts_state_configmap: str = "korall-alerts"
+    """ConfigMap (created by the chart) where the operator records which alerts it has mailed, so that a restart
+    neither mails them again nor forgets to mail their resolution."""
+
+    alerts_retry_max_s: float = Field(default=60.0, gt=0)
+    """A mail that could not be sent is retried after 1 s, 2 s, 4 s ... up to this; it is never dropped."""
+
+    alerts_cluster_name: str = ""
+    """Named in every mail's subject, to tell fleets apart."""
+
+    # -- the model catalog (docs/catalog.md) -------------------------------------------------------------------
+
+    validation_timeout_s: int = Field(default=900, ge=30, le=24 * 3600)
+    """activeDeadlineSeconds of a validation Job: a validation without a result by then is an Error (the model is
+    validated again when its spec changes)."""
+
+    validation_ttl_s: int = Field(default=86400, ge=0)
+    """ttlSecondsAfterFinished of a validation Job: Kubernetes deletes it (and its pod) this long after it ended
+    (its result stays in the InferenceModel's status)."""
+
+    four_eyes: bool = True
+    """A production model needs an approval from someone other than its requester (the korall.io/requested-by
+    annotation, which the chart's ValidatingAdmissionPolicy makes the API server's own account of who that is)."""
     @field_validator("rate_limit_per_client", "rate_limit_per_token")
     @classmethod
     def _rate_limit(cls, value: str) -> str:

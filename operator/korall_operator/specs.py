@@ -16,7 +16,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from korall_contract import AudioEnv, PixelFormat, SampleRate, ScheduledAccelerator, Setting, TpuInterface, VisionEnv
+from korall_contract import (
+    AudioEnv,
+    EventsEnv,
+    PixelFormat,
+    QoS,
+    SampleRate,
+    ScheduledAccelerator,
+    Setting,
+    TpuInterface,
+    VisionEnv,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -60,8 +70,17 @@ class _Spec(BaseModel):
 # ---------------------------------------------------------------------------------------------- InferenceModel
 
 
+class SecretKeyRef(_Spec):
+    """A key of a Secret in the InferenceModel's namespace (read by the kubelet into the pod, never by the
+    operator)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class ModelSource(_Spec):
-    """Where the model comes from: a file bundled in the vision image, or (later) a URL or S3 URI with a sha256."""
+    """Where the model comes from: a file bundled in the vision image, or a URL or S3 object with its sha256,
+    downloaded on the node before the service starts (docs/model-delivery.md)."""
 
     file: str | None = Field(default=None, pattern=MODEL_FILE_RE, description="A .tflite file in the image's /models.")
     url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
@@ -69,6 +88,12 @@ class ModelSource(_Spec):
     sha256: str | None = Field(
         default=None, pattern=SHA256_RE, description="Expected checksum; required for url and s3."
     )
+    s3_credentials: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    """s3: the Secret in the operator's namespace that holds the credentials; unset: the chart's default."""
+    auth_header_secret: SecretKeyRef | None = None
+    """url: a Secret key holding `Name: value` header lines sent with the download (e.g. Authorization)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
@@ -77,7 +102,16 @@ class ModelSource(_Spec):
             raise ValueError("exactly one of model.file, model.url or model.s3 must be set")
         if given[0] in ("url", "s3") and self.sha256 is None:
             raise ValueError("model.url and model.s3 require model.sha256")
+        if self.s3_credentials is not None and self.s3 is None:
+            raise ValueError("model.s3Credentials may only be set with model.s3")
+        if self.auth_header_secret is not None and self.url is None:
+            raise ValueError("model.authHeaderSecret may only be set with model.url")
         return self
+
+    @property
+    def remote(self) -> bool:
+        """Downloaded on the node (url or s3), as opposed to bundled in the image."""
+        return self.file is None
 
     @property
     def display(self) -> str:
@@ -87,6 +121,79 @@ class ModelSource(_Spec):
 
 OBJECT_NAME_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
+class MqttSpec(_Spec):
+    """The broker events go to (docs/events.md)."""
+
+    url: str = Field(pattern=EventsEnv.MQTT_URL.pattern or "", max_length=512)
+    topic_prefix: str = spec_field(EventsEnv.TOPIC_PREFIX, pattern=EventsEnv.TOPIC_PREFIX.pattern, max_length=128)
+    qos: QoS = spec_field(EventsEnv.QOS)
+    credentials_secret: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_RE)
+    tls_secret: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_RE)
+    client_certificate: bool = False
+
+    @model_validator(mode="after")
+    def _certificate_needs_a_secret(self) -> MqttSpec:
+        if self.client_certificate and self.tls_secret is None:
+            raise ValueError("events.mqtt.clientCertificate needs events.mqtt.tlsSecret")
+        return self
+
+
+class EventsSpec(_Spec):
+    """Where a workload's events go, off the node: an MQTT broker, through a spool on the node."""
+
+    mqtt: MqttSpec
+    durable_spool: bool = True
+
+
+class GoldenSet(_Spec):
+    """A golden set of one's own (docs/catalog.md): a ConfigMap of this namespace holding golden.json and its images
+    (binaryData), or a tar archive of such a folder at a URL, with its sha256."""
+
+    config_map: str | None = Field(default=None, min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    sha256: str | None = Field(default=None, pattern=SHA256_RE)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GoldenSet:
+        if (self.config_map is None) == (self.url is None):
+            raise ValueError("validation.goldenSet: exactly one of configMap or url must be set")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("validation.goldenSet.url requires validation.goldenSet.sha256")
+        return self
+
+
+class CpuTwin(_Spec):
+    """The CPU build of the same model as an Edge TPU build: the validator runs the golden set on it."""
+
+    file: str | None = Field(default=None, pattern=MODEL_FILE_RE)
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    s3: str | None = Field(default=None, pattern=r"^s3://[a-z0-9.-]{3,63}/\S+$", max_length=2048)
+    sha256: str | None = Field(default=None, pattern=SHA256_RE)
+    s3_credentials: str | None = Field(default=None, min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CpuTwin:
+        if [self.file, self.url, self.s3].count(None) != 2:
+            raise ValueError("validation.cpuTwin: exactly one of file, url or s3 must be set")
+        if self.file is None and self.sha256 is None:
+            raise ValueError("validation.cpuTwin.url and validation.cpuTwin.s3 require validation.cpuTwin.sha256")
+        return self
+
+    def as_source(self) -> ModelSource:
+        """The twin as a model source (what the model-fetch init container and the link signer take)."""
+        return ModelSource.model_validate(self.model_dump(exclude_none=True))
+
+
+class ValidationSpec(_Spec):
+    """How a model is validated before it may serve in production, and how long its rollout may take."""
+
+    golden_set: GoldenSet | None = None
+    """None: the vision image's default golden set (COCO labels)."""
+    cpu_twin: CpuTwin | None = None
+    self_test: bool = True
+    """The serving pods run the golden set once before they report ready (SELF_TEST_GOLDEN_SET)."""
+    rollout_deadline_seconds: int = Field(default=300, ge=5, le=3600)
+    """Production: a new model whose pods are not all ready this long after its rollout began is rolled back."""
 
 
 class CaptureProfileRef(_Spec):
@@ -137,11 +244,15 @@ class InferenceModelSpec(_Spec):
     stage: Literal["test", "demo", "production"] = "test"
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
     auth: AuthSpec | None = None
+    events: EventsSpec | None = None
+    validation: ValidationSpec = Field(default_factory=lambda: ValidationSpec.model_validate({}))
 
     @model_validator(mode="after")
     def _interface_needs_tpu(self) -> InferenceModelSpec:
         if self.tpu_interface is not None and self.accelerator != "edgetpu":
             raise ValueError("tpuInterface may only be set when accelerator is edgetpu")
+        if self.validation.cpu_twin is not None and self.accelerator != "edgetpu":
+            raise ValueError("validation.cpuTwin may only be set when accelerator is edgetpu")
         return self
 
     @property
@@ -204,6 +315,7 @@ class CaptureProfileSpec(_Spec):
     audio: AudioSpec | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     auth: AuthSpec | None = None
+    events: EventsSpec | None = None
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> CaptureProfileSpec:
@@ -216,6 +328,10 @@ class CaptureProfileSpec(_Spec):
                 raise ValueError("auth is for audio profiles; a camera's pod takes its InferenceModel's auth")
             if self.device is not None and not self.device.startswith("/dev/"):
                 raise ValueError("a video device is a path under /dev/, e.g. /dev/video0")
+            if self.events is not None:
+                raise ValueError(
+                    "events may only be set on an audio profile (a camera's events come from its InferenceModel)"
+                )
         else:
             if self.audio is None or self.video is not None:
                 raise ValueError("type audio requires an audio block and no video block")
@@ -259,13 +375,25 @@ def check_vision_spec(
 ) -> None:
     """Raise SpecError for what only the operator can know (the schema cannot): image contents, cluster setup."""
     source = model.model
-    if source.file is None:
-        kind = "url" if source.url else "s3"
+    if model.labels not in settings.vision_labels:
         raise SpecError(
-            "ModelSourceNotSupported",
-            f"model.{kind} is accepted and validated, but this operator version only serves model files bundled "
-            f"in the vision image; use model.file (one of: {', '.join(m.file for m in settings.vision_models)})",
+            "LabelsNotInImage",
+            f"labels {model.labels!r} is not in the vision image; available: {', '.join(settings.vision_labels)}",
         )
+    if model.accelerator == "edgetpu" and not settings.tpu_resource:
+        raise SpecError(
+            "TPUResourceNotConfigured",
+            "accelerator edgetpu needs a TPU extended resource, and the operator has none configured "
+            "(KORALL_TPU_RESOURCE is empty); install a Coral device plugin and set it, or use accelerator cpu",
+        )
+    if capture is not None and capture.type != "video":
+        ref = model.capture_profile_ref.name if model.capture_profile_ref else "?"
+        raise SpecError(
+            "CaptureProfileWrongType",
+            f"captureProfileRef {ref!r} is an {capture.type} profile; an InferenceModel needs a video profile",
+        )
+    if source.file is None:
+        return  # downloaded: the file is checked by its sha256 on the node; an Edge TPU build is told by content
     bundled = settings.model_file(source.file)
     if bundled is None:
         raise SpecError(
@@ -289,21 +417,4 @@ def check_vision_spec(
         raise SpecError(
             "ModelChecksumMismatch",
             f"model.sha256 {source.sha256} does not match the bundled {source.file!r} ({bundled.sha256})",
-        )
-    if model.labels not in settings.vision_labels:
-        raise SpecError(
-            "LabelsNotInImage",
-            f"labels {model.labels!r} is not in the vision image; available: {', '.join(settings.vision_labels)}",
-        )
-    if model.accelerator == "edgetpu" and not settings.tpu_resource:
-        raise SpecError(
-            "TPUResourceNotConfigured",
-            "accelerator edgetpu needs a TPU extended resource, and the operator has none configured "
-            "(KORALL_TPU_RESOURCE is empty); install a Coral device plugin and set it, or use accelerator cpu",
-        )
-    if capture is not None and capture.type != "video":
-        ref = model.capture_profile_ref.name if model.capture_profile_ref else "?"
-        raise SpecError(
-            "CaptureProfileWrongType",
-            f"captureProfileRef {ref!r} is an {capture.type} profile; an InferenceModel needs a video profile",
         )

@@ -16,8 +16,13 @@ Fields (the CRD's status schema mirrors them):
 - `conditions`: `Ready`, `Progressing`, `Degraded`, each with `status`, `reason`, `message`,
   `lastTransitionTime` (kept while the status does not flip) and `observedGeneration`;
 - `replicas` (desired), `readyReplicas`, `updatedReplicas`;
-- `activeModel`: the model the ready pods actually run (unchanged while a rollout is under way);
-- `lastFailure`: `{reason, message, time}` of the last failure; kept after recovery, as a record.
+- `activeModel`, `activeModelSha256`, `activeShortSha`: the model the ready pods actually run, its source and
+  checksum (unchanged while a rollout is under way);
+- `lastFailure`: `{reason, message, time}` of the last failure; kept after recovery, as a record;
+- InferenceModels: the `Promoted` condition, from the catalog's gate (catalog/gate.py, `status.catalog.promotion`):
+  whether the spec's model is the one applied, or why not (PendingValidation, PendingApproval, ValidationFailed,
+  ValidationError, RolledBack). A gate failure makes Degraded True while the model admitted before serves, and
+  Ready keeps saying how that one does.
 
 Ready means: the Deployment observed its latest spec, its pod template carries the hash the current spec asks
 for, and at least `replicas` pods are updated and ready. Degraded means a failure: the spec's (nothing rolled
@@ -33,12 +38,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from korall_operator.manifests import MODEL_ANNOTATION, pod_template_hash
+from korall_operator.catalog import Promotion, promotion_of
+from korall_operator.manifests import MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION, pod_template_hash
 from korall_operator.observed import PodProblem
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+PROMOTED = "Promoted"
 
 # Reasons set from the child Deployment (its pods add the kubelet's and the scheduler's: observed.pod_problem).
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
@@ -64,7 +71,8 @@ class Rollout:
     updated: int
     current: bool  # the Deployment observed its spec and its template has the expected hash
     failure: Failure | None
-    model: str | None  # the model of the Deployment's pod template
+    model: str | None  # the model of the Deployment's pod template (a file name, or the URL / S3 URI)
+    model_sha256: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -103,6 +111,7 @@ def rollout_of(deployment: Mapping[str, Any], expected_hash: str | None, problem
         current=current,
         failure=failure,
         model=annotations.get(MODEL_ANNOTATION),
+        model_sha256=annotations.get(MODEL_SHA256_ANNOTATION) or None,
     )
 
 
@@ -144,7 +153,13 @@ def spec_failure(status: Mapping[str, Any] | None) -> Failure | None:
     return None
 
 
-def _rollout_fields(rollout: Rollout, previous: Mapping[str, Any], generation: int | None, noun: str) -> dict[str, Any]:
+def _rollout_fields(
+    rollout: Rollout,
+    previous: Mapping[str, Any],
+    generation: int | None,
+    noun: str,
+    promotion: Promotion | None = None,
+) -> dict[str, Any]:
     progress = f"{rollout.updated}/{rollout.desired} pods updated, {rollout.ready}/{rollout.desired} ready"
     if rollout.failure is not None:
         ready = _condition(READY, False, rollout.failure.reason, rollout.failure.message, previous, generation)
@@ -159,21 +174,38 @@ def _rollout_fields(rollout: Rollout, previous: Mapping[str, Any], generation: i
         ready = _condition(READY, False, "RollingOut", progress, previous, generation)
         progressing = _condition(PROGRESSING, True, "RollingOut", progress, previous, generation)
         degraded = _condition(DEGRADED, False, "AsExpected", "no failure so far", previous, generation)
+    gate_failure = promotion is not None and promotion.degraded and rollout.failure is None
+    if gate_failure:  # the admitted model serves, and the one the spec asks for was refused: say so
+        assert promotion is not None
+        degraded = _condition(DEGRADED, True, promotion.reason, promotion.message, previous, generation)
+    conditions = [ready, progressing, degraded]
+    if promotion is not None:
+        conditions.append(_promoted(promotion, previous, generation))
     fields: dict[str, Any] = {
-        "conditions": [ready, progressing, degraded],
+        "conditions": conditions,
         "replicas": rollout.desired,
         "readyReplicas": rollout.ready,
         "updatedReplicas": rollout.updated,
     }
     if rollout.complete and rollout.model:
         fields["activeModel"] = rollout.model
+    if rollout.complete and rollout.model_sha256:
+        fields["activeModelSha256"] = rollout.model_sha256
+        fields["activeShortSha"] = rollout.model_sha256[:12]
     if rollout.failure is not None:
         fields["lastFailure"] = {
             "reason": rollout.failure.reason,
             "message": rollout.failure.message,
             "time": now_iso(),
         }
+    elif gate_failure:
+        assert promotion is not None
+        fields["lastFailure"] = {"reason": promotion.reason, "message": promotion.message, "time": now_iso()}
     return fields
+
+
+def _promoted(promotion: Promotion, previous: Mapping[str, Any], generation: int | None) -> dict[str, Any]:
+    return _condition(PROMOTED, promotion.promoted, promotion.reason, promotion.message, previous, generation)
 
 
 def reconciled_status(
@@ -184,10 +216,13 @@ def reconciled_status(
     previous: Mapping[str, Any] | None,
     noun: str = "workload",
     problem: PodProblem | None = None,
+    promotion: Promotion | None = None,
 ) -> dict[str, Any]:
-    """The status after the reconcile handler applied the children (`deployment` as the API returned it)."""
+    """The status after the reconcile handler applied the children (`deployment` as the API returned it);
+    `promotion`: the catalog gate's verdict on the spec's model (InferenceModels)."""
     previous = previous or {}
-    fields = _rollout_fields(rollout_of(deployment, expected_hash, problem), previous, generation, noun)
+    rollout = rollout_of(deployment, expected_hash, problem)
+    fields = _rollout_fields(rollout, previous, generation, noun, promotion)
     return {"observedGeneration": generation, "specHash": expected_hash, **fields}
 
 
@@ -204,6 +239,33 @@ def failed_status(*, generation: int, failure: Failure, previous: Mapping[str, A
         ],
         "lastFailure": {"reason": failure.reason, "message": failure.message, "time": now_iso()},
     }
+
+
+def held_status(*, generation: int, promotion: Promotion, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status of an InferenceModel whose first model is not admitted yet (catalog gate): nothing is applied,
+    so nothing serves; the conditions say what the model waits for, or why it was refused."""
+    previous = previous or {}
+    waiting = "nothing to roll out until a model is admitted"
+    fields: dict[str, Any] = {
+        "observedGeneration": generation,
+        "specHash": None,
+        "conditions": [
+            _condition(READY, False, promotion.reason, promotion.message, previous, generation),
+            _condition(PROGRESSING, False, promotion.reason, waiting, previous, generation),
+            _condition(
+                DEGRADED,
+                promotion.degraded,
+                promotion.reason if promotion.degraded else "AsExpected",
+                promotion.message if promotion.degraded else "no failure so far",
+                previous,
+                generation,
+            ),
+            _promoted(promotion, previous, generation),
+        ],
+    }
+    if promotion.degraded:
+        fields["lastFailure"] = {"reason": promotion.reason, "message": promotion.message, "time": now_iso()}
+    return fields
 
 
 def no_workload_status(*, generation: int, previous: Mapping[str, Any] | None, message: str) -> dict[str, Any]:
@@ -240,7 +302,8 @@ def followed_status(
     previous = parent_status or {}
     if spec_failure(previous) is not None or not previous.get("specHash"):
         return None
-    fields = _rollout_fields(rollout_of(deployment, previous["specHash"], problem), previous, None, noun)
+    rollout = rollout_of(deployment, previous["specHash"], problem)
+    fields = _rollout_fields(rollout, previous, None, noun, promotion_of(previous))
     if _same(previous, fields):
         return None
     return fields

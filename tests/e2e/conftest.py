@@ -30,8 +30,9 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindClust
         node = f"{CLUSTER}-control-plane"
         cluster = KindCluster(CLUSTER, kubeconfig, tools, node)
 
-        # A fake Coral: the extended resource on the node status (as a device plugin would advertise it), the
-        # node label the operator's affinity requires, and the /dev/bus/usb folder the pod mounts.
+        # A fake Coral: the extended resource on the node status (as a device plugin would advertise it) and the
+        # node label of its interface. The chart's own device plugin stays off (below): it would register
+        # coral.ai/tpu with the devices it finds, none, and the kubelet would reset the patched capacity to 0.
         cluster.kubectl(
             "patch",
             "node",
@@ -42,7 +43,6 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindClust
             '[{"op": "add", "path": "/status/capacity/coral.ai~1tpu", "value": "1"}]',
         )
         cluster.kubectl("label", "node", node, "korall.io/tpu=usb", "--overwrite")
-        run("docker", "exec", node, "mkdir", "-p", "/dev/bus/usb")
 
         run("docker", "build", "-f", "Dockerfile.operator", "-t", OPERATOR_IMAGE, ".", timeout=1800)
         run("docker", "build", "-f", "Dockerfile.vision", "-t", VISION_IMAGE, ".", timeout=1800)
@@ -54,6 +54,7 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindClust
             "--namespace", RELEASE_NAMESPACE, "--create-namespace",
             "--set", f"image.tag={TAG}", "--set", "image.pullPolicy=Never",
             "--set", f"workloads.visionImage={VISION_IMAGE}", "--set", "workloads.pullPolicy=Never",
+            "--set", "devicePlugin.enabled=false",
             "--wait", "--timeout", "5m",
         )  # fmt: skip
         yield cluster

@@ -1,8 +1,8 @@
 """korall on a real (kind) cluster: CRDs with their CEL rules in a real API server, the operator from its image and
 chart, a fake TPU node, and a real photo through the vision pod.
 
-Mocked: only the Coral itself. The node advertises `coral.ai/tpu: 1` (its status patched, as a device plugin would)
-and has an empty /dev/bus/usb; the TPU pod must be scheduled there, and a second one must stay Pending. The photo
+Mocked: only the Coral itself. The node advertises `coral.ai/tpu: 1` (its status patched, as a device plugin would);
+the TPU pod must be scheduled there, and a second one must stay Pending. The photo
 goes to a CPU model, since no Edge TPU exists on a CI runner.
 """
 

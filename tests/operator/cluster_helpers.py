@@ -101,6 +101,7 @@ def running_operator(
         "KUBECONFIG": str(kubeconfig),
         "KORALL_WATCH_NAMESPACE": namespace,
         "KORALL_RESYNC_INTERVAL_S": str(resync_s),
+        "KORALL_METRICS_PORT": "0",  # no fixed port: operators of other test runs on this machine would share it
         **(env or {}),
     }
     saved = {key: os.environ.get(key) for key in settings}

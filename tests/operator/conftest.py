@@ -87,6 +87,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             asyncio.run(_apply_crds())
         else:
             real: RealClusterWithChart = request.getfixturevalue("real_cluster")
+            request.getfixturevalue("controllers")  # the reconcile tests wait for real Deployments and pods
             admin, operator_kubeconfig = real.cluster.admin_kubeconfig, real.operator_kubeconfig
         asyncio.run(_create_namespace(admin, namespace))
         os.environ["KUBECONFIG"] = str(operator_kubeconfig)  # for the direct handler tests' operator client

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+TPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
 SHA = "a" * 64
 
 SCHEMA_REJECTS = [
@@ -30,6 +31,8 @@ SCHEMA_REJECTS = [
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "nodeSelector": {"zone": 1}}),
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "labels": "labels.csv"}),
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "typo": True}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "validation": {"rolloutDeadlineSeconds": 4}}),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "validation": {"goldenSet": {"configMap": "Bad_Name"}}}),
     ("CaptureProfile", {}),
     ("CaptureProfile", {"type": "radio"}),
     ("CaptureProfile", {"type": "video", "device": "/dev/video0", "video": {"width": 100}}),
@@ -68,6 +71,20 @@ SCHEMA_ACCEPTS = [
             "stage": "production",
         },
     ),
+    (
+        "InferenceModel",
+        {
+            "model": {"url": "https://models.example/ssd_edgetpu.tflite", "sha256": SHA},
+            "accelerator": "edgetpu",
+            "validation": {
+                "goldenSet": {"url": "https://models.example/golden.tar.gz", "sha256": SHA},
+                "cpuTwin": {"s3": "s3://models/ssd.tflite", "sha256": SHA, "s3Credentials": "minio"},
+                "selfTest": False,
+                "rolloutDeadlineSeconds": 5,
+            },
+        },
+    ),
+    ("InferenceModel", {"model": {"file": CPU_MODEL}, "validation": {"goldenSet": {"configMap": "my-golden"}}}),
     ("CaptureProfile", {"type": "video", "video": {"source": "rtsp://cam/s"}}),
     ("CaptureProfile", {"type": "video", "video": {"sourceSecretRef": {"name": "yard-camera", "key": "url"}}}),
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "auth": {"tokenSecretRef": {"name": "team-a.tokens"}}}),
@@ -88,6 +105,49 @@ CEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         {"model": {"file": CPU_MODEL, "s3": "s3://models/k.tflite", "sha256": SHA}},
     ),
     "model.url and model.s3 require model.sha256": ("InferenceModel", {"model": {"url": "https://x/m.tflite"}}),
+    "model.s3Credentials may only be set with model.s3": (
+        "InferenceModel",
+        {"model": {"url": "https://x/m.tflite", "sha256": SHA, "s3Credentials": "minio"}},
+    ),
+    "model.authHeaderSecret may only be set with model.url": (
+        "InferenceModel",
+        {"model": {"s3": "s3://models/m.tflite", "sha256": SHA, "authHeaderSecret": {"name": "a", "key": "h"}}},
+    ),
+    "validation.cpuTwin may only be set when accelerator is edgetpu": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL}, "validation": {"cpuTwin": {"file": CPU_MODEL}}},
+    ),
+    "validation.goldenSet: exactly one of configMap or url must be set": (
+        "InferenceModel",
+        {
+            "model": {"file": CPU_MODEL},
+            "validation": {"goldenSet": {"configMap": "g", "url": "https://x/g.tar", "sha256": SHA}},
+        },
+    ),
+    "validation.goldenSet.url requires validation.goldenSet.sha256": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL}, "validation": {"goldenSet": {"url": "https://x/g.tar"}}},
+    ),
+    "validation.cpuTwin: exactly one of file, url or s3 must be set": (
+        "InferenceModel",
+        {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu", "validation": {"cpuTwin": {"sha256": SHA}}},
+    ),
+    "validation.cpuTwin.url and validation.cpuTwin.s3 require validation.cpuTwin.sha256": (
+        "InferenceModel",
+        {
+            "model": {"file": TPU_MODEL},
+            "accelerator": "edgetpu",
+            "validation": {"cpuTwin": {"url": "https://x/t.tflite"}},
+        },
+    ),
+    "events.mqtt.clientCertificate needs events.mqtt.tlsSecret": (
+        "InferenceModel",
+        {"model": {"file": CPU_MODEL}, "events": {"mqtt": {"url": "mqtts://broker", "clientCertificate": True}}},
+    ),
+    "events may only be set on an audio profile (a camera's events come from its InferenceModel)": (
+        "CaptureProfile",
+        {"type": "video", "device": "/dev/video0", "video": {}, "events": {"mqtt": {"url": "mqtt://broker"}}},
+    ),
     "type video requires a video block and no audio block": (
         "CaptureProfile",
         {"type": "video", "device": "/dev/video0", "audio": {}},

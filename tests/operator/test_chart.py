@@ -77,9 +77,12 @@ def test_chart_lints_strictly(tools_bin: Path) -> None:
 @pytest.mark.parametrize(
     "sets",
     [
-        (),
+        (),  # the device plugin and the TPU waker on
         ("watchNamespace=edge",),
         ("tpu.resource=", "tpu.deviceAccess=device-plugin"),
+        ("devicePlugin.enabled=false", "tpu.deviceAccess=privileged"),  # the opt-in without any plugin
+        ("devicePlugin.privileged=true", "devicePlugin.tpuWake.enabled=false", "devicePlugin.image.digest="),
+        ("nodeFeatureDiscovery.rules=true",),
         ("networkPolicy.enabled=true", "networkPolicy.namespaces={edge,lab}"),
     ],
 )
@@ -87,6 +90,8 @@ def test_rendered_objects_are_valid_kubernetes(tools_bin: Path, sets: tuple[str,
     docs = render(tools_bin, *sets)
     assert docs
     for doc in docs:
+        if doc["kind"] == "NodeFeatureRule":  # Node Feature Discovery's CRD: test_node_feature_rules checks it
+            continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
@@ -101,7 +106,17 @@ def test_chart_ships_the_crds_from_crds(tools_bin: Path) -> None:
 
 def test_default_install_objects(tools_bin: Path) -> None:
     kinds = by_kind(render(tools_bin))
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert sorted(kinds) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
     (deployment,) = kinds["Deployment"]
     spec = deployment["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}  # one replica, --standalone
@@ -122,7 +137,7 @@ def test_image_tags_are_pinned_and_match_the_operator_defaults(tools_bin: Path) 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     container = operator_container(render(tools_bin))
     assert container["image"] == f"ghcr.io/korall-project/korall-operator:{chart['appVersion']}"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env["KORALL_VISION_IMAGE"] == DEFAULT_VISION_IMAGE == values["workloads"]["visionImage"]
     assert env["KORALL_AUDIO_IMAGE"] == DEFAULT_AUDIO_IMAGE == values["workloads"]["audioImage"]
     for image in (container["image"], env["KORALL_VISION_IMAGE"], env["KORALL_AUDIO_IMAGE"]):
@@ -133,7 +148,10 @@ def test_every_env_var_is_an_operator_setting_with_its_default(
     tools_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The chart's defaults must mean the same as the operator's: its KORALL_* environment parses to the defaults."""
-    env = {e["name"]: e["value"] for e in operator_container(render(tools_bin))["env"]}
+    entries = operator_container(render(tools_bin))["env"]
+    env = {e["name"]: e["value"] for e in entries if "value" in e}
+    # the one value from the Downward API: the operator's own namespace (where its S3 credentials are)
+    assert [e["name"] for e in entries if "value" not in e] == ["KORALL_NAMESPACE"]
     fields = OperatorSettings.model_fields
     for name in env:
         assert name.startswith("KORALL_") and name[7:].lower() in fields, name
@@ -142,14 +160,18 @@ def test_every_env_var_is_an_operator_setting_with_its_default(
         monkeypatch.setenv(name, value)
     assert OperatorSettings() == defaults
     # and a changed value really arrives
-    env = {e["name"]: e["value"] for e in operator_container(render(tools_bin, "workloads.deviceRunAsUser=0"))["env"]}
+    changed = operator_container(render(tools_bin, "workloads.deviceRunAsUser=0"))["env"]
+    env = {e["name"]: e["value"] for e in changed if "value" in e}
     monkeypatch.setenv("KORALL_DEVICE_RUN_AS_USER", env["KORALL_DEVICE_RUN_AS_USER"])
     assert OperatorSettings().device_run_as_user == 0
 
 
 def test_rbac_is_least_privilege(tools_bin: Path) -> None:
+    """The operator's ClusterRoles: those bound to its ServiceAccount (the catalog's approver and editor roles are for
+    people, bound per namespace by whoever runs the cluster: test_catalog_chart.py)."""
     kinds = by_kind(render(tools_bin))
-    roles = {r["metadata"]["name"]: r for r in kinds["ClusterRole"]}
+    bound = {b["roleRef"]["name"] for b in kinds["ClusterRoleBinding"]}
+    roles = {r["metadata"]["name"]: r for r in kinds["ClusterRole"] if r["metadata"]["name"] in bound}
     rules = {
         (group, resource): sorted(rule["verbs"])
         for role in roles.values()
@@ -161,10 +183,13 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         ("korall.io", "inferencemodels"): ["get", "list", "patch", "watch"],
         ("korall.io", "captureprofiles"): ["get", "list", "patch", "watch"],
         ("korall.io", "inferencemodels/status"): ["patch"],
+        ("korall.io", "modelapprovals"): ["get", "list", "watch"],
+        ("batch", "jobs"): ["create", "get", "list", "watch"],
         ("korall.io", "captureprofiles/status"): ["patch"],
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services"): ["create", "delete", "get", "patch"],
         ("", "pods"): ["list", "watch"],
+        ("", "secrets"): ["create", "patch"],
         ("", "events"): ["create", "get", "patch"],
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     }
@@ -174,13 +199,25 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "korall", "namespace": "korall-system"}]
 
 
+def test_the_operator_reads_secrets_in_its_own_namespace_only(tools_bin: Path) -> None:
+    """The S3 credentials: `get` in the release namespace, nowhere else, and no list (which would read them all)."""
+    kinds = by_kind(render(tools_bin))
+    (role,) = kinds["Role"]
+    assert role["metadata"]["namespace"] == "korall-system"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    for cluster_role in kinds["ClusterRole"]:
+        for rule in cluster_role["rules"]:
+            if "secrets" in rule["resources"]:
+                assert sorted(rule["verbs"]) == ["create", "patch"]
+
+
 def test_single_namespace_mode_uses_a_role(tools_bin: Path) -> None:
     kinds = by_kind(render(tools_bin, "watchNamespace=edge"))
-    (role,) = kinds["Role"]
-    (binding,) = kinds["RoleBinding"]
+    (role,) = [r for r in kinds["Role"] if r["metadata"]["name"] == "korall"]
+    (binding,) = [b for b in kinds["RoleBinding"] if b["metadata"]["name"] == "korall"]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "edge"
     assert binding["subjects"][0]["namespace"] == "korall-system"
-    assert [r["metadata"]["name"] for r in kinds["ClusterRole"]] == ["korall-crd-observer"]
+    assert [b["roleRef"]["name"] for b in kinds["ClusterRoleBinding"]] == ["korall-crd-observer"]
     container = operator_container(kinds["Deployment"])
     assert "--namespace=edge" in container["args"] and "--all-namespaces" not in container["args"]
     assert {"name": "KORALL_WATCH_NAMESPACE", "value": "edge"} in container["env"]

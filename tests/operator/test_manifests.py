@@ -45,6 +45,9 @@ OWNER: dict[str, Any] = {
     "kind": "InferenceModel",
     "metadata": {"name": "front", "uid": "0b7c6f4e-1111-2222-3333-444455556666"},
 }
+ACCESS_MODES = ("device-plugin", "privileged")
+UNPRIVILEGED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+PRIVILEGED = {"privileged": True, "readOnlyRootFilesystem": True}
 VISION_ENV_NAMES = set(env_names(VisionEnv)) | set(env_names(HttpEnv))
 AUDIO_ENV_NAMES = set(env_names(AudioEnv)) | set(env_names(HttpEnv))
 
@@ -103,6 +106,11 @@ def host_paths(deployment: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def device_paths(deployment: dict[str, Any]) -> dict[str, str]:
+    """The hostPath volumes of devices (under /dev/), as {path: type}: what privileged access mounts."""
+    return {path: kind for path, kind in host_paths(deployment).items() if path.startswith("/dev/")}
+
+
 # ---------------------------------------------------------------------------------------------- vision / TPU
 
 
@@ -117,13 +125,18 @@ def test_usb_tpu_with_camera_is_pinned_to_the_tpu_and_camera_node() -> None:
     )
     k8s_valid(dep)
     c = container(dep)
-    assert c["resources"]["limits"]["coral.ai/tpu"] == "1"
+    # the device plugin grants both: one TPU, and the camera node the profile names (one pod per camera)
+    assert c["resources"]["limits"] == {"coral.ai/tpu": "1", "korall.io/video0": "1"}
+    assert dep["spec"]["template"]["metadata"]["annotations"]["korall.io/camera-resources"] == "korall.io/video0"
     terms = pod(dep)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms == [{"matchExpressions": [{"key": "korall.io/tpu", "operator": "In", "values": ["usb"]}]}]
+    # a node labelled for USB, or an unlabelled one (the coral.ai/tpu request finds the TPU nodes); never a PCIe one
+    assert terms == [
+        {"matchExpressions": [{"key": "korall.io/tpu", "operator": "In", "values": ["usb"]}]},
+        {"matchExpressions": [{"key": "korall.io/tpu", "operator": "DoesNotExist"}]},
+    ]
     assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
-    # the whole USB bus (the accelerator re-enumerates 1a6e:089a -> 18d1:9302), and the camera's char device
-    assert host_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
-    assert c["securityContext"] == {"privileged": True, "readOnlyRootFilesystem": True}
+    assert device_paths(dep) == {}  # no hostPath, no privilege: the plugin's allocation adds the device nodes
+    assert c["securityContext"] == UNPRIVILEGED
     security = pod(dep)["securityContext"]
     assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
     assert security["supplementalGroups"] == [29, 44, 46]  # audio, video, plugdev: the groups of the device nodes
@@ -141,10 +154,18 @@ def test_usb_tpu_with_camera_is_pinned_to_the_tpu_and_camera_node() -> None:
     assert dep["metadata"]["ownerReferences"][0]["controller"] is True
 
 
-def test_pci_tpu_mounts_the_apex_device_only() -> None:
-    dep = build_vision_deployment("m2", "edge", tpu_model("pci"), None, settings())
+def test_privileged_access_mounts_the_whole_usb_bus_and_the_camera() -> None:
+    dep = build_vision_deployment("front", "edge", tpu_model("usb"), camera(), settings(device_access="privileged"))
     k8s_valid(dep)
-    assert host_paths(dep) == {"/dev/apex_0": "CharDevice"}
+    # the whole USB bus (the accelerator re-enumerates 1a6e:089a -> 18d1:9302), and the camera's char device
+    assert device_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
+    assert container(dep)["securityContext"] == PRIVILEGED
+
+
+def test_pci_tpu_mounts_the_apex_device_only_when_privileged() -> None:
+    dep = build_vision_deployment("m2", "edge", tpu_model("pci"), None, settings(device_access="privileged"))
+    k8s_valid(dep)
+    assert device_paths(dep) == {"/dev/apex_0": "CharDevice"}
     assert env(dep)[VisionEnv.EDGETPU_DEVICE] == "pci"
     match = pod(dep)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert match["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["pci"]
@@ -154,8 +175,9 @@ def test_pci_tpu_mounts_the_apex_device_only() -> None:
 
 def test_edgetpu_without_interface_means_usb() -> None:
     spec = parse_inference_model({"model": {"file": TPU_MODEL}, "accelerator": "edgetpu"})
-    dep = build_vision_deployment("m", "ns", spec, None, settings())
-    assert "/dev/bus/usb" in host_paths(dep)
+    assert env(build_vision_deployment("m", "ns", spec, None, settings()))[VisionEnv.EDGETPU_DEVICE] == "usb"
+    dep = build_vision_deployment("m", "ns", spec, None, settings(device_access="privileged"))
+    assert "/dev/bus/usb" in device_paths(dep)
 
 
 def test_cpu_model_without_camera_needs_no_device_and_runs_unprivileged() -> None:
@@ -194,7 +216,7 @@ def test_cpu_model_with_usb_camera_is_pinned_to_the_camera_node() -> None:
     )
     dep = build_vision_deployment("cpu-cam", "ns", cpu_model(nodeSelector={"zone": "porch"}), cam, settings())
     k8s_valid(dep)
-    assert host_paths(dep) == {"/dev/video0": "CharDevice"}
+    assert container(dep)["resources"]["limits"] == {"korall.io/video0": "1"}
     assert pod(dep)["nodeSelector"] == {"zone": "porch", "kubernetes.io/hostname": "n2"}
     assert "affinity" not in pod(dep)
     assert env(dep)[VisionEnv.CAPTURE_SOURCE].startswith("v4l2src")  # the source override wins over the device
@@ -202,29 +224,135 @@ def test_cpu_model_with_usb_camera_is_pinned_to_the_camera_node() -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "mounted"),
+    ("source", "opened"),
     [
-        (None, {"/dev/video0": "CharDevice"}),  # the profile's device
-        ("/dev/video2", {"/dev/video2": "CharDevice"}),  # another device: that one, not the profile's
-        ("rtsp://cam.local/stream", {}),  # a network camera needs no device
-        ("/data/demo.avi", {}),  # nor does a file
-        ("v4l2src device=/dev/video1 ! videoconvert ! appsink", {"/dev/video1": "CharDevice"}),
+        (None, ["/dev/video0"]),  # the profile's device
+        ("/dev/video2", ["/dev/video2"]),  # another device: that one, not the profile's
+        ("rtsp://cam.local/stream", []),  # a network camera needs no device
+        ("/data/demo.avi", []),  # nor does a file
+        ("v4l2src device=/dev/video1 ! videoconvert ! appsink", ["/dev/video1"]),
     ],
 )
-def test_a_camera_pod_mounts_only_the_devices_its_source_opens(source: str | None, mounted: dict[str, str]) -> None:
+@pytest.mark.parametrize("access", ACCESS_MODES)
+def test_a_camera_pod_gets_only_the_devices_its_source_opens(
+    source: str | None, opened: list[str], access: str
+) -> None:
     cam = camera(video={"source": source} if source else {})
-    dep = build_vision_deployment("cam", "ns", cpu_model(), cam, settings())
+    dep = build_vision_deployment("cam", "ns", cpu_model(), cam, settings(device_access=access))
     k8s_valid(dep)
-    assert host_paths(dep) == mounted
-    assert ("privileged" in container(dep)["securityContext"]) == bool(mounted)
+    resources = [f"korall.io/video{path.removeprefix('/dev/video')}" for path in opened]
+    assert container(dep).get("resources", {}).get("limits", {}) == dict.fromkeys(resources, "1")
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations.get("korall.io/camera-resources", "") == ",".join(resources)
+    assert device_paths(dep) == (dict.fromkeys(opened, "CharDevice") if access == "privileged" else {})
+    privileged = access == "privileged" and bool(opened)
+    assert container(dep)["securityContext"] == (PRIVILEGED if privileged else UNPRIVILEGED)
 
 
-def test_device_plugin_mode_runs_device_pods_unprivileged() -> None:
-    dep = build_vision_deployment("front", "ns", tpu_model(), camera(), settings(device_access="device-plugin"))
+# ---------------------------------------------------------------------------------------------- device access
+
+# Every device combination a workload pod can have: how its deployment is built, the extended resources it
+# requests, and what privileged access mounts instead of the plugin's grant. The table test below checks the
+# security context of each in both access modes.
+DEVICE_COMBINATIONS: dict[str, tuple[Any, dict[str, str], dict[str, str]]] = {
+    "no device": (lambda s: build_vision_deployment("m", "ns", cpu_model(), None, s), {}, {}),
+    "network camera": (
+        lambda s: build_vision_deployment("m", "ns", cpu_model(), camera(video={"source": "rtsp://c/s"}), s),
+        {},
+        {},
+    ),
+    "usb tpu": (
+        lambda s: build_vision_deployment("m", "ns", tpu_model("usb"), None, s),
+        {"coral.ai/tpu": "1"},
+        {"/dev/bus/usb": "Directory"},
+    ),
+    "pci tpu": (
+        lambda s: build_vision_deployment("m", "ns", tpu_model("pci"), None, s),
+        {"coral.ai/tpu": "1"},
+        {"/dev/apex_0": "CharDevice"},
+    ),
+    "camera": (
+        lambda s: build_vision_deployment("m", "ns", cpu_model(), camera(device="/dev/video3"), s),
+        {"korall.io/video3": "1"},
+        {"/dev/video3": "CharDevice"},
+    ),
+    "usb tpu and camera": (
+        lambda s: build_vision_deployment("m", "ns", tpu_model("usb"), camera(), s),
+        {"coral.ai/tpu": "1", "korall.io/video0": "1"},
+        {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"},
+    ),
+    "pci tpu and camera": (
+        lambda s: build_vision_deployment("m", "ns", tpu_model("pci"), camera(), s),
+        {"coral.ai/tpu": "1", "korall.io/video0": "1"},
+        {"/dev/apex_0": "CharDevice", "/dev/video0": "CharDevice"},
+    ),
+    "microphone": (
+        lambda s: build_audio_deployment("mic", "ns", microphone("hw:1,0"), s),
+        {"korall.io/snd": "1"},
+        {"/dev/snd": "Directory"},
+    ),
+    "recorded sound": (lambda s: build_audio_deployment("wav", "ns", microphone("/data/a.wav"), s), {}, {}),
+}
+
+
+@pytest.mark.parametrize("access", ACCESS_MODES)
+@pytest.mark.parametrize("combination", list(DEVICE_COMBINATIONS))
+def test_security_context_of_every_device_combination(combination: str, access: str) -> None:
+    build, limits, mounted = DEVICE_COMBINATIONS[combination]
+    dep = build(settings(device_access=access))
     k8s_valid(dep)
-    assert container(dep)["securityContext"]["allowPrivilegeEscalation"] is False
-    assert "privileged" not in container(dep)["securityContext"]
-    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    p, c = pod(dep), container(dep)
+    device = bool(limits)
+    assert c.get("resources", {}).get("limits", {}) == limits  # requested in both modes: the scheduler counts them
+    if access == "device-plugin" or not device:
+        # the plugin's allocation adds the device nodes and their cgroup rules: nothing privileged, nothing mounted
+        assert c["securityContext"] == UNPRIVILEGED
+        assert device_paths(dep) == {}
+    else:
+        assert c["securityContext"] == PRIVILEGED  # a hostPath alone does not open the device cgroup
+        assert device_paths(dep) == mounted
+    assert p["securityContext"]["runAsNonRoot"] is True and p["securityContext"]["runAsUser"] == 10001
+    assert p["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert p["securityContext"].get("supplementalGroups") == ([29, 44, 46] if device else None)
+    assert p["automountServiceAccountToken"] is False
+    assert dep["spec"]["strategy"]["type"] == ("Recreate" if device else "RollingUpdate")
+
+
+def test_without_a_plugin_only_the_tpu_is_requested() -> None:
+    """The chart's opt-in without any plugin: privileged, and no camera or microphone resource that nobody
+    advertises (the pod would wait for it forever); the TPU stays a resource (a plugin that counts them will do)."""
+    bare = settings(device_access="privileged", camera_resource_prefix="", microphone_resource="")
+    dep = build_vision_deployment("m", "ns", tpu_model("usb"), camera(), bare)
+    assert container(dep)["resources"]["limits"] == {"coral.ai/tpu": "1"}
+    assert "korall.io/camera-resources" not in dep["spec"]["template"]["metadata"]["annotations"]
+    assert device_paths(dep) == {"/dev/bus/usb": "Directory", "/dev/video0": "CharDevice"}
+    audio = build_audio_deployment("mic", "ns", microphone(), bare)
+    assert "resources" not in container(audio) and device_paths(audio) == {"/dev/snd": "Directory"}
+
+
+@pytest.mark.parametrize(
+    ("device", "overrides", "reason", "in_message"),
+    [
+        ("/dev/v4l/by-id/usb-cam-video-index0", {}, "CameraNotSchedulable", "/dev/videoN"),
+        ("/dev/video01", {}, "CameraNotSchedulable", "/dev/videoN"),
+        ("/dev/video0", {"camera_resource_prefix": ""}, "CameraResourceNotConfigured", "camera.resourcePrefix"),
+    ],
+)
+def test_a_camera_the_plugin_cannot_grant_is_refused(
+    device: str, overrides: dict[str, Any], reason: str, in_message: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        build_vision_deployment("m", "ns", cpu_model(), camera(device=device), settings(**overrides))
+    assert (err.value.reason, in_message in err.value.message) == (reason, True), err.value.message
+    # privileged access mounts it: the path is the profile's business
+    dep = build_vision_deployment("m", "ns", cpu_model(), camera(device=device), settings(device_access="privileged"))
+    assert device_paths(dep) == {device: "CharDevice"}
+
+
+def test_a_microphone_the_plugin_cannot_grant_is_refused() -> None:
+    with pytest.raises(SpecError) as err:
+        build_audio_deployment("mic", "ns", microphone(), settings(microphone_resource=""))
+    assert err.value.reason == "MicrophoneResourceNotConfigured" and "microphone.resource" in err.value.message
 
 
 def test_device_pods_can_run_as_root_where_device_nodes_are_root_only() -> None:
@@ -247,7 +375,9 @@ def test_configurable_tpu_resource_and_no_node_label() -> None:
 
 
 def test_user_resources_are_kept_and_the_tpu_limit_added() -> None:
-    spec = tpu_model(resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "384Mi"}})
+    # a request for the TPU itself is dropped: an extended resource's request is its limit
+    requests = {"cpu": "250m", "memory": "128Mi", "coral.ai/tpu": "2"}
+    spec = tpu_model(resources={"requests": requests, "limits": {"memory": "384Mi"}})
     dep = build_vision_deployment("m", "ns", spec, None, settings())
     k8s_valid(dep)
     assert container(dep)["resources"] == {
@@ -299,7 +429,7 @@ def _hash(model: InferenceModelSpec, cap: CaptureProfileSpec | None = None, **kw
 @pytest.mark.parametrize(
     "changed",
     [
-        {"model": {"file": TPU_MODEL, "sha256": "1df6f563746346d656c58aa2ae801b32f2a29e4e4adee46a65aeac6decc5f887"}},
+        {"model": {"url": "https://models.example/ssd.tflite", "sha256": "ab" * 32}},
         {"scoreThreshold": 0.6},
         {"topK": 5},
         {"tpuInterface": "pci"},
@@ -355,7 +485,9 @@ def test_audio_profile_gets_a_microphone_pod() -> None:
     assert e[AudioEnv.AUDIO_CHUNK_S] == "2.0"
     assert e[AudioEnv.AUDIO_SILENCE_DBFS] == "-50.0" and e[AudioEnv.AUDIO_LOUD_DBFS] == "-6.0"
     assert e[AudioEnv.PORT] == str(AUDIO_PORT)
-    assert host_paths(dep) == {"/dev/snd": "Directory"}
+    assert container(dep)["resources"] == {"limits": {"korall.io/snd": "1"}}  # the node's microphone, granted
+    assert device_paths(dep) == {}
+    assert container(dep)["securityContext"] == UNPRIVILEGED
     assert pod(dep)["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
     assert dep["spec"]["strategy"]["type"] == "Recreate"
     assert dep["metadata"]["name"] == svc["metadata"]["name"] == "hall-audio"
@@ -364,10 +496,12 @@ def test_audio_profile_gets_a_microphone_pod() -> None:
 
 
 def test_audio_from_a_wav_file_needs_no_sound_device() -> None:
-    dep = build_audio_deployment("replay", "ns", microphone("/data/hall.wav"), settings())
+    dep = build_audio_deployment("replay", "ns", microphone("/data/hall.wav"), settings(device_access="privileged"))
     k8s_valid(dep)
-    assert host_paths(dep) == {}
+    assert device_paths(dep) == {}
+    assert "resources" not in container(dep)
     assert pod(dep)["securityContext"]["runAsNonRoot"] is True
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_audio_builder_refuses_a_video_profile() -> None:
@@ -396,20 +530,6 @@ def test_audio_builder_refuses_a_video_profile() -> None:
             {},
             "CaptureProfileWrongType",
             "'mic'",
-        ),
-        (
-            {"model": {"url": "https://x.example/m.tflite", "sha256": "a" * 64}},
-            None,
-            {},
-            "ModelSourceNotSupported",
-            "model.url",
-        ),
-        (
-            {"model": {"s3": "s3://bucket/m.tflite", "sha256": "a" * 64}},
-            None,
-            {},
-            "ModelSourceNotSupported",
-            "model.s3",
         ),
         ({"model": {"file": CPU_MODEL}, "accelerator": "edgetpu"}, None, {}, "ModelNotCompiledForEdgeTPU", TPU_MODEL),
         ({"model": {"file": TPU_MODEL}, "accelerator": "cpu"}, None, {}, "ModelNeedsEdgeTPU", CPU_MODEL),
@@ -562,3 +682,106 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     dep = build_vision_deployment("m", "ns", parse_inference_model({"model": {"file": "custom.tflite"}}), None, s)
     assert env(dep)[VisionEnv.MODEL_PATH] == "/models/custom.tflite"
     assert dep["metadata"]["labels"]["app.kubernetes.io/version"] == "1.2.3"
+
+
+# ---------------------------------------------------------------------------------------------- model delivery
+
+S3_SHA = "cd" * 32
+
+
+def remote_model(**model: Any) -> InferenceModelSpec:
+    return parse_inference_model({"model": {"sha256": S3_SHA, **model}})
+
+
+def test_an_s3_model_is_downloaded_by_an_init_container_through_its_link_secret_into_the_node_cache() -> None:
+    dep = build_vision_deployment("yard", "ns", remote_model(s3="s3://models/ssd.tflite"), None, settings())
+    k8s_valid(dep)
+    (init,) = pod(dep)["initContainers"]
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert init["command"] == ["python", "-m", "korall_workloads.fetch"] and init["image"] == container(dep)["image"]
+    assert init_env["MODEL_SHA256"] == S3_SHA and init_env["MODEL_URL_FILE"] == "/var/run/korall/model-link/url"
+    assert "MODEL_URL" not in init_env  # the link is a credential: in a Secret, never in the pod template
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["model-link"]["secret"]["secretName"] == "yard-model-link"
+    assert volumes["model-cache"]["hostPath"] == {"path": "/var/lib/korall/models", "type": "DirectoryOrCreate"}
+    # uid 0 for the root-owned node folder, and nothing else: no capability, no escalation, read-only root
+    assert init["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+    }
+    assert env(dep)["MODEL_PATH"] == f"/var/lib/korall/models/sha256/{S3_SHA}" and env(dep)["MODEL_SHA256"] == S3_SHA
+    mounts = {m["name"]: m for m in container(dep)["volumeMounts"]}
+    assert mounts["model-cache"]["readOnly"] is True and "model-link" not in mounts  # the service never sees it
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert (
+        annotations["korall.io/model"] == "s3://models/ssd.tflite" and annotations["korall.io/model-sha256"] == S3_SHA
+    )
+
+
+def test_a_url_model_names_its_url_and_its_header_secret_and_runs_as_the_pod_user_without_a_node_cache() -> None:
+    model = remote_model(url="https://models.example/m.tflite", authHeaderSecret={"name": "hub", "key": "auth"})
+    dep = build_vision_deployment("m", "ns", model, None, settings(model_cache_host_path=""))
+    k8s_valid(dep)
+    (init,) = pod(dep)["initContainers"]
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert init_env["MODEL_URL"] == "https://models.example/m.tflite"
+    assert init_env["MODEL_HEADERS_FILE"] == "/var/run/korall/model-headers/headers"
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["model-headers"]["secret"]["items"] == [{"key": "auth", "path": "headers"}]
+    assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
+    assert "runAsUser" not in init["securityContext"]  # an emptyDir is the pod's: no root needed
+
+
+def test_a_new_sha256_rolls_out_and_a_resigned_link_does_not() -> None:
+    first = _hash(remote_model(s3="s3://models/ssd.tflite"))
+    assert _hash(parse_inference_model({"model": {"s3": "s3://models/ssd.tflite", "sha256": "ef" * 32}})) != first
+    assert _hash(remote_model(s3="s3://models/other.tflite")) != first
+    # the link lives in the Secret, not in the template: signing it again changes nothing the pods run
+    assert _hash(remote_model(s3="s3://models/ssd.tflite")) == first
+
+
+# ---------------------------------------------------------------------------------------------- event delivery
+
+EVENTS = {"mqtt": {"url": "mqtts://broker.example:8883", "credentialsSecret": "mqtt", "tlsSecret": "mqtt-tls"}}
+
+
+def test_a_microphone_with_events_gets_the_broker_its_secrets_a_source_identity_and_a_node_spool() -> None:
+    dep = build_audio_deployment("hall", "yard", microphone(events=EVENTS), settings())
+    k8s_valid(dep)
+    entries = {e["name"]: e for e in container(dep)["env"]}
+    assert entries["EVENTS_MQTT_URL"]["value"] == "mqtts://broker.example:8883"
+    assert entries["EVENTS_QOS"]["value"] == "1" and entries["EVENTS_TOPIC_PREFIX"]["value"] == "korall"
+    assert entries["EVENTS_SOURCE_NAME"]["value"] == "hall"
+    assert entries["EVENTS_SOURCE_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert entries["EVENTS_SOURCE_NODE"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert entries["EVENTS_MQTT_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "mqtt", "key": "password"}}
+    assert entries["EVENTS_MQTT_TLS_CA_FILE"]["value"] == "/var/run/korall/mqtt-tls/ca.crt"
+    assert "EVENTS_MQTT_TLS_CERT_FILE" not in entries  # no client certificate asked for
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["event-spool"]["hostPath"] == {
+        "path": "/var/lib/korall/spool/yard/hall",
+        "type": "DirectoryOrCreate",
+    }
+    (owner,) = pod(dep)["initContainers"]  # the kubelet makes the folder root's: given to the pod's user
+    assert owner["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert str(pod(dep)["securityContext"].get("runAsUser", 10001)) in owner["command"][-1]
+
+
+def test_an_ephemeral_spool_needs_no_owner_change_and_no_node_folder() -> None:
+    events = {"mqtt": {"url": "mqtt://broker"}, "durableSpool": False}
+    dep = build_vision_deployment(
+        "m", "ns", parse_inference_model({"model": {"file": CPU_MODEL}, "events": events}), camera(), settings()
+    )
+    k8s_valid(dep)
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert volumes["event-spool"] == {"name": "event-spool", "emptyDir": {}}
+    assert "initContainers" not in pod(dep)
+    assert not any(e["name"].startswith("EVENTS_MQTT_USERNAME") for e in container(dep)["env"])
+
+
+def test_a_camera_profile_cannot_carry_events_its_model_does() -> None:
+    with pytest.raises(SpecError, match="events may only be set on an audio profile"):
+        parse_capture_profile({"type": "video", "device": "/dev/video0", "video": {}, "events": EVENTS})

@@ -102,7 +102,9 @@ async def test_create_gives_tpu_pinned_deployment_service_and_status(cluster: Cl
     assert container["resources"]["limits"]["coral.ai/tpu"] == "1"  # a quantity: the API server says "1"
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms[0]["matchExpressions"][0]["values"] == ["usb"]
-    assert {"name": "edgetpu-usb", "hostPath": {"path": "/dev/bus/usb", "type": "Directory"}} in pod["volumes"]
+    devices = [v for v in pod["volumes"] if v.get("hostPath", {}).get("path", "").startswith("/dev/")]
+    assert not devices  # the device plugin grants the TPU: no hostPath of a device
+    assert "privileged" not in container["securityContext"]
     assert env_of(deployment)[VisionEnv.MODEL_PATH].endswith(TPU_MODEL)
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # a TPU is exclusive: no surge pod
     owner = deployment["metadata"]["ownerReferences"][0]
@@ -295,9 +297,8 @@ async def test_missing_capture_profile_recovers_when_it_appears(cluster: Cluster
     await kube.create(API, "captureprofiles", ns, video_profile(profile))
     deployment = await eventually(lambda: vision_deployment(kube, ns, name), timeout=20)
     assert env_of(deployment)[VisionEnv.CAPTURE_SOURCE] == "/dev/video0"
-    assert {"name": "camera", "hostPath": {"path": "/dev/video0", "type": "CharDevice"}} in deployment["spec"][
-        "template"
-    ]["spec"]["volumes"]
+    limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["korall.io/video0"] == "1"  # the camera, one pod at a time
 
     async def healthy() -> None:
         got = await get_im(kube, ns, name)
@@ -344,7 +345,7 @@ async def test_audio_capture_profile_gets_its_own_deployment(cluster: Cluster, k
 
     deployment = await eventually(audio)
     pod = deployment["spec"]["template"]["spec"]
-    assert {"name": "sound", "hostPath": {"path": "/dev/snd", "type": "Directory"}} in pod["volumes"]
+    assert pod["containers"][0]["resources"]["limits"] == {"korall.io/snd": "1"}  # the node's microphone
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "CaptureProfile"
 
     # A profile that becomes a camera no longer has an audio Deployment.

@@ -27,13 +27,19 @@ CHART = ROOT / "charts" / "korall"
 RELEASE_NAMESPACE = "korall-system"
 
 TPU_NODE, SOLO_TPU_NODE, PCI_NODE, CPU_NODE = "edge-node-1", "edge-solo", "edge-pci-1", "cpu-1"
+CAMERA_NODE, CAMERA_DEVICE = "edge-cam-1", "/dev/video4"
+# What the chart's device plugin would advertise (charts/korall/templates/device-plugin.yaml): coral.ai/tpu,
+# korall.io/video<N> per /dev/video<N>, korall.io/snd for /dev/snd.
 NODES = [
-    # The samples' node (samples/*.yaml pin to it) and the general-purpose TPU node: several USB accelerators.
-    NodeSpec(TPU_NODE, {"coral.ai/tpu": "8"}, {"korall.io/tpu": "usb"}),
+    # The samples' node (samples/*.yaml pin to it) and the general-purpose device node: several USB accelerators,
+    # and as many units of its camera and microphone as the tests of all namespaces together use at once.
+    NodeSpec(TPU_NODE, {"coral.ai/tpu": "8", "korall.io/video0": "8", "korall.io/snd": "8"}, {"korall.io/tpu": "usb"}),
     # One TPU and nothing else: what scheduling and Recreate rollouts are tested on (pods select it by hostname).
     NodeSpec(SOLO_TPU_NODE, {"coral.ai/tpu": "1"}, {"korall.io/tpu": "usb"}),
     NodeSpec(PCI_NODE, {"coral.ai/tpu": "2"}, {"korall.io/tpu": "pci"}),
     NodeSpec(CPU_NODE),
+    # One webcam, a device no other test asks for: where "one camera, one pod" is tested.
+    NodeSpec(CAMERA_NODE, {f"korall.io/video{CAMERA_DEVICE.removeprefix('/dev/video')}": "1"}),
 ]
 
 
@@ -49,6 +55,11 @@ class RealCluster:
     tools: Path
     _nodes: FakeNodes | None = None
     _gc_probe: concurrent.futures.Future[float] | None = None
+
+    @property
+    def has_controllers(self) -> bool:
+        """kube-controller-manager and kube-scheduler run (envtest's assets alone have only the API server)."""
+        return self.plane.assets.full
 
     @property
     def nodes(self) -> FakeNodes:

@@ -8,7 +8,10 @@ What it does, and nothing more:
 - a pod being deleted is removed after `delete_delay` (as a kubelet would after the grace period), so Recreate
   rollouts, scale-downs and garbage collection finish;
 - rules set by a test make matching pods fail the way a kubelet reports it: `CrashLoopBackOff` (restart count
-  rising every `crash_interval`), `ImagePullBackOff`, or an init container that exits 1 with a termination message.
+  rising every `crash_interval`), `ImagePullBackOff`, or an init container that exits 1 with a termination message;
+  or, for run-to-completion pods (a Job's, restartPolicy Never), end: `Succeeded` (exit 0) or `Failed` (exit 1),
+  the rule's message as the main container's termination message (what a validator writes there). A rule may also
+  require pod annotations (a pod template's, e.g. the model it runs), so one ReplicaSet's pods fail and not another's.
 
 No containers run, no images are pulled, no probes, volumes or device plugins: the TPU is only declared capacity.
 Runs its own event loop in a thread, so synchronous fixtures and async tests can both use it.
@@ -30,6 +33,9 @@ from typing import Any
 import aiohttp
 
 RUNNING, CRASH_LOOP, IMAGE_PULL, INIT_FAILED = "Running", "CrashLoopBackOff", "ImagePullBackOff", "InitFailed"
+NOT_READY = "NotReady"
+"""The containers keep running but fail their readiness probe (a vision pod whose camera stopped streaming)."""
+SUCCEEDED, FAILED = "Succeeded", "Failed"  # a pod that runs to completion ends, its message in the termination log
 
 
 def _now() -> str:
@@ -50,9 +56,13 @@ class Rule:
     pattern: str
     outcome: str
     message: str = "exit status 1"
+    annotations: tuple[tuple[str, str], ...] = ()  # the pod must have these too
 
-    def matches(self, key: str) -> bool:
-        return re.search(self.pattern, key) is not None
+    def matches(self, key: str, pod: Mapping[str, Any] | None = None) -> bool:
+        if re.search(self.pattern, key) is None:
+            return False
+        have = ((pod or {}).get("metadata") or {}).get("annotations") or {}
+        return all(have.get(k) == v for k, v in self.annotations)
 
 
 class FakeNodes:
@@ -94,9 +104,15 @@ class FakeNodes:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def fail(self, pattern: str, outcome: str = CRASH_LOOP, message: str = "exit status 1") -> Rule:
-        """From now on, pods matching `pattern` (a regex on namespace/name) fail with `outcome`."""
-        rule = Rule(pattern, outcome, message)
+    def fail(
+        self,
+        pattern: str,
+        outcome: str = CRASH_LOOP,
+        message: str = "exit status 1",
+        annotations: Mapping[str, str] | None = None,
+    ) -> Rule:
+        """From now on, pods matching `pattern` (a regex on namespace/name) and having `annotations` get `outcome`."""
+        rule = Rule(pattern, outcome, message, tuple(sorted((annotations or {}).items())))
         self._rules.append(rule)
         self._resync()
         return rule
@@ -228,7 +244,7 @@ class FakeNodes:
             asyncio.get_running_loop().call_later(self.delete_delay, lambda: asyncio.ensure_future(self._finalize(pod)))
             return
         self._pods[key] = pod
-        rule = next((r for r in self._rules if r.matches(key)), None)
+        rule = next((r for r in self._rules if r.matches(key, pod)), None)
         status = self._status_for(pod, rule)
         if _signature(pod.get("status") or {}) != _signature(status):
             path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
@@ -243,7 +259,7 @@ class FakeNodes:
         while True:
             await asyncio.sleep(self.crash_interval)
             for key, pod in list(self._pods.items()):
-                rule = next((r for r in self._rules if r.matches(key)), None)
+                rule = next((r for r in self._rules if r.matches(key, pod)), None)
                 if rule is not None and rule.outcome in (CRASH_LOOP, INIT_FAILED):
                     self._restarts[key] = self._restarts.get(key, 0) + 1
                     await self._handle(pod)
@@ -256,6 +272,7 @@ class FakeNodes:
         outcome = rule.outcome if rule else RUNNING
         message = rule.message if rule else ""
         ok = outcome == RUNNING
+        runs = outcome in (RUNNING, NOT_READY)
 
         def running(c: Mapping[str, Any]) -> dict[str, Any]:
             return {"running": {"startedAt": started}}
@@ -268,6 +285,8 @@ class FakeNodes:
             }.get(reason, "")
             return {"waiting": {"reason": reason, "message": text}}
 
+        if outcome in (SUCCEEDED, FAILED):  # run to completion: every container ended, the main one with the message
+            return _ended(pod, outcome, message, started)
         init_statuses = []
         for c in spec.get("initContainers") or []:
             if outcome == INIT_FAILED:
@@ -279,8 +298,8 @@ class FakeNodes:
                 init_statuses.append(_container(c, False, 0, done, {}))
         statuses = []
         for c in spec.get("containers") or []:
-            if outcome == RUNNING:
-                statuses.append(_container(c, True, 0, running(c), {}))
+            if runs:
+                statuses.append(_container(c, ok, 0, running(c), {}, started=True))
             elif outcome == CRASH_LOOP:
                 last = {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "finishedAt": _now()}}
                 statuses.append(_container(c, False, restarts, waiting(CRASH_LOOP, c), last))
@@ -288,7 +307,7 @@ class FakeNodes:
                 statuses.append(_container(c, False, 0, waiting(IMAGE_PULL, c), {}))
             else:  # the main containers wait for a failing init container
                 statuses.append(_container(c, False, 0, waiting("PodInitializing", c), {}))
-        phase = "Running" if outcome in (RUNNING, CRASH_LOOP) else "Pending"
+        phase = "Running" if outcome in (RUNNING, NOT_READY, CRASH_LOOP) else "Pending"
         now = _now()
         conditions = [
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
@@ -310,8 +329,43 @@ class FakeNodes:
         return status
 
 
+def _ended(pod: Mapping[str, Any], outcome: str, message: str, started: str) -> dict[str, Any]:
+    """The status of a pod that ran to completion: init containers done, main containers exited 0 (Succeeded) or 1
+    (Failed), the first one with `message` as its termination message."""
+    spec, now = pod["spec"], _now()
+    code = 0 if outcome == SUCCEEDED else 1
+    done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": now}}
+    statuses = []
+    for index, c in enumerate(spec.get("containers") or []):
+        ended: dict[str, Any] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                 "startedAt": started, "finishedAt": now}  # fmt: skip
+        if index == 0 and message:
+            ended["message"] = message
+        statuses.append(_container(c, False, 0, {"terminated": ended}, {}))
+    status: dict[str, Any] = {
+        "phase": outcome,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+            {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+        ],
+        "hostIP": "127.0.0.1",
+        "startTime": started,
+        "containerStatuses": statuses,
+    }
+    if spec.get("initContainers"):
+        status["initContainerStatuses"] = [_container(c, False, 0, done, {}) for c in spec["initContainers"]]
+    return status
+
+
 def _container(
-    c: Mapping[str, Any], ready: bool, restarts: int, state: Mapping[str, Any], last: Mapping[str, Any]
+    c: Mapping[str, Any],
+    ready: bool,
+    restarts: int,
+    state: Mapping[str, Any],
+    last: Mapping[str, Any],
+    started: bool | None = None,
 ) -> dict[str, Any]:
     return {
         "name": c["name"],
@@ -319,7 +373,7 @@ def _container(
         "imageID": f"fake://{c.get('image', '')}",
         "containerID": f"fake://{c['name']}",
         "ready": ready,
-        "started": ready,
+        "started": ready if started is None else started,
         "restartCount": restarts,
         "state": dict(state),
         "lastState": dict(last),

@@ -8,9 +8,12 @@ import secrets
 import time
 import urllib.error
 
+import pytest
 from cluster import RealClusterWithChart
 from cluster_helpers import API, ClusterClient, eventually, running_operator
 from test_operator import CPU_MODEL, model, ready
+
+pytestmark = pytest.mark.usefixtures("controllers")
 
 
 async def test_a_namespaced_install_reconciles_at_once_with_only_its_role(

@@ -17,7 +17,7 @@ from cluster import SOLO_TPU_NODE, TPU_NODE, RealClusterWithChart
 from cluster_helpers import API, ClusterClient, eventually
 from fake_nodes import CRASH_LOOP, IMAGE_PULL
 
-pytestmark = pytest.mark.usefixtures("operator")
+pytestmark = pytest.mark.usefixtures("controllers", "operator")
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
@@ -52,7 +52,8 @@ async def degraded(kube: ClusterClient, ns: str, name: str, reason: str) -> dict
 
 
 async def pods_of(kube: ClusterClient, ns: str, name: str) -> list[dict[str, Any]]:
-    return await kube.list("v1", "pods", ns, f"app.kubernetes.io/instance={name}")
+    """The serving pods of an InferenceModel (not its validation Jobs' pods, which share its instance label)."""
+    return await kube.list("v1", "pods", ns, f"app.kubernetes.io/instance={name},app.kubernetes.io/name=korall-vision")
 
 
 async def test_every_sample_becomes_ready_on_the_nodes_it_names(

@@ -144,12 +144,20 @@ class Received:
 class Subscriber:
     """Subscribes with QoS 1 and a persistent session (fixed client id, clean_session false)."""
 
-    def __init__(self, broker: Mosquitto, topics: list[str], client_id: str = "korall-test-subscriber") -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topics: list[str],
+        client_id: str = "korall-test-subscriber",
+        login: tuple[str, str] | None = None,
+    ) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._topics = topics
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.reconnect_delay_set(0.1, 0.5)
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()

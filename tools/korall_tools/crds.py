@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from korall_contract import AudioEnv, Setting, VisionEnv, crd_settings
+from korall_contract import AudioEnv, EventsEnv, Setting, VisionEnv, crd_settings
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -54,6 +54,7 @@ def owned_keys(setting: Setting) -> dict[str, Any]:
         "minimum": _number(setting.minimum, setting.kind),
         "maximum": _number(setting.maximum, setting.kind),
         "enum": list(setting.crd_choices) if setting.crd_choices else None,
+        "pattern": setting.pattern,
         "default": setting.crd_default,
     }
 
@@ -82,27 +83,29 @@ def sync(kind: str, crd: Any) -> list[str]:
     """Write the contract's keys into the CRD (in place); returns what changed, one line each."""
     changes: list[str] = []
     spec = spec_schema(crd)
-    for setting in crd_settings(VisionEnv, AudioEnv):
-        if setting.crd_kind != kind:
-            continue
-        node = spec
-        for part in setting.crd_path:
-            node = node["properties"][part]
-        for key, want in owned_keys(setting).items():
-            have = node.get(key)
-            if want is None and key in node:
-                del node[key]
-                changes.append(f"{kind} spec.{'.'.join(setting.crd_path)}: {key} removed ({setting})")
-            elif want is not None and _plain(have) != _plain(want):
-                node[key] = _flow(want)
-                changes.append(f"{kind} spec.{'.'.join(setting.crd_path)}: {key} {have!r} -> {want!r} ({setting})")
-    for path, node in _objects(spec):
-        if "default" in node:
-            want = CommentedMap((k, v["default"]) for k, v in node["properties"].items() if "default" in v)
-            want.fa.set_flow_style()
-            if {k: _plain(v) for k, v in node["default"].items()} != {k: _plain(v) for k, v in want.items()}:
-                changes.append(f"{kind} {path}: default {dict(node['default'])} -> {dict(want)} (its children's)")
-                node["default"] = want
+    for setting in crd_settings(VisionEnv, AudioEnv, EventsEnv):
+        for crd_kind, path in setting.crd_fields:
+            if crd_kind != kind:
+                continue
+            node = spec
+            for part in path:
+                node = node["properties"][part]
+            where = f"{kind} spec.{'.'.join(path)}"
+            for key, want in owned_keys(setting).items():
+                have = node.get(key)
+                if want is None and key in node:
+                    del node[key]
+                    changes.append(f"{where}: {key} removed ({setting})")
+                elif want is not None and _plain(have) != _plain(want):
+                    node[key] = _flow(want)
+                    changes.append(f"{where}: {key} {have!r} -> {want!r} ({setting})")
+    for dotted, obj in _objects(spec):
+        if "default" in obj:
+            whole = CommentedMap((k, v["default"]) for k, v in obj["properties"].items() if "default" in v)
+            whole.fa.set_flow_style()
+            if {k: _plain(v) for k, v in obj["default"].items()} != {k: _plain(v) for k, v in whole.items()}:
+                changes.append(f"{kind} {dotted}: default {dict(obj['default'])} -> {dict(whole)} (its children's)")
+                obj["default"] = whole
     return changes
 
 

@@ -22,6 +22,7 @@ from korall_operator.status import Failure
 API = f"{API_GROUP}/{API_VERSION}"
 INFERENCE_MODELS = "inferencemodels"
 CAPTURE_PROFILES = "captureprofiles"
+MODEL_APPROVALS = "modelapprovals"
 PLURALS = {"InferenceModel": INFERENCE_MODELS, "CaptureProfile": CAPTURE_PROFILES}
 NOUNS = {"InferenceModel": "model", "CaptureProfile": "capture"}
 """How a status message names what a parent runs ("the model is healthy")."""
@@ -48,6 +49,8 @@ class State:
     kube: KubeClient
     writers: StatusWriters = field(default_factory=lambda: StatusWriters())
     events: EventRecorder = field(init=False)
+    link_issuer: Any = None
+    """presign.LinkIssuer, made on the first s3 model (handlers/model_links.py): boto3 is imported then only."""
 
     def __post_init__(self) -> None:
         self.events = EventRecorder(self.kube)

@@ -23,6 +23,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
+from korall_operator.catalog.records import slim_status
 from korall_operator.k8s import Conflict, KubeClient, NotFound
 
 STATUS_ATTEMPTS = 8
@@ -44,9 +45,10 @@ class StatusWriters:
         it tells a follow-up that there is nothing to write, without reading the parent."""
 
     def remember(self, key: Hashable, before: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
-        """Record a write of `fields` (a merge patch) over `before`."""
+        """Record a write of `fields` (a merge patch) over `before` (slimmed as the indexes keep a status: the
+        follow-ups compare rollout fields, never the catalog's history)."""
         merged = {**before, **fields}
-        self.written[key] = {k: v for k, v in merged.items() if v is not None}
+        self.written[key] = slim_status({k: v for k, v in merged.items() if v is not None})
 
     def forget(self, key: Hashable) -> None:
         """The parent is gone."""

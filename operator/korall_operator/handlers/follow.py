@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import enum
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 import kopf
 
 from korall_operator import status as st
+from korall_operator.catalog import Promotion, attention
+from korall_operator.catalog.records import records
 from korall_operator.handlers._common import API, NOUNS, PLURALS, RECONCILE_REQUESTED, State
 from korall_operator.handlers._status_writes import write_status
 from korall_operator.handlers.indexes import Indexes, ParentView
@@ -26,7 +29,7 @@ from korall_operator.observed import slim_deployment
 
 
 class Drift(enum.Enum):
-    RECONCILE = "reconcile"  # a child is missing, or the CaptureProfile changed: run the parent's handler again
+    RECONCILE = "reconcile"  # a child is missing, the CaptureProfile changed, the catalog's gate must run again
     STATUS = "status"  # the status does not say what the children do
 
 
@@ -47,6 +50,12 @@ def drift(view: ParentView, indexes: Indexes) -> Drift | None:
         profile = indexes.parent("CaptureProfile", view.namespace, view.capture_profile)
         if capture_profile_seen(profile) != status.get("captureProfile"):
             return Drift.RECONCILE
+    if view.kind == "InferenceModel" and status.get("catalog"):
+        approvals = indexes.approvals_of(view.namespace, view.name)
+        if attention(status, approvals, time.time()):
+            return Drift.RECONCILE  # a rollout ended or ran out of time, a validation ended, an approval came
+        if any(r.state == "Running" and indexes.validation_outcome(view.namespace, r.job) for r in records(status)):
+            return Drift.RECONCILE  # a validation ended and its record was not written: the reconcile writes it
     deployment, problem = indexes.children(view.kind, view.namespace, view.name)
     if status.get("specHash"):  # the spec asks for a child
         if deployment is None:
@@ -140,9 +149,13 @@ async def write_reconciled_status(
     generation: int,
     expected_hash: str,
     applied: Mapping[str, Any],
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    promotion: Promotion | None = None,
 ) -> None:
     """The status after a reconcile applied the children (`applied`: the Deployment as the apply returned it).
+
+    `extra`: more fields, or a function of the parent's status as freshly read that gives them (the catalog's
+    append-only history must be appended to what is there); `promotion`: the catalog gate's verdict.
 
     Under the parent's write lock, from a fresh read of the parent; then one follow-up brings in what the
     Deployment and its pods did since. Raises kopf.TemporaryError (1 s) if the parent kept changing, or the API
@@ -160,8 +173,10 @@ async def write_reconciled_status(
             previous=parent.get("status") or {},
             noun=NOUNS[kind],
             problem=problem,
+            promotion=promotion,
         )
-        return {**fields, **(extra or {})}
+        more = extra(parent.get("status") or {}) if callable(extra) else extra
+        return {**fields, **(more or {})}
 
     try:
         async with korall.writers.exclusive((kind, namespace, name)):

@@ -1,8 +1,9 @@
 """kopf indexes: what the operator knows of the cluster, kept current by kopf's watches (relisted after any gap).
 
 Every status the operator writes and every drift the resync loop looks for is computed from these, in memory,
-without an API call: the child Deployments and the troubles of their Pods by parent, the parents themselves, and
-which InferenceModels use which CaptureProfile. Each index keeps a small view (observed.py), not whole bodies.
+without an API call: the child Deployments and the troubles of their Pods by parent, the parents themselves,
+which InferenceModels use which CaptureProfile, and the ModelApprovals of each InferenceModel (the catalog's
+gate). Each index keeps a small view (observed.py), not whole bodies.
 
 kopf fills an index before it calls any other handler with the same event, and passes the indexes to every handler
 as keyword arguments named like the functions below. An index function returns `{}`, never None, for an object that
@@ -12,17 +13,23 @@ recovered would stay listed with its old problem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import kopf
 
-from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS
+from korall_operator.camera_use import camera_in_use
+from korall_operator.catalog import Approval, Outcome, outcome_of_job, outcome_of_pod
+from korall_operator.catalog.records import slim_status
+from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS, MODEL_APPROVALS
 from korall_operator.manifests import MANAGED_BY
+from korall_operator.manifests.validation import COMPONENT as VALIDATION_COMPONENT
+from korall_operator.manifests.validation import JOB_ANNOTATION, SHA256_ANNOTATION
 from korall_operator.observed import ChildKey, PodProblem, child_key, parent_key, pod_problem, slim_deployment
 
 GROUP, VERSION = API.split("/")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+VALIDATION = {**MANAGED, "app.kubernetes.io/component": VALIDATION_COMPONENT}
 
 ParentKey = tuple[str, str, str]
 """(kind, namespace, name) of an InferenceModel or CaptureProfile."""
@@ -50,7 +57,7 @@ def _view(kind: str, body: kopf.Body, capture_profile: str | None = None) -> Par
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation") or 1),
-        status=dict(body.get("status") or {}),
+        status=slim_status(body.get("status") or {}),  # what people only read stays out of memory
         capture_profile=capture_profile,
         deleting=bool(meta.get("deletionTimestamp")),
     )
@@ -97,6 +104,35 @@ def inference_models_by_capture_profile(
     return {(namespace or "", profile): name} if profile else {}
 
 
+@kopf.index(GROUP, VERSION, MODEL_APPROVALS)
+def approvals_by_model(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Approval]:
+    """(namespace, InferenceModel name) -> its ModelApprovals (immutable: each is what it was when created)."""
+    meta = body.get("metadata") or {}
+    model, sha, by = spec.get("inferenceModel"), spec.get("sha256"), spec.get("approvedBy")
+    if not (isinstance(model, str) and isinstance(sha, str) and isinstance(by, str)) or meta.get("deletionTimestamp"):
+        return {}
+    approval = Approval(str(meta.get("name")), model, sha, by, str(meta.get("creationTimestamp") or ""))
+    return {(str(meta.get("namespace") or ""), model): approval}
+
+
+@kopf.index("", "v1", "pods", labels=VALIDATION)
+def validation_pod_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
+    """(namespace, validation Job) -> how its pod ended; only pods that have ended are kept."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    job = annotations.get(JOB_ANNOTATION)
+    outcome = outcome_of_pod(body, annotations.get(SHA256_ANNOTATION)) if job else None
+    return {(str(meta.get("namespace") or ""), str(job)): outcome} if outcome is not None else {}
+
+
+@kopf.index("batch", "v1", "jobs", labels=VALIDATION)
+def validation_job_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
+    """(namespace, validation Job) -> how it failed as a whole (its deadline passed), if it did."""
+    meta = body.get("metadata") or {}
+    outcome = outcome_of_job(body)
+    return {(str(meta.get("namespace") or ""), str(meta.get("name"))): outcome} if outcome is not None else {}
+
+
 def first(index: kopf.Index[Any, Any], key: Any) -> Any | None:
     """The one value an index holds for a key (each parent has one child Deployment), or None."""
     store = index.get(key)
@@ -112,6 +148,10 @@ class Indexes:
     models: kopf.Index[ParentKey, ParentView]
     profiles: kopf.Index[ParentKey, ParentView]
     models_by_profile: kopf.Index[tuple[str, str], str]
+    # The catalog's: empty by default for callers that build the indexes themselves (tests of other concerns).
+    approvals: kopf.Index[tuple[str, str], Approval] = field(default_factory=lambda: cast(Any, {}))
+    pod_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
+    job_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
@@ -121,16 +161,55 @@ class Indexes:
             models=kwargs["inference_models"],
             profiles=kwargs["capture_profiles"],
             models_by_profile=kwargs["inference_models_by_capture_profile"],
+            # The catalog's indexes: absent only where a caller builds the kwargs itself (a direct handler test);
+            # kopf always passes every index to every handler.
+            approvals=kwargs.get("approvals_by_model", {}),
+            pod_outcomes=kwargs.get("validation_pod_outcomes", {}),
+            job_outcomes=kwargs.get("validation_job_outcomes", {}),
         )
+
+    def validation_outcome(self, namespace: str, job: str) -> Outcome | None:
+        """How a validation Job ended, as its pod (first) or the Job itself says; None while it runs."""
+        return first(self.pod_outcomes, (namespace, job)) or first(self.job_outcomes, (namespace, job))
+
+    def approvals_of(self, namespace: str, model: str) -> list[Approval]:
+        """The ModelApprovals of an InferenceModel, oldest first."""
+        return sorted(self.approvals.get((namespace, model), []), key=lambda a: (a.created, a.name))
 
     def parent(self, kind: str, namespace: str, name: str) -> ParentView | None:
         index = self.models if kind == "InferenceModel" else self.profiles
         return first(index, (kind, namespace, name))
 
     def children(self, kind: str, namespace: str, name: str) -> tuple[dict[str, Any] | None, PodProblem | None]:
-        """The parent's child Deployment (slim) and the problem of one of its pods, if any."""
+        """The parent's child Deployment (slim) and the problem of one of its pods, if any (a pod waiting for a
+        camera another model holds: CameraInUse, naming it)."""
         key = parent_key(kind, namespace, name)
-        return first(self.deployments, key), first(self.pod_problems, key)
+        deployment, problem = first(self.deployments, key), first(self.pod_problems, key)
+        if problem is not None and problem.camera is not None and kind == "InferenceModel":
+            problem = self._camera_problem(namespace, name, deployment, problem)
+        return deployment, problem
+
+    def _camera_problem(
+        self, namespace: str, name: str, deployment: dict[str, Any] | None, problem: PodProblem
+    ) -> PodProblem:
+        """CameraInUse when the camera's holder is known: another model of the same CaptureProfile whose pods
+        exist and do not wait for the camera themselves, or another replica of this model. Else the scheduler's
+        word stands (the camera is held by something korall does not know of, e.g. another namespace's pod)."""
+        view = self.parent("InferenceModel", namespace, name)
+        profile = view.capture_profile if view is not None else None
+        if profile is None:
+            return problem
+        holders = [m for m in self.used_by(namespace, profile) if m != name and self._holds_camera(namespace, m)]
+        own = (deployment or {}).get("status") or {}
+        if holders or (int(own.get("replicas", 0)) > 1 and int(own.get("readyReplicas", 0)) >= 1):
+            return camera_in_use(problem, profile, holders)
+        return problem
+
+    def _holds_camera(self, namespace: str, model: str) -> bool:
+        key = parent_key("InferenceModel", namespace, model)
+        deployment, problem = first(self.deployments, key), first(self.pod_problems, key)
+        pods = int(((deployment or {}).get("status") or {}).get("replicas", 0))
+        return pods > 0 and (problem is None or problem.camera is None)
 
     def used_by(self, namespace: str, profile: str) -> list[str]:
         """The InferenceModels that reference this CaptureProfile, sorted."""

@@ -1,7 +1,8 @@
 """InferenceModel lifecycle: create, update and resume all converge on one idempotent reconcile.
 
-Reconcile = parse the spec, resolve its CaptureProfile, build the vision Deployment and Service (pure builders
-in manifests.py), server-side apply them with an ownerReference to the InferenceModel, and write the status.
+Reconcile = parse the spec, resolve its CaptureProfile, run the catalog's gate (promotion.py: which model the
+Deployment runs; a validation Job for a new one), build the vision Deployment and Service (pure builders in
+manifests.py), server-side apply them with an ownerReference to the InferenceModel, and write the status.
 
 Error policy (no exception storms, no restart needed):
 - a spec the operator cannot serve (invalid field, model not in the image, TPU without a TPU resource, missing
@@ -37,9 +38,17 @@ from korall_operator.handlers._common import (
 )
 from korall_operator.handlers.follow import refresh_status, write_reconciled_status
 from korall_operator.handlers.indexes import Indexes, profile_ref
+from korall_operator.handlers.model_links import LinkUnavailable, ensure_link
+from korall_operator.handlers.promotion import gate, write_held
 from korall_operator.k8s import ApiError
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
-from korall_operator.specs import CaptureProfileSpec, SpecError, parse_capture_profile, parse_inference_model
+from korall_operator.specs import (
+    CaptureProfileSpec,
+    SpecError,
+    check_vision_spec,
+    parse_capture_profile,
+    parse_inference_model,
+)
 
 GROUP, VERSION = API.split("/")
 
@@ -95,15 +104,30 @@ async def reconcile_inference_model(
         seen["captureProfile"] = _seen(profile_body)
         model = parse_inference_model(spec)
         capture = _capture_profile(profile_body, namespace, ref) if ref else None
+        check_vision_spec(model, capture, korall.settings)  # the spec's model, whether or not it is admitted yet
+        gated = await gate(korall, body, model, indexes, generation)
+        if gated.applied is None:  # no model admitted yet: nothing to apply, the status says what it waits for
+            await write_held(korall, body, gated, generation, seen)
+            await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
+            return
+        model = gated.applied
         deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
+        # An s3 model's link Secret exists before the pod that mounts it (model_links.py).
+        seen.update(await ensure_link(korall, body, model, check=True))
         applied = await apply_children(korall.kube, "vision Deployment or Service", service, deployment)
     except NamespaceGoing:
         logger.info(f"namespace {namespace} is being deleted; nothing to reconcile")
         return
     except (ApiError, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
+    except LinkUnavailable as e:  # reported, and retried by kopf (a Secret created later, a rate limit)
+        await report_spec_failure(
+            korall, body, patch, e.failure, generation=generation, previous=previous, logger=logger, extra=seen
+        )
+        message = f"{e.failure.reason}: retrying in {e.retry_after_s:.0f} s"
+        raise kopf.TemporaryError(message, delay=e.retry_after_s) from e
     except SpecError as e:
         await report_spec_failure(
             korall, body, patch, e, generation=generation, previous=previous, logger=logger, extra=seen
@@ -119,8 +143,10 @@ async def reconcile_inference_model(
         generation=generation,
         expected_hash=expected,
         applied=applied,
-        extra=seen,
+        extra=lambda parent: {**seen, **gated.status_fields(parent)},
+        promotion=gated.decision.promotion,
     )
+    await gated.announce(korall, body)
     await _announce(korall, body, reason, previous, expected, model.model.display, deployment["metadata"]["name"])
     await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
 

@@ -6,7 +6,8 @@ Settings that matter for a long-running operator (see docs/operator-runtime.md):
 - progress and diff-base in `kopf.korall.io/` annotations (not `status.kopf`), so the status holds only our fields;
 - only warnings and errors of kopf's own log become Events; our Normal Events are posted explicitly;
 - no finalizers are needed (no delete handlers), so deleting a CR never waits for the operator;
-- one background task, the resync loop (resync.py), started here and stopped at cleanup.
+- two background tasks, started here and stopped at cleanup: the resync loop (resync.py) and the alerting
+  (alerting/service.py: alert mails from the resources' conditions); and the /metrics endpoint (metrics.py).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import logging
 from typing import Any
 
 import kopf
+from aiohttp import web
 from korall_contract import API_GROUP
 
-from korall_operator import k8s
+from korall_operator import k8s, metrics
+from korall_operator.alerting.service import AlertService
 from korall_operator.handlers._common import State, load_settings
-from korall_operator.handlers.indexes import Indexes
+from korall_operator.handlers.indexes import Indexes, ParentView
 from korall_operator.handlers.resync import resync_forever
 from korall_operator.k8s import KubeClient
 from korall_operator.settings import OperatorSettings
@@ -68,17 +71,30 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger,
     memo.korall = State(settings=korall, kube=await KubeClient.from_environment())
     # kopf passes the indexes to startup handlers too, empty until its watches have listed: the loop's first
     # round comes one interval later.
-    memo.resync = asyncio.create_task(resync_forever(memo.korall, Indexes.of(kwargs)), name="korall resync")
+    indexes = Indexes.of(kwargs)
+    memo.resync = asyncio.create_task(resync_forever(memo.korall, indexes), name="korall resync")
+    alerts = AlertService(korall, memo.korall.kube, memo.korall.events, lambda: _parents(indexes))
+    memo.alerts = asyncio.create_task(alerts.run(), name="korall alerts")
+    memo.metrics = await metrics.serve(korall.metrics_port) if korall.metrics_port else None
     logger.info(f"korall operator configured: TPU resource {korall.tpu_resource or '(none)'}")
+
+
+def _parents(indexes: Indexes) -> list[ParentView]:
+    """Every InferenceModel and CaptureProfile the indexes know (what the alerting evaluates)."""
+    return [view for index in (indexes.models, indexes.profiles) for store in index.values() for view in store]
 
 
 @kopf.on.cleanup()
 async def stop(memo: Any, **_: Any) -> None:
-    resync = getattr(memo, "resync", None)
-    if isinstance(resync, asyncio.Task):
-        resync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await resync
+    for name in ("alerts", "resync"):
+        task = getattr(memo, name, None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    server = getattr(memo, "metrics", None)
+    if isinstance(server, web.AppRunner):
+        await server.cleanup()
     korall = getattr(memo, "korall", None)
     if isinstance(korall, State):
         await korall.kube.close()

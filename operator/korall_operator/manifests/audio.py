@@ -7,13 +7,13 @@ from typing import Any
 
 from korall_contract import AUDIO_PORT, AudioEnv
 
+from korall_operator.manifests.devices import Devices, sound_devices
+from korall_operator.manifests.events import events_wiring
 from korall_operator.manifests.http_access import http_access
 from korall_operator.manifests.naming import CAPTURE_PROFILE_LABEL, Manifest, child_name, label_value, workload_labels
 from korall_operator.manifests.pod import (
-    SOUND_PATH,
     deployment_manifest,
     env_list,
-    host_device,
     probes,
     security_context,
     service_manifest,
@@ -37,7 +37,7 @@ def build_audio_deployment(
     component = "audio"
     audio = capture.audio
     labels = workload_labels(name, component, settings.audio_image, {CAPTURE_PROFILE_LABEL: label_value(name)})
-    env = {
+    env: dict[str, Any] = {
         AudioEnv.HOST: "0.0.0.0",
         AudioEnv.PORT: AUDIO_PORT,
         AudioEnv.AUDIO_SOURCE: capture.device,
@@ -53,20 +53,27 @@ def build_audio_deployment(
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     # An ALSA name (hw:1,0, default, plughw:...) lives in /dev/snd; a file path (a WAV for replay) needs no device.
     uses_alsa = not (capture.device or "").startswith("/")
-    if uses_alsa:
-        volume, mount = host_device("sound", SOUND_PATH, "Directory")
-        volumes.append(volume)
-        mounts.append(mount)
+    devices = sound_devices(settings) if uses_alsa else Devices()  # manifests/devices.py
+    resources: dict[str, Any] = {}
+    devices.add_to(resources)
+    volumes += devices.volumes
+    mounts += devices.mounts
+    pod_security, container_security = security_context(devices.opens_device, settings)
+    run_as = int(pod_security.get("runAsUser", settings.run_as_user))
+    events = events_wiring(name, namespace, capture.events, settings, image=settings.audio_image, run_as=run_as)
+    env.update(events.env)
+    volumes += events.volumes
+    mounts += events.mounts
     access = http_access(capture.auth, settings)  # tokens, HTTP limits (manifests/http_access.py)
     volumes += access.volumes
     mounts += access.mounts
-    pod_security, container_security = security_context(uses_alsa, settings)
     container = {
         "name": component,
         "image": settings.audio_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": AUDIO_PORT, "protocol": "TCP"}],
-        "env": [*env_list(env), *access.env],
+        "env": [*env_list(env), *events.env_refs, *access.env],
+        **({"resources": resources} if resources else {}),
         "securityContext": container_security,
         "volumeMounts": mounts,
         **probes("http"),
@@ -83,10 +90,11 @@ def build_audio_deployment(
         node_selector=dict(capture.node_selector),
         affinity=None,
         pod_security=pod_security,
-        exclusive_devices=uses_alsa,
+        exclusive_devices=devices.opens_device,
         template_annotations={},
         owner=owner,
         progress_deadline_s=settings.progress_deadline_s,
+        init_containers=events.init_containers,
     )
 
 

@@ -11,6 +11,7 @@ from korall_contract import API_GROUP, API_VERSION
 
 SPEC_HASH_ANNOTATION = f"{API_GROUP}/spec-hash"
 MODEL_ANNOTATION = f"{API_GROUP}/model"
+MODEL_SHA256_ANNOTATION = f"{API_GROUP}/model-sha256"
 INFERENCE_MODEL_LABEL = f"{API_GROUP}/inference-model"
 STAGE_LABEL = f"{API_GROUP}/stage"
 CAPTURE_PROFILE_LABEL = f"{API_GROUP}/capture-profile"

@@ -1,16 +1,10 @@
 """The parts every workload pod is built from: environment, probes, security context, host devices, affinity,
 rollout strategy, and the Deployment and Service around a container (pure).
 
-Devices (why the security context is what it is): a hostPath mount of /dev/bus/usb, /dev/apex_0, /dev/video0 or
-/dev/snd only makes the device node visible; the container's device cgroup still denies open(). Kubernetes has
-no field to allow a device cgroup rule, so with plain hostPath mounts the container must be privileged. This is
-what Coral's own Docker instructions (`--privileged -v /dev/bus/usb:/dev/bus/usb`) and Frigate's Helm chart do.
-The USB accelerator makes it worse: it enumerates as 1a6e:089a, loads its firmware on the first inference and
-re-enumerates as 18d1:9302 under a NEW node in /dev/bus/usb, so a single `--device` node would go stale; the
-whole bus is mounted. When a device plugin grants the device instead (settings.device_access == "device-plugin",
-e.g. squat/generic-device-plugin, which adds the cgroup rule in its Allocate), pods run unprivileged. All pods run
-as the images' non-root user with a read-only root filesystem; device pods also get the host groups that own
-device nodes (settings.device_groups); pods without any device also drop all capabilities.
+Devices (manifests/devices.py says how a pod gets them): a pod that opens a host device gets the host groups
+that own device nodes (settings.device_groups) and, only with `privileged` access, a privileged container; every
+other pod, and every device pod with `device-plugin` access (the default), runs as the images' non-root user with
+a read-only root filesystem, all capabilities dropped and no privilege escalation.
 
 Rollout strategy: a pod holding a TPU (or a camera / microphone, which one process opens at a time) uses
 `Recreate`: a RollingUpdate surge pod could never schedule beside the old one on a node with one TPU (the extended
@@ -117,10 +111,16 @@ def host_device(volume: str, path: str, kind: str) -> tuple[dict[str, Any], dict
 
 
 def tpu_affinity(interface: str, settings: OperatorSettings) -> dict[str, Any] | None:
+    """A node whose TPU label names this interface, or a node without the label: the `coral.ai/tpu` request
+    already finds the nodes with a TPU, so labelling (by hand or by Node Feature Discovery) is only needed where a
+    cluster has both kinds; a node labelled for the other interface is never chosen. (Terms are ORed.)"""
     if not settings.tpu_node_label:
         return None
-    term = {"matchExpressions": [{"key": settings.tpu_node_label, "operator": "In", "values": [interface]}]}
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+    terms = [
+        {"matchExpressions": [{"key": settings.tpu_node_label, "operator": "In", "values": [interface]}]},
+        {"matchExpressions": [{"key": settings.tpu_node_label, "operator": "DoesNotExist"}]},
+    ]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
 def strategy(exclusive_devices: bool) -> dict[str, Any]:
@@ -146,6 +146,7 @@ def deployment_manifest(
     template_annotations: dict[str, str],
     owner: Mapping[str, Any] | None,
     progress_deadline_s: int,
+    init_containers: list[dict[str, Any]] | None = None,
 ) -> Manifest:
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -155,6 +156,8 @@ def deployment_manifest(
         "volumes": volumes,
         "terminationGracePeriodSeconds": 15,
     }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
     if affinity:

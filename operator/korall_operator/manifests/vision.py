@@ -8,11 +8,15 @@ from typing import Any
 
 from korall_contract import MODELS_DIR_IN_IMAGE, VISION_PORT, VisionEnv
 
+from korall_operator.manifests.devices import CAMERA_RESOURCES_ANNOTATION, Devices, camera_devices, tpu_devices
+from korall_operator.manifests.events import events_wiring
 from korall_operator.manifests.http_access import http_access, memory_limit_env, secret_env
+from korall_operator.manifests.model_delivery import model_delivery
 from korall_operator.manifests.naming import (
     CAPTURE_PROFILE_LABEL,
     INFERENCE_MODEL_LABEL,
     MODEL_ANNOTATION,
+    MODEL_SHA256_ANNOTATION,
     STAGE_LABEL,
     Manifest,
     child_name,
@@ -20,19 +24,26 @@ from korall_operator.manifests.naming import (
     workload_labels,
 )
 from korall_operator.manifests.pod import (
-    PCI_APEX_PATH,
-    USB_BUS_PATH,
     deployment_manifest,
     env_list,
-    host_device,
     merge_node_selectors,
     probes,
     security_context,
     service_manifest,
     tpu_affinity,
 )
+from korall_operator.manifests.validation import self_test_wiring
 from korall_operator.settings import OperatorSettings
 from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, check_vision_spec
+
+
+def model_sha256(model: InferenceModelSpec, settings: OperatorSettings) -> str | None:
+    """The sha256 of the model the pod runs: the spec's, else the bundled file's (check_vision_spec ran)."""
+    if model.model.sha256 is not None:
+        return model.model.sha256
+    bundled = settings.model_file(model.model.file or "")
+    return bundled.sha256 if bundled is not None else None
+
 
 _DEVICE_IN_PIPELINE = re.compile(r"(/dev/[A-Za-z0-9_./-]+)")
 
@@ -40,7 +51,7 @@ _DEVICE_IN_PIPELINE = re.compile(r"(/dev/[A-Za-z0-9_./-]+)")
 def devices_of_source(source: str | None) -> list[str]:
     """The device nodes a capture source opens, and so the only ones its pod mounts: the device itself, or those a
     GStreamer pipeline names (`v4l2src device=/dev/video0 ! ...`); none for a URL or a file, which then neither
-    mounts the profile's `device` nor runs privileged for it."""
+    asks for the profile's `device` nor runs privileged for it."""
     if not source:
         return []
     if source.startswith("/dev/"):
@@ -64,8 +75,8 @@ def build_vision_deployment(
     passes None when there is no reference.
     """
     check_vision_spec(model, capture, settings)
-    assert model.model.file is not None  # checked above
     component = "vision"
+    delivery = model_delivery(name, model, settings)
     labels = workload_labels(name, component, settings.vision_image, {INFERENCE_MODEL_LABEL: label_value(name)})
     if model.capture_profile_ref is not None:
         labels[CAPTURE_PROFILE_LABEL] = label_value(model.capture_profile_ref.name)
@@ -76,7 +87,7 @@ def build_vision_deployment(
         VisionEnv.MODELS_DIR: MODELS_DIR_IN_IMAGE,
         VisionEnv.MODEL_PATH: f"{MODELS_DIR_IN_IMAGE}/{model.model.file}",
         VisionEnv.LABELS_PATH: f"{MODELS_DIR_IN_IMAGE}/{model.labels}",
-        VisionEnv.MODEL_SHA256: model.model.sha256,
+        VisionEnv.MODEL_SHA256: model_sha256(model, settings),
         VisionEnv.SCORE_TH: model.score_threshold,
         VisionEnv.TOPK: model.top_k,
         VisionEnv.ACCELERATOR: model.accelerator,
@@ -84,26 +95,22 @@ def build_vision_deployment(
     }
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if delivery is not None:
+        env.update(delivery.env)
+        volumes += delivery.volumes
+        mounts += delivery.mounts
     resources: dict[str, Any] = {
         "requests": dict(model.resources.requests),
         "limits": dict(model.resources.limits),
     }
     affinity = None
-    needs_device = False
+    devices = Devices()  # resources, and hostPaths in privileged mode: manifests/devices.py
 
     if model.accelerator == "edgetpu":
         interface = model.effective_tpu_interface
         env[VisionEnv.EDGETPU_DEVICE] = interface
-        resources["limits"][settings.tpu_resource] = "1"  # a quantity: the API server returns it as a string
-        resources["requests"].pop(settings.tpu_resource, None)  # extended resources: request defaults to limit
         affinity = tpu_affinity(interface, settings)
-        if interface == "usb":
-            volume, mount = host_device("edgetpu-usb", USB_BUS_PATH, "Directory")
-        else:
-            volume, mount = host_device("edgetpu-pci", PCI_APEX_PATH, "CharDevice")
-        volumes.append(volume)
-        mounts.append(mount)
-        needs_device = True
+        devices += tpu_devices(interface, settings)
 
     access = http_access(model.auth, settings)  # tokens, HTTP limits (manifests/http_access.py)
     extra_env = [*access.env, memory_limit_env(component)]
@@ -128,24 +135,43 @@ def build_vision_deployment(
                 VisionEnv.CAPTURE_BUFFER_FRAMES: video.buffer_frames,
             }
         )
-        for index, path in enumerate(devices_of_source(source)):
-            volume, mount = host_device("camera" if index == 0 else f"camera-{index}", path, "CharDevice")
-            volumes.append(volume)
-            mounts.append(mount)
-            needs_device = True
+        devices += camera_devices(devices_of_source(source), settings)
         capture_selector = dict(capture.node_selector)
 
     node_selector = merge_node_selectors(
         ("the InferenceModel", model.node_selector), ("the CaptureProfile", capture_selector)
     )
-    pod_security, container_security = security_context(needs_device, settings)
+    devices.add_to(resources)
+    volumes += devices.volumes
+    mounts += devices.mounts
+    pod_security, container_security = security_context(devices.opens_device, settings)
+    template_annotations = {
+        MODEL_ANNOTATION: model.model.display,
+        MODEL_SHA256_ANNOTATION: model_sha256(model, settings) or "",
+    }
+    if devices.camera_resources:
+        template_annotations[CAMERA_RESOURCES_ANNOTATION] = ",".join(devices.camera_resources)
+    run_as = int(pod_security.get("runAsUser", settings.run_as_user))
+    # Events of its camera, if the model says where they go (an InferenceModel without a camera makes none).
+    events = events_wiring(name, namespace, model.events, settings, image=settings.vision_image, run_as=run_as)
+    env.update(events.env)
+    volumes += events.volumes
+    mounts += events.mounts
+    init_containers = (delivery.init_containers if delivery is not None else []) + events.init_containers
+    # The golden set the pod runs once before it reports ready (catalog: a model that sees nothing never serves).
+    self_test = self_test_wiring(model, settings)
+    if self_test is not None:
+        env.update(self_test.env)
+        volumes += self_test.volumes
+        mounts += self_test.mounts
+        init_containers += self_test.init_containers
 
     container = {
         "name": component,
         "image": settings.vision_image,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": "http", "containerPort": VISION_PORT, "protocol": "TCP"}],
-        "env": [*env_list(env), *extra_env],
+        "env": [*env_list(env), *events.env_refs, *extra_env],
         "resources": {k: v for k, v in resources.items() if v},
         "securityContext": container_security,
         "volumeMounts": mounts,
@@ -163,10 +189,11 @@ def build_vision_deployment(
         node_selector=node_selector,
         affinity=affinity,
         pod_security=pod_security,
-        exclusive_devices=needs_device,
-        template_annotations={MODEL_ANNOTATION: model.model.file},
+        exclusive_devices=devices.opens_device,
+        template_annotations=template_annotations,
         owner=owner,
         progress_deadline_s=settings.progress_deadline_s,
+        init_containers=init_containers,
     )
     # The stage labels the Deployment only, not its pods: promoting test -> production rolls nothing out.
     deployment["metadata"]["labels"][STAGE_LABEL] = model.stage

@@ -133,6 +133,7 @@ class CaptureService:
                 "audio_s": round(self.audio_s, 3),
                 "overflows": {"ring": self.ring_overflows, "portaudio": self.source_overflows},
                 "level_dbfs": self.last_level_dbfs,
+                "thresholds": {"silence_dbfs": self.settings.silence_dbfs, "loud_dbfs": self.settings.loud_dbfs},
             }
 
     def _set_state(self, state: CaptureState, error: str | None = None) -> None:
@@ -251,11 +252,11 @@ class CaptureService:
         self.metrics.chunks.inc()
         self.metrics.processing.observe(result.processing_s)
         self.metrics.level.set(result.features.dbfs)
-        self.hub.add_chunk(result.features)
         with self._lock:
             self.chunks += 1
             self.audio_s += result.audio_s
             self.last_level_dbfs = round(result.features.dbfs, 2)
+        self.hub.add_chunk(result.features, {**result.level(), "at": round(time.time(), 3)})
         for event in result.events:
             self._emit(event)
 

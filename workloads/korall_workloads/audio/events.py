@@ -97,6 +97,15 @@ class EventDetector:
         """Audio time at the end of the last frame pushed."""
         return self.frames_seen * self.config.frame_s
 
+    def open_events(self) -> dict[EventType, float]:
+        """The events under way, each with its start (audio s): what the stream is doing now, before they close."""
+        starts: dict[EventType, float | None] = {
+            "speech": self._speech_start,
+            "loud_noise": self._loud_start,
+            "silence": self._silence_start,
+        }
+        return {kind: round(start, 3) for kind, start in starts.items() if start is not None}
+
     def push(self, dbfs: npt.ArrayLike, speech_prob: npt.ArrayLike) -> list[AudioEvent]:
         """Advance by one frame per element of the two equally long arrays; return the events that closed."""
         levels = np.asarray(dbfs, dtype=np.float64)

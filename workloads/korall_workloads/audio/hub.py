@@ -1,4 +1,5 @@
-"""Where events go once detected: a bounded history for GET /events and bounded queues for live subscribers.
+"""Where events go once detected: a bounded history for GET /events and bounded queues for live subscribers; and
+the live level of each chunk (GET /level/stream, the page's level meter), of which only the latest is kept.
 
 `publish` is called from the capture thread; subscribers live on the server's event loop, so items cross over
 with `call_soon_threadsafe`. A subscriber that does not keep up loses its oldest items (counted), never the
@@ -36,6 +37,8 @@ class EventHub:
         self._chunks: deque[dict[str, float]] = deque(maxlen=max_chunks)
         self._ids = itertools.count(1)
         self._live = Broadcaster(client_queue, max_clients=max_clients, max_per_client=max_per_client, on_drop=on_drop)
+        self.levels = Broadcaster(client_queue, max_clients=max_clients, max_per_client=max_per_client)
+        self._level: dict[str, Any] | None = None
         self._on_publish = on_publish  # e.g. event delivery: called with each record, on the publishing thread
 
     def publish(self, event: AudioEvent) -> dict[str, Any]:
@@ -48,9 +51,18 @@ class EventHub:
             self._on_publish(record)
         return record
 
-    def add_chunk(self, features: ChunkFeatures) -> None:
+    def add_chunk(self, features: ChunkFeatures, level: dict[str, Any] | None = None) -> None:
+        """Keep the chunk's features; hand its live `level` record (if any) to the level stream's clients."""
         with self._lock:
             self._chunks.append(features.as_dict())
+            if level is not None:
+                self._level = level
+        if level is not None:
+            self.levels.publish(level)
+
+    def latest_level(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._level
 
     def recent(
         self, types: set[str] | None = None, since_s: float | None = None, after_id: int = 0, limit: int = 100
@@ -87,6 +99,7 @@ class EventHub:
     def close(self) -> None:
         """End every live stream (each subscriber receives None)."""
         self._live.close()
+        self.levels.close()
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._live.unsubscribe(sub)

@@ -8,12 +8,13 @@ at 16 kHz carried over from chunk to chunk, so overlap never repeats an event an
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from korall_workloads.audio.events import AudioEvent, DetectorConfig, EventDetector
-from korall_workloads.audio.features import ChunkFeatures, FloatArray, chunk_features, frame_dbfs, to_mono
+from korall_workloads.audio.events import AudioEvent, DetectorConfig, EventDetector, EventType
+from korall_workloads.audio.features import ChunkFeatures, FloatArray, chunk_features, frame_dbfs, to_dbfs, to_mono
 from korall_workloads.audio.resample import StreamResampler
 from korall_workloads.audio.settings import VAD_SAMPLE_RATE, AudioSettings
 from korall_workloads.audio.vad import FRAME_SAMPLES, SpeechDetector
@@ -35,6 +36,30 @@ class ChunkResult:
     events: list[AudioEvent]
     processing_s: float
     audio_s: float
+    open: dict[EventType, float] = field(default_factory=dict)
+    """Events under way after this chunk, with their start (audio s)."""
+    frames_start_s: float = 0.0
+    frame_dbfs: tuple[float, ...] = ()
+    """The level of each 32 ms VAD frame this chunk completed, from `frames_start_s` on (the live level meter)."""
+
+    def level(self) -> dict[str, Any]:
+        """The live level record: the chunk's level and peak, its frames' levels and the events under way, on the
+        events' clock (`now_s`: the end of the last frame, as `start_s`/`end_s` of the events)."""
+        peak = float(to_dbfs(self.features.peak))
+        step = FRAME_SAMPLES / VAD_SAMPLE_RATE
+        return {
+            "now_s": round(self.frames_start_s + step * len(self.frame_dbfs), 3),
+            "start_s": round(self.features.start_s, 3),
+            "end_s": round(self.features.end_s, 3),
+            "dbfs": round(self.features.dbfs, 2),
+            "peak_dbfs": round(peak, 2),
+            "frames": {
+                "start_s": round(self.frames_start_s, 3),
+                "step_s": step,
+                "dbfs": [round(level, 1) for level in self.frame_dbfs],
+            },
+            "open": self.open,
+        }
 
     @property
     def realtime_factor(self) -> float:
@@ -72,9 +97,21 @@ class ChunkPipeline:
         frames = pending[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
         self._pending = pending[n_frames * FRAME_SAMPLES :]
         events: list[AudioEvent] = []
+        frames_start_s = self.detector.now_s
+        levels: tuple[float, ...] = ()
         if n_frames:
-            events = self.detector.push(frame_dbfs(frames), self.vad.probabilities(frames))
-        return ChunkResult(features, events, time.perf_counter() - began, mono.size / self.sample_rate)
+            frame_levels = frame_dbfs(frames)
+            events = self.detector.push(frame_levels, self.vad.probabilities(frames))
+            levels = tuple(frame_levels.tolist())
+        return ChunkResult(
+            features,
+            events,
+            time.perf_counter() - began,
+            mono.size / self.sample_rate,
+            self.detector.open_events(),
+            frames_start_s,
+            levels,
+        )
 
     def finish(self) -> list[AudioEvent]:
         """End of stream: close whatever is open."""

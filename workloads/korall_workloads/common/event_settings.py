@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from korall_contract import SPOOL_DIR_IN_POD, EventsEnv
+from korall_contract import SPOOL_DIR_IN_POD, EventsEnv, QoS
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from korall_workloads.common.settings import from_contract
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 TOPIC_FORBIDDEN = set("+#/\x00")
@@ -63,11 +65,7 @@ class EventsSettings(BaseSettings):
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", validate_default=True, frozen=True)
 
     # -- the broker ----------------------------------------------------------------------------------------------
-    mqtt_url: str | None = Field(
-        default=None,
-        validation_alias=EventsEnv.MQTT_URL,
-        description="mqtt://host[:port] (1883) or mqtts://host[:port] (TLS, 8883). Unset or empty: no delivery.",
-    )
+    mqtt_url: str | None = from_contract(EventsEnv.MQTT_URL)
     mqtt_username: str | None = Field(default=None, validation_alias=EventsEnv.MQTT_USERNAME)
     mqtt_password: SecretStr | None = Field(default=None, validation_alias=EventsEnv.MQTT_PASSWORD)
     mqtt_tls_ca_file: FilePath | None = Field(
@@ -83,12 +81,8 @@ class EventsSettings(BaseSettings):
         description="Do not check the broker's host name against its certificate (the chain is still checked).",
     )
     mqtt_version: Literal["5", "3.1.1"] = Field(default="5", validation_alias=EventsEnv.MQTT_VERSION)
-    qos: Literal[1, 2] = Field(
-        default=1,
-        validation_alias=EventsEnv.QOS,
-        description="1: a spooled event is deleted on the broker's PUBACK; 2: on PUBCOMP. 0 would lose the ack.",
-    )
-    topic_prefix: str = Field(default="korall", validation_alias=EventsEnv.TOPIC_PREFIX)
+    qos: QoS = from_contract(EventsEnv.QOS)
+    topic_prefix: str = from_contract(EventsEnv.TOPIC_PREFIX)
     keepalive_s: int = Field(
         default=30,
         ge=5,

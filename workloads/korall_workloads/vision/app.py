@@ -26,6 +26,7 @@ from korall_workloads.common.errors import InvalidInput
 from korall_workloads.common.event_settings import EventsSettings
 from korall_workloads.common.guard import NO_TELEMETRY, install_http_guard
 from korall_workloads.common.http_settings import HttpSettings
+from korall_workloads.common.pages import mount_page
 from korall_workloads.common.responses import install_error_handlers
 
 from .admission import Admission
@@ -255,4 +256,5 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    mount_page(app, "korall_workloads.vision")  # GET /: the camera with its boxes, or an upload box (static/)
     return app

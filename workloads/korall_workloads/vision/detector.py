@@ -8,6 +8,11 @@ back to back and skips those whose deadline passed (see there). One request alon
 (event loop -> worker -> event loop).
 
 There is no reload: a new model means a new process (the operator rolls the pod).
+
+With SELF_TEST_GOLDEN_SET the load ends with a self-test: the golden set (golden.py) runs once, after the warm-up
+and before the state turns ready, so /ready answers 200 only for a model that finds what it must. It costs one
+inference per golden image, once per process (a few hundred milliseconds on a CPU); a failed case fails the load,
+saying which image and why, and the pod stays unready (the operator rolls back a model whose pods never get ready).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import asyncio
 import concurrent.futures
 import enum
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +34,7 @@ import numpy as np
 from korall_workloads.common.errors import DeadlineExceeded, Unavailable
 
 from .decode_cost import give_back_memory
+from .golden import GoldenSetError, load_golden_set, run_golden_set, summary
 from .inference import Interpreter, InterpreterQueue, Outcome, RawOutput, settle
 from .postprocess import Detection, decode_ssd
 from .preprocess import OpenedImage, PreparedImage, decode_image, open_image, prepare_array
@@ -77,6 +86,7 @@ class Detector:
         self.state = ModelState.LOADING
         self.error: str | None = None
         self.model: LoadedModel | None = None
+        self.self_test: str | None = None  # the golden set's outcome, with SELF_TEST_GOLDEN_SET
         self._queue: InterpreterQueue | None = None
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
         # One worker per interpreter, and one more to decode the next image while every interpreter invokes, so
@@ -110,6 +120,8 @@ class Detector:
                 if out.boxes.shape[-1] != 4 or not np.isfinite(out.scores).all():
                     raise ModelLoadError(f"warm-up inference of {model.entry.file} gave malformed outputs")
             self._queue = InterpreterQueue(interpreters, self._workers.submit, self._invoked)
+            if self.settings.self_test_golden_set is not None:
+                self.self_test = self._run_self_test(model, self.settings.self_test_golden_set)
         except ModelLoadError as exc:
             self._fail(str(exc))
             return
@@ -136,6 +148,31 @@ class Detector:
                 "input_shape": list(model.input_shape),
             },
         )
+
+    def _run_self_test(self, model: LoadedModel, path: Path) -> str:
+        """The golden set, once; raises ModelLoadError naming the first failures."""
+        with tempfile.TemporaryDirectory(prefix="golden-") as workdir:
+            try:
+                golden = load_golden_set(path, workdir=Path(workdir))
+            except GoldenSetError as exc:
+                raise ModelLoadError(f"self-test: {exc}") from exc
+        outcomes = run_golden_set(golden, lambda rgb: self.raw_detections(model, rgb))
+        result = summary(outcomes)
+        if not all(o.passed for o in outcomes):
+            raise ModelLoadError(f"self-test on golden set {golden.source} failed: {result}")
+        log.info("self-test: %s", result)
+        return result
+
+    def raw_detections(self, model: LoadedModel, rgb: np.ndarray, score_th: float = 0.05) -> list[tuple[str, float]]:
+        """(label, score) of every detection at `score_th` or more in an RGB frame, blocking; for golden sets, which
+        run on a model that is not ready yet (the self-test) or never will serve (the validator)."""
+        tensor = prepare_array(rgb, model.input_size)
+        raw = self._invoke(tensor, time.monotonic() + self.settings.infer_timeout_s)
+        found = decode_ssd(
+            raw.boxes, raw.classes, raw.scores, raw.count,
+            labels=model.labels, image_size=(rgb.shape[1], rgb.shape[0]), score_th=score_th, topk=100,
+        )  # fmt: skip
+        return [(d.label, d.score) for d in found]
 
     def _fail(self, message: str) -> None:
         self.error = message
@@ -167,6 +204,8 @@ class Detector:
                 num_interpreters=len(m.interpreters),
                 num_threads=m.num_threads,
             )
+        if self.settings.self_test_golden_set is not None:
+            out["self_test"] = self.self_test
         return out
 
     def require_ready(self) -> LoadedModel:

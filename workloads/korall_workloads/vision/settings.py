@@ -170,6 +170,12 @@ class VisionSettings(ServiceSettings):
         validation_alias=VisionEnv.MAX_IMAGE_PIXELS,
         description="Largest width*height decoded (decompression-bomb guard); larger images get 413.",
     )
+    self_test_golden_set: Path | None = Field(
+        default=None,
+        validation_alias=VisionEnv.SELF_TEST_GOLDEN_SET,
+        description="A golden set (folder with golden.json, or a tar archive of one) run once after the warm-up: "
+        "/ready stays 503 unless every case passes. Unset: no self-test.",
+    )
     port: int = Field(default=VISION_PORT, ge=1, le=65535, validation_alias=VisionEnv.PORT, description="Listen port.")
 
     @property

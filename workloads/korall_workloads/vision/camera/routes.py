@@ -23,7 +23,7 @@ from korall_workloads.common.errors import NotFound, Unavailable
 
 from .pipeline import CameraPipeline, Detector, FrameResult, StreamEvent
 from .settings import CaptureSettings
-from .snapshot import draw_detections, encode_jpeg
+from .snapshot import EncodedFrames
 
 
 class CameraNotConfigured(NotFound):
@@ -58,6 +58,7 @@ async def run_camera(
     settings = settings if settings is not None else CaptureSettings()
     pipeline = CameraPipeline(settings, detector, registry, on_result=on_result) if settings.enabled else None
     app.state.camera = pipeline
+    app.state.camera_jpegs = EncodedFrames()
     if pipeline is None:
         yield None
         return
@@ -189,8 +190,15 @@ def get_snapshot(
     boxes: bool = Query(True, description="draw the detections"),
     quality: int = Query(85, ge=10, le=100),
 ) -> Response:
-    """The latest inferred frame as JPEG, with its detections drawn."""
+    """The latest inferred frame as JPEG, with its detections drawn (`boxes=false`: as captured; the live page draws
+    the boxes itself from /detections/stream). `X-Frame-Index` names the frame, which the stream's events carry too.
+    """
     result = _latest(_pipeline(request))
-    image = draw_detections(result.image, result.detections) if boxes else result.image
-    headers = {"X-Frame-Index": str(result.frame_index), "X-Frame-Timestamp": f"{result.frame_ts:.3f}"}
-    return Response(encode_jpeg(image, quality), media_type="image/jpeg", headers=headers)
+    jpegs: EncodedFrames = request.app.state.camera_jpegs
+    data = jpegs.jpeg(result.frame_index, result.image, result.detections, boxes=boxes, quality=quality)
+    headers = {
+        "X-Frame-Index": str(result.frame_index),
+        "X-Frame-Timestamp": f"{result.frame_ts:.3f}",
+        "Cache-Control": "no-store",  # a live picture: never the one a cache kept
+    }
+    return Response(data, media_type="image/jpeg", headers=headers)

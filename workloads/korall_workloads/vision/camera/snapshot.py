@@ -1,7 +1,9 @@
-"""Drawing detections onto a frame for /snapshot.jpg (pure functions: frame and detections in, pixels out)."""
+"""Drawing detections onto a frame for /snapshot.jpg (pure functions: frame and detections in, pixels out), and the
+one JPEG kept per frame so that every viewer of a frame shares a single encode."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,3 +51,26 @@ def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return bytes(buf)
+
+
+class EncodedFrames:
+    """The JPEG of the latest frame asked for, per (frame index, boxes, quality): the live pages fetch each new
+    frame once per viewer, and this makes N viewers cost one encode. Encoding holds the lock, so two requests for
+    a new frame that arrive together encode it once; the wait is one encode (a few ms at 640x480)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[int, bool, int] | None = None
+        self._jpeg = b""
+        self.encodes = 0
+
+    def jpeg(
+        self, frame_index: int, image: np.ndarray, detections: Sequence[Mapping[str, Any]], *, boxes: bool, quality: int
+    ) -> bytes:
+        key = (frame_index, boxes, quality)
+        with self._lock:
+            if key != self._key:
+                self._jpeg = encode_jpeg(draw_detections(image, detections) if boxes else image, quality)
+                self._key = key
+                self.encodes += 1
+            return self._jpeg

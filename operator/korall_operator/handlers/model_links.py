@@ -1,0 +1,218 @@
+"""Presigned links for `model.s3` InferenceModels: signed by the operator, re-signed before they expire.
+
+The reconcile handler calls `ensure_link` before it applies the Deployment (so the pod finds its link Secret):
+it reads the credentials Secret in the operator's own namespace (the only Secret the operator reads), checks the
+object exists (a HEAD: wrong credentials or a missing object become a clear condition before any pod is made),
+signs a GET link and writes it into the model's link Secret. A kopf daemon per s3 model (`keep_link_fresh`)
+sleeps until half the link's lifetime is gone and signs again: a pod that restarts, or is rescheduled an hour
+later, reads a valid link. Issuance is rate-limited per model and overall (presign.LinkIssuer, `limits`).
+
+boto3 is imported on the first s3 model only (presign.py): an operator without S3 models does not pay its
+memory (about 40 MB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import fnmatch
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import kopf
+
+from korall_operator.catalog import ModelRef, applied_spec
+from korall_operator.handlers._common import API, INFERENCE_MODELS, State, state, transient
+from korall_operator.handlers._status_writes import write_status
+from korall_operator.k8s import ApiError
+from korall_operator.manifests import LINK_KEY, link_secret_name, owner_reference, workload_labels
+from korall_operator.specs import InferenceModelSpec, SpecError, parse_inference_model
+
+if TYPE_CHECKING:
+    from korall_operator.presign import LinkIssuer, S3Credentials
+
+GROUP, VERSION = API.split("/")
+ALLOWED_KEY = "KORALL_S3_ALLOWED"
+"""Optional key of a credentials Secret: comma-separated `s3://bucket/prefix*` patterns its models may use (whoever
+may create an InferenceModel may otherwise have any object those credentials reach downloaded)."""
+
+
+class LinkUnavailable(Exception):
+    """No link for now, for a reason time may fix (rate limit, store unreachable, Secret missing)."""
+
+    def __init__(self, failure: SpecError, retry_after_s: float) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.retry_after_s = retry_after_s
+
+
+def issuer(korall: State) -> LinkIssuer:
+    """The operator's one LinkIssuer (its rate limits are per process), made on first use."""
+    if korall.link_issuer is None:
+        from korall_operator.presign import LinkIssuer, PresignSettings
+
+        s = korall.settings
+        korall.link_issuer = LinkIssuer(
+            PresignSettings(
+                link_ttl_s=s.link_ttl_s,
+                endpoint_url=s.s3_endpoint_url,
+                region=s.s3_region,
+                path_style=s.s3_path_style,
+                rate_per_model=s.link_rate_per_model,
+                rate_overall=s.link_rate_overall,
+            )
+        )
+    return korall.link_issuer
+
+
+async def credentials(korall: State, model: InferenceModelSpec) -> tuple[S3Credentials, list[str]]:
+    """The model's S3 credentials from the Secret in the operator's namespace, and its allowed patterns."""
+    from korall_operator.presign import PresignError, credentials_from_secret
+
+    name = model.model.s3_credentials or korall.settings.s3_credentials_secret
+    where = f"Secret {korall.settings.namespace}/{name}"
+    secret = await korall.kube.get("v1", "secrets", korall.settings.namespace, name)
+    if secret is None:
+        failure = SpecError("S3CredentialsMissing", f"{where} does not exist: create it (docs/model-delivery.md)")
+        raise LinkUnavailable(failure, korall.settings.link_retry_s)
+    data = secret.get("data") or {}
+    try:
+        creds = credentials_from_secret(where, data)
+    except PresignError as e:
+        raise SpecError(e.reason, e.message) from e
+    allowed = base64.b64decode(data[ALLOWED_KEY]).decode() if ALLOWED_KEY in data else ""
+    return creds, [p.strip() for p in allowed.split(",") if p.strip()]
+
+
+async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool) -> dict:
+    """Sign a link for an s3 model and write its Secret; returns the status fields (`modelLink`), or {} for a
+    model that is not in S3. `check`: HEAD the object first (on a spec change, not on a re-sign).
+
+    Raises SpecError (Degraded until the spec or the Secret changes), LinkUnavailable (retried), ApiError.
+    """
+    link = await signed_link(korall, body, model, check=check)
+    if link is None:
+        return {}
+    meta = body["metadata"]
+    secret = link_secret(body, link_secret_name(meta["name"]), {LINK_KEY: link.url}, korall.settings.vision_image)
+    await korall.kube.apply(secret)
+    return {"modelLink": {"issuedAt": _iso(link.issued_at), "expiresAt": _iso(link.expires_at)}}
+
+
+async def signed_link(
+    korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool, purpose: str = ""
+) -> Any:
+    """A presigned link (presign.Link) of an s3 model, or None for a model that is not in S3; see ensure_link.
+    `purpose` (a validation Job) counts its links apart from the serving model's in the per-model rate limit."""
+    uri = model.model.s3
+    if uri is None:
+        return None
+    from korall_operator.presign import PresignError
+
+    meta = body["metadata"]
+    creds, allowed = await credentials(korall, model)
+    if allowed and not any(fnmatch.fnmatchcase(uri, pattern) for pattern in allowed):
+        raise SpecError(
+            "S3ObjectNotAllowed",
+            f"{uri} is outside what its credentials Secret allows ({ALLOWED_KEY}: {', '.join(allowed)})",
+        )
+    links = issuer(korall)
+    try:
+        if check:
+            await asyncio.to_thread(links.check_object, uri, creds)
+        key = f"{meta['namespace']}/{meta['name']}" + (f"/{purpose}" if purpose else "")
+        return await asyncio.to_thread(links.issue, key, uri, creds)
+    except PresignError as e:
+        failure = SpecError(e.reason, e.message)
+        if e.temporary:
+            raise LinkUnavailable(failure, e.retry_after_s or korall.settings.link_retry_s) from e
+        raise failure from e
+
+
+def link_secret(owner: Mapping[str, Any], name: str, links: Mapping[str, str], image: str) -> dict[str, Any]:
+    """A Secret holding presigned links under the given keys, owned by `owner` (deleted with it)."""
+    meta = owner["metadata"]
+    parent = meta.get("labels", {}).get("app.kubernetes.io/instance") if owner.get("kind") == "Job" else meta["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": workload_labels(str(parent or meta["name"]), "vision", image, {}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "type": "Opaque",
+        "data": {key: base64.b64encode(url.encode()).decode() for key, url in links.items()},
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+
+
+def renewal_in(status: Mapping[str, Any], now: float) -> float | None:
+    """Seconds until the link should be signed again (half its lifetime), or None when there is no link yet."""
+    link = status.get("modelLink") or {}
+    issued, expires = _epoch(link.get("issuedAt")), _epoch(link.get("expiresAt"))
+    if issued is None or expires is None:
+        return None
+    return issued + (expires - issued) / 2 - now
+
+
+def _applied(spec: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec the Deployment was built from: the catalog's serving model's fields over the spec, when a newer
+    model waits (its link must stay the serving model's; catalog/gate.py)."""
+    serving = ModelRef.from_status((status.get("catalog") or {}).get("serving"))
+    return applied_spec(spec, serving) if serving is not None else dict(spec)
+
+
+def _is_s3_model(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return bool((_applied(spec, status).get("model") or {}).get("s3"))
+
+
+@kopf.daemon(GROUP, VERSION, INFERENCE_MODELS, when=_is_s3_model, cancellation_timeout=5.0)
+async def keep_link_fresh(
+    stopped: kopf.DaemonStopped, body: kopf.Body, spec: kopf.Spec, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    """Re-sign an s3 model's link at half its lifetime, for as long as the model is in S3."""
+    korall = state(memo)
+    while not stopped:
+        now = datetime.datetime.now(tz=datetime.UTC).timestamp()
+        due = renewal_in(body.get("status") or {}, now)
+        if due is None or due > 0:  # no link yet (the reconcile makes the first) or not yet due
+            await stopped.wait(korall.settings.link_retry_s if due is None else due)
+            continue
+        try:
+            model = parse_inference_model(_applied(spec, body.get("status") or {}))
+            fields = await ensure_link(korall, body, model, check=False)
+            await _write_link_status(korall, body, fields)
+            logger.info(f"model link signed again, valid until {fields['modelLink']['expiresAt']}")
+        except LinkUnavailable as e:
+            logger.warning(f"model link not signed again: {e.failure.reason}: {e}; retrying in {e.retry_after_s:.0f} s")
+            await stopped.wait(e.retry_after_s)
+        except (SpecError, ApiError) as e:  # the reconcile reports spec trouble; the API may be back soon
+            logger.warning(f"model link not signed again: {e}; retrying in {korall.settings.link_retry_s:.0f} s")
+            await stopped.wait(korall.settings.link_retry_s)
+
+
+async def _write_link_status(korall: State, body: Mapping[str, Any], fields: dict[str, Any]) -> None:
+    meta = body["metadata"]
+
+    async def status_of(_: Mapping[str, Any]) -> dict[str, Any]:
+        return fields
+
+    try:
+        async with korall.writers.exclusive(("InferenceModel", meta["namespace"], meta["name"])):
+            await write_status(
+                korall.kube, API, INFERENCE_MODELS, meta["namespace"], meta["name"], meta["uid"], status_of
+            )
+    except ApiError as e:
+        raise transient(e, "writing the link's status") from e

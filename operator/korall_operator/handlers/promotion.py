@@ -1,0 +1,146 @@
+"""The catalog's gate inside the reconcile: which model the vision Deployment is built from.
+
+`gate()` asks catalog/gate.py for the decision, starts the validation Job it wants (validation.py), and returns the
+spec to build the Deployment from: the spec itself when its model is admitted, else the spec with the serving
+model's gated fields (so the Deployment keeps its model while the new one waits), else nothing (no model admitted
+yet). The status fields it adds (`catalog`, `history`, `validations`) are computed from the parent as freshly read
+inside the status write, so the history is only ever appended to and a validation recorded meanwhile is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from korall_operator import status as st
+from korall_operator.catalog import (
+    REQUESTER_ANNOTATION,
+    Decision,
+    GateInputs,
+    ModelRef,
+    ValidationRecord,
+    appended,
+    applied_spec,
+    decide,
+    gated_part,
+    history_entry,
+    validation_config,
+    with_record,
+)
+from korall_operator.catalog.records import records
+from korall_operator.handlers._common import API, INFERENCE_MODELS, State
+from korall_operator.handlers._status_writes import write_status
+from korall_operator.handlers.indexes import Indexes
+from korall_operator.handlers.validation import EVENT_OF, finish_known, start_validation
+from korall_operator.manifests.vision import model_sha256
+from korall_operator.specs import InferenceModelSpec, parse_inference_model
+
+
+@dataclass
+class Gated:
+    decision: Decision
+    applied: InferenceModelSpec | None  # what the Deployment is built from; None: nothing admitted yet
+    records: list[ValidationRecord]  # to write: a started Job's, an overdue one's, outcomes the indexes knew
+    finished_now: list[ValidationRecord] = field(default_factory=list)  # those the last status write finished
+
+    def status_fields(self, parent_status: Mapping[str, Any]) -> dict[str, Any]:
+        """status.catalog, the history with this decision's entries appended, the validations it recorded."""
+        now = time.time()
+        running = {r.job for r in records(parent_status) if r.state == "Running"}
+        status: dict[str, Any] = dict(parent_status)
+        history = list(self.decision.history)
+        self.finished_now = []
+        for record in self.records:
+            if record.state != "Running" and record.job not in running:
+                continue  # finished by another writer meanwhile
+            status["validations"] = with_record(status, record)
+            if record.state != "Running":
+                self.finished_now.append(record)
+                cat = self.decision.catalog
+                known = cat.get("sha256") == record.sha256
+                ref = ModelRef(record.sha256, cat["source"] if known else "", cat["stage"] if known else "", {})
+                history.insert(0, history_entry(f"Validation{record.state}", ref, now, validation=record.state,
+                                                message=f"{record.reason}: {record.message}"))  # fmt: skip
+        fields: dict[str, Any] = {"catalog": self.decision.catalog}
+        if history:
+            fields["history"] = appended(parent_status.get("history"), history)
+        if "validations" in status and status["validations"] != parent_status.get("validations"):
+            fields["validations"] = status["validations"]
+        return fields
+
+    async def announce(self, korall: State, body: Mapping[str, Any]) -> None:
+        for record in self.finished_now:
+            type_, reason = EVENT_OF[record.state]
+            message = f"model {record.sha256[:12]} (Job {record.job}): {record.reason}: {record.message}"
+            await korall.events.record(body, type_, reason, message)
+        for type_, reason, message in self.decision.events:
+            await korall.events.record(body, type_, reason, message)
+
+
+async def gate(
+    korall: State, body: Mapping[str, Any], model: InferenceModelSpec, indexes: Indexes, generation: int
+) -> Gated:
+    """The gate's decision for the spec's model; starts its validation Job when the decision says so.
+
+    Raises what starting the Job raises (ApiError; SpecError or LinkUnavailable for an s3 model's link).
+    """
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    dump = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    sha = model_sha256(model, korall.settings) or ""
+    desired = ModelRef(sha, model.model.display, model.stage, gated_part(dump))
+    config = validation_config(dump)
+    now = time.time()
+    status: dict[str, Any] = dict(body.get("status") or {})
+    known = finish_known(status, indexes, namespace, now)
+    for record in known:  # the gate sees outcomes the indexes know, even before their record is written
+        status["validations"] = with_record(status, record)
+    decision = decide(
+        GateInputs(
+            name=name,
+            desired=desired,
+            config=config,
+            generation=generation,
+            status=status,
+            approvals=indexes.approvals_of(namespace, name),
+            requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION) or None,
+            four_eyes=korall.settings.four_eyes,
+            now=now,
+            rollout_deadline_s=model.validation.rollout_deadline_seconds,
+        )
+    )
+    pending = list(known)
+    if decision.expired is not None:
+        message = f"no result {decision.expired.timeout_s or 0:.0f} s after the Job started (and a grace period)"
+        pending.append(dataclasses.replace(decision.expired, state="Error", reason="ValidationTimedOut",
+                                           message=message))  # fmt: skip
+    if decision.start_validation:
+        pending.append(await start_validation(korall, body, model, sha, config, generation))
+    applied = None
+    if decision.applied is not None:
+        applied = model if decision.applied.key == desired.key else parse_inference_model(
+            applied_spec(dump, decision.applied)
+        )  # fmt: skip
+    return Gated(decision, applied, pending)
+
+
+async def write_held(korall: State, body: Mapping[str, Any], gated: Gated, generation: int, extra: Mapping) -> None:
+    """The status of a model with nothing admitted yet (no Deployment): what it waits for, or why it was refused."""
+    meta = body["metadata"]
+    key = ("InferenceModel", meta["namespace"], meta["name"])
+
+    async def status_of(parent: Mapping[str, Any]) -> dict[str, Any]:
+        previous = parent.get("status") or {}
+        held = st.held_status(generation=generation, promotion=gated.decision.promotion, previous=previous)
+        return {**held, **extra, **gated.status_fields(previous)}
+
+    async with korall.writers.exclusive(key):
+        result = await write_status(
+            korall.kube, API, INFERENCE_MODELS, meta["namespace"], meta["name"], meta["uid"], status_of
+        )
+        if result is not None:
+            korall.writers.remember(key, result[0].get("status") or {}, result[1])
+    await gated.announce(korall, body)

@@ -1,0 +1,237 @@
+"""The model catalog, run for real by kopf: stages, the validation Job, approvals, rollbacks (docs/catalog.md).
+
+Every test runs on the kmock emulator and on the real control plane, with the chart's RBAC and admission policies
+there (the ModelApproval is created as the user `alice`, through impersonation, with the chart's korall-approver
+role bound in the test namespace). What no machine here can run (a container: the validator, a vision pod's
+self-test) is played as catalog_helpers.py says: the validation result is the real validator's, run in the test
+process on the real model files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from catalog_helpers import (
+    ADMIN,
+    CPU_MODEL,
+    CPU_SHA,
+    MODELS,
+    TPU_MODEL,
+    TPU_SHA,
+    approve,
+    bind_approver,
+    broken_model,
+    condition,
+    deployment_sha,
+    end_validation,
+    events_of,
+    get_im,
+    kubectl_korall,
+    model_body,
+    name,
+    promoted,
+    running_validation,
+    serving,
+    validator_result,
+)
+from cluster_helpers import API, Cluster, ClusterClient, eventually
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+APPROVER = "alice"
+
+
+@pytest.fixture(scope="module")
+def nodes(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The real control plane's fake nodes (they end the validation pods), or None on the emulator."""
+    if cluster.is_emulated:
+        yield None
+        return
+    if cluster.operator_kubeconfig == cluster.kubeconfig:
+        pytest.skip("needs the real tier's fake nodes to end validation pods (a cluster of yours runs them)")
+    yield request.getfixturevalue("real_cluster").cluster.nodes
+
+
+@pytest.fixture(scope="module")
+def approver(cluster: Cluster, nodes: Any) -> str:
+    """`alice` may approve in the test namespace (on the real control plane: the chart's role, bound to her)."""
+    if not cluster.is_emulated:
+        import asyncio
+
+        async def bind() -> None:
+            kube = await ClusterClient.from_kubeconfig(cluster.kubeconfig)
+            try:
+                await bind_approver(kube, cluster.namespace, APPROVER)
+            finally:
+                await kube.close()
+
+        asyncio.run(bind())
+    return APPROVER
+
+
+async def test_the_promotion_path_from_demo_to_production_and_a_broken_model_refused(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str, tmp_path: Path
+) -> None:
+    ns, im = cluster.namespace, name("path")
+    # A demo model serves at once; it is validated for the record only.
+    await kube.create(API, "inferencemodels", ns, model_body(im, "demo", {"file": CPU_MODEL}))
+    await serving(cluster, kube, ns, im, CPU_SHA)
+    await eventually(lambda: running_validation(kube, ns, im, CPU_SHA))
+
+    # A new model (sha256) set to production: validated first, and the demo model keeps serving meanwhile.
+    change = {"spec": {"stage": "production", "model": {"file": TPU_MODEL}, "accelerator": "edgetpu"}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, change)
+    await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
+    job = await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
+    assert await deployment_sha(kube, ns, im) == CPU_SHA
+    im_body = await get_im(kube, ns, im)
+    assert (im_body["status"]["catalog"]["validated"], im_body["status"]["activeShortSha"]) == ("Running", CPU_SHA[:12])
+
+    # The Job validates it (the Edge TPU build by its structure and its bundled CPU twin): approval is missing.
+    result = validator_result(MODELS / TPU_MODEL, TPU_SHA, accelerator="edgetpu")
+    await end_validation(cluster, nodes, kube, ns, job, result)
+    pending = await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    catalog = pending["status"]["catalog"]
+    assert (catalog["validated"], catalog["approved"], catalog["shortSha"]) == ("Passed", "Pending", TPU_SHA[:12])
+    assert f"kubectl korall approve {im}" in condition(pending, "Promoted")["message"]
+    (record,) = [r for r in pending["status"]["validations"] if r["sha256"] == TPU_SHA]
+    assert record["state"] == "Passed" and {i["image"] for i in record["images"]} >= {"chelsea.jpg", "grass.jpg"}
+    assert record["checks"]["run"] == f"CPU twin {CPU_MODEL}" and record["durationSeconds"] > 0
+    assert condition(pending, "Ready")["status"] == "True" and condition(pending, "Degraded")["status"] == "False"
+    assert await deployment_sha(kube, ns, im) == CPU_SHA
+
+    # Its requester's own approval does not count (four-eyes); someone else's does, and the new model rolls out.
+    await approve(cluster, im, TPU_SHA, ADMIN, ns)
+
+    async def refused_own() -> None:
+        got = await promoted(kube, ns, im, "PendingApproval")
+        assert f"approved only by {ADMIN}, who requested it" in condition(got, "Promoted")["message"]
+
+    await eventually(refused_own, timeout=30)
+    said = await kubectl_korall(cluster, "--as", approver, "approve", im, "-n", ns, "--comment", "golden set passed")
+    assert f"{approver} approved model {TPU_SHA[:12]} of {im}" in said
+    rolled = await serving(cluster, kube, ns, im, TPU_SHA)
+    assert condition(rolled, "Promoted")["status"] == "True"
+    assert rolled["status"]["catalog"]["approved"] == approver
+    assert rolled["status"]["catalog"]["serving"]["approvedBy"] == approver
+
+    # A broken model set to production fails its validation: refused, Degraded, and the approved one still serves.
+    broken, broken_sha = broken_model(tmp_path)
+    bad = {"spec": {"model": {"file": None, "url": "https://models.example/broken.tflite", "sha256": broken_sha},
+                    "accelerator": "cpu"}}  # fmt: skip
+    await kube.merge_patch(API, "inferencemodels", ns, im, bad)
+    job = await eventually(lambda: running_validation(kube, ns, im, broken_sha))
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(broken, broken_sha))
+    refused = await eventually(lambda: promoted(kube, ns, im, "ValidationFailed"), timeout=30)
+    degraded = condition(refused, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ValidationFailed")
+    assert "GoldenSetMismatch" in degraded["message"] and "chelsea.jpg: expected cat" in degraded["message"]
+    assert condition(refused, "Ready")["status"] == "True"
+    assert refused["status"]["activeModelSha256"] == TPU_SHA and await deployment_sha(kube, ns, im) == TPU_SHA
+    assert refused["status"]["lastFailure"]["reason"] == "ValidationFailed"
+    events = await eventually(lambda: _has(kube, ns, im, "ValidationFailed", "Promoted", "ValidationPassed"))
+    assert events["ValidationFailed"]["type"] == "Warning"
+
+    history = [(e["event"], e["sha256"][:12]) for e in refused["status"]["history"]]
+    assert ("Promoted", TPU_SHA[:12]) in history and ("ValidationFailed", broken_sha[:12]) in history
+    assert history.index(("Promoted", TPU_SHA[:12])) < history.index(("ValidationFailed", broken_sha[:12]))
+    catalog_view = (await kubectl_korall(cluster, "catalog", "-n", ns)).splitlines()
+    assert catalog_view[0].split() == ["NAME", "STAGE", "SHA", "VALIDATED", "APPROVED", "SERVING", "READY",
+                                       "PROMOTED", "AGE"]  # fmt: skip
+    (row,) = [line.split() for line in catalog_view if line.startswith(im + " ")]
+    assert row[1:8] == ["production", broken_sha[:12], "Failed", "Pending", TPU_SHA[:12], "True", "ValidationFailed"]
+    history_view = await kubectl_korall(cluster, "history", im, "-n", ns)
+    assert "Promoted" in history_view and approver in history_view and "ValidationFailed" in history_view
+    promoted_entry = next(e for e in refused["status"]["history"] if e["event"] == "Promoted")
+    assert (promoted_entry["approvedBy"], promoted_entry["stage"], promoted_entry["validation"]) == (
+        approver,
+        "production",
+        "Passed",
+    )
+
+
+async def _has(kube: ClusterClient, ns: str, im: str, *reasons: str) -> dict[str, dict[str, Any]]:
+    events = await events_of(kube, ns, im)
+    assert set(reasons) <= set(events), sorted(events)
+    return events
+
+
+async def test_a_first_production_model_runs_nothing_until_it_is_admitted(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str
+) -> None:
+    ns, im = cluster.namespace, name("first")
+    await kube.create(API, "inferencemodels", ns, model_body(im, "production", {"file": CPU_MODEL}))
+    held = await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
+    assert condition(held, "Ready")["reason"] == "PendingValidation" and "specHash" not in held["status"]
+    assert await deployment_sha(kube, ns, im) is None
+    job = await running_validation(kube, ns, im, CPU_SHA)
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
+    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    assert await deployment_sha(kube, ns, im) is None
+    await approve(cluster, im, CPU_SHA, approver, ns)
+    await serving(cluster, kube, ns, im, CPU_SHA)
+
+
+async def test_a_production_model_whose_pods_never_get_ready_is_rolled_back_until_the_spec_changes(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str
+) -> None:
+    ns, im = cluster.namespace, name("back")
+    body = model_body(im, "demo", {"file": CPU_MODEL}, validation={"rolloutDeadlineSeconds": 5})
+    await kube.create(API, "inferencemodels", ns, body)
+    await serving(cluster, kube, ns, im, CPU_SHA)  # the last good model
+
+    rule = None
+    if nodes is not None:  # the new model's pods crash-loop: never ready (the old ReplicaSet's keep running)
+        from fake_nodes import CRASH_LOOP
+
+        rule = nodes.fail(f"^{ns}/{im}-vision-", CRASH_LOOP, "self-test on golden set failed",
+                          annotations={"korall.io/model-sha256": TPU_SHA})  # fmt: skip
+    try:
+        change = {"spec": {"stage": "production", "model": {"file": TPU_MODEL}, "accelerator": "edgetpu"}}
+        await kube.merge_patch(API, "inferencemodels", ns, im, change)
+        job = await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
+        result = validator_result(MODELS / TPU_MODEL, TPU_SHA, accelerator="edgetpu")
+        await end_validation(cluster, nodes, kube, ns, job, result)
+        await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+        await approve(cluster, im, TPU_SHA, approver, ns)
+
+        async def tried() -> None:
+            assert await deployment_sha(kube, ns, im) == TPU_SHA
+
+        await eventually(tried, timeout=30)
+
+        async def rolled_back() -> tuple[dict[str, Any], dict[str, Any]]:
+            got = await promoted(kube, ns, im, "RolledBack")
+            degraded = condition(got, "Degraded")  # once the crash-looping pod is gone, the rollback is the failure
+            assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack"), degraded
+            return got, degraded
+
+        rolled, degraded = await eventually(rolled_back, timeout=60)
+        assert (
+            f"rolled back to {CPU_SHA[:12]}" in degraded["message"] and "until the spec changes" in degraded["message"]
+        )
+        assert await deployment_sha(kube, ns, im) == CPU_SHA
+        await serving(cluster, kube, ns, im, CPU_SHA)
+        assert (await events_of(kube, ns, im))["RolledBack"]["type"] == "Warning"
+        assert rolled["status"]["catalog"]["rolledBack"]["sha256"] == TPU_SHA
+
+        # Not tried again while the spec stays as it is, whatever else happens (the resync loop runs every 2 s).
+        await _quiet(kube, ns, im, seconds=6)
+        assert await deployment_sha(kube, ns, im) == CPU_SHA
+    finally:
+        if rule is not None:
+            nodes.clear(rule)
+    # A spec change is a new attempt: admitted again (validated and approved already), rolled out, and it stays.
+    await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": {"scoreThreshold": 0.55}})
+    again = await serving(cluster, kube, ns, im, TPU_SHA)
+    assert condition(again, "Promoted")["status"] == "True"
+
+
+async def _quiet(kube: ClusterClient, ns: str, im: str, seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    await promoted(kube, ns, im, "RolledBack")

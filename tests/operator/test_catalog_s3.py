@@ -1,0 +1,120 @@
+"""Production models from S3: the validation Job gets a link of its own, and the serving model keeps its link.
+
+The S3 store is moto's server, the operator signs with boto3 (the fixtures of test_model_delivery.py). The Job's
+link, from the Secret the operator writes for it (owned by the Job), is followed by the real downloader
+(korall_workloads.fetch) into a content-addressed cache, and the real validator judges what it fetched: the result
+the Job's pod then reports (catalog_helpers.end_validation). Meanwhile the model that serves keeps the link of its
+own object. On the emulator and on the real control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from catalog_helpers import (
+    ADMIN,
+    CPU_SHA,
+    approve,
+    broken_model,
+    end_validation,
+    get_im,
+    promoted,
+    running_validation,
+    serving,
+    validator_result,
+)
+from catalog_helpers import name as new_name
+from cluster_helpers import API, Cluster, ClusterClient, eventually, running_operator
+from korall_operator.manifests import LINK_KEY, link_secret_name
+from korall_operator.manifests.validation import validation_link_secret
+from test_catalog import approver, nodes  # noqa: F401  (fixtures)
+from test_model_delivery import BUCKET, CREDENTIALS_NAMESPACE, KEY, credentials, s3  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, s3: str, credentials: str) -> Iterator[Any]:  # noqa: F811
+    """The operator with the store's endpoint and credentials, links of the default lifetime."""
+    env = {"KORALL_NAMESPACE": CREDENTIALS_NAMESPACE, "KORALL_S3_CREDENTIALS_SECRET": credentials,
+           "KORALL_S3_ENDPOINT_URL": s3, "KORALL_S3_PATH_STYLE": "true"}  # fmt: skip
+    with running_operator(cluster.namespace, cluster.operator_kubeconfig or cluster.kubeconfig, env=env) as runner:
+        yield runner
+
+
+async def secret_link(kube: ClusterClient, ns: str, secret: str) -> str:
+    got = await kube.get("v1", "secrets", ns, secret)
+    assert got is not None, f"no Secret {secret} yet"
+    return base64.b64decode(got["data"][LINK_KEY]).decode()
+
+
+async def fetched(link: str, sha: str, folder: Path) -> Path:
+    """The model downloader (the Job's init container) through a link, into a cache; the cached file."""
+    (folder / "link").write_text(link)
+    env = {**os.environ, "MODEL_SHA256": sha, "MODEL_URL_FILE": str(folder / "link"), "MODEL_CACHE_DIR":
+           str(folder / "cache"), "TERMINATION_MESSAGE_PATH": str(folder / "termination")}  # fmt: skip
+    command = [sys.executable, "-m", "korall_workloads.fetch"]
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return folder / "cache" / "sha256" / sha
+
+
+async def test_an_s3_model_is_validated_through_its_own_link_while_the_serving_one_keeps_its_own(
+    cluster: Cluster,
+    kube: ClusterClient,
+    s3: str,  # noqa: F811
+    nodes: Any,  # noqa: F811
+    approver: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ns, im = cluster.namespace, new_name("s3prod")
+    body = {"apiVersion": API, "kind": "InferenceModel",
+            "metadata": {"name": im, "annotations": {"korall.io/requested-by": ADMIN}},
+            "spec": {"stage": "production", "model": {"s3": f"s3://{BUCKET}/{KEY}", "sha256": CPU_SHA}}}  # fmt: skip
+    await kube.create(API, "inferencemodels", ns, body)
+    job = await eventually(lambda: running_validation(kube, ns, im, CPU_SHA), timeout=30)
+    link = await eventually(lambda: secret_link(kube, ns, validation_link_secret(job)), timeout=30)
+    secret = await kube.get("v1", "secrets", ns, validation_link_secret(job))
+    assert secret is not None and secret["metadata"]["ownerReferences"][0]["kind"] == "Job"  # gone with the Job
+    assert await kube.get("v1", "secrets", ns, link_secret_name(im)) is None  # nothing serves: no serving link yet
+    first = tmp_path / "first"
+    first.mkdir()
+    model = await fetched(link, CPU_SHA, first)
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(model, CPU_SHA))
+    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    await approve(cluster, im, CPU_SHA, approver, ns)
+    await serving(cluster, kube, ns, im, CPU_SHA)
+    serving_link = await secret_link(kube, ns, link_secret_name(im))
+    assert f"/{KEY}?" in serving_link
+
+    # A new object in production: its Job fetches it through a link of its own; the serving link stays the old one.
+    broken, broken_sha = broken_model(tmp_path)
+    client = boto3.client(
+        "s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key="ssd/broken.tflite", Body=broken.read_bytes())
+    change = {"spec": {"model": {"s3": f"s3://{BUCKET}/ssd/broken.tflite", "sha256": broken_sha}}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, change)
+    job = await eventually(lambda: running_validation(kube, ns, im, broken_sha), timeout=30)
+    link = await eventually(lambda: secret_link(kube, ns, validation_link_secret(job)), timeout=30)
+    assert "/ssd/broken.tflite?" in link
+    assert (await asyncio.to_thread(httpx.get, link)).content == broken.read_bytes()
+    assert f"/{KEY}?" in await secret_link(kube, ns, link_secret_name(im))  # still the serving model's object
+    second = tmp_path / "second"
+    second.mkdir()
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(await fetched(link, broken_sha, second),
+                                                                         broken_sha))  # fmt: skip
+    await eventually(lambda: promoted(kube, ns, im, "ValidationFailed"), timeout=30)
+    refused = await get_im(kube, ns, im)
+    assert refused["status"]["activeModelSha256"] == CPU_SHA
+    assert f"/{KEY}?" in await secret_link(kube, ns, link_secret_name(im))

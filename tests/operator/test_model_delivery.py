@@ -1,0 +1,208 @@
+"""Models from S3, end to end through the operator: a real S3 API (moto's server), boto3 signing in the operator, the
+link Secret it writes, the real downloader fetching through that link, and the status.
+
+Run on the emulator and on the real API server (with the chart's RBAC: the operator may read Secrets in its own
+namespace only, and write the link Secrets). The S3 store is moto's server on loopback; it serves presigned GETs as
+S3 does but does not check their expiry (tests/workloads/fetch covers expired links with a front that does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from cluster_helpers import API, Cluster, ClusterClient, eventually, running_operator
+from korall_operator.manifests import LINK_KEY, child_name, link_secret_name
+from s3_servers import moto_s3
+from test_reconcile import cond
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+SHA = hashlib.sha256(MODEL.read_bytes()).hexdigest()
+BUCKET, KEY = "models", "ssd/v2.tflite"
+CREDENTIALS_NAMESPACE = "korall-system"  # the chart's release namespace: its Role lets the operator read Secrets
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    with moto_s3() as endpoint:
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+        )
+        client.create_bucket(Bucket=BUCKET)
+        client.put_object(Bucket=BUCKET, Key=KEY, Body=MODEL.read_bytes())
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def credentials(cluster: Cluster) -> str:
+    """A credentials Secret in the operator's namespace (moto accepts any key)."""
+    if cluster.emulated is not None:
+        cluster.emulated.create_namespace(CREDENTIALS_NAMESPACE)
+    name = f"s3-{secrets.token_hex(3)}"
+    data = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
+    body = {"metadata": {"name": name}, "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+    async def create() -> None:
+        kube = await ClusterClient.from_kubeconfig(cluster.kubeconfig)
+        try:
+            await kube.create("v1", "secrets", CREDENTIALS_NAMESPACE, body)
+        finally:
+            await kube.close()
+
+    asyncio.run(create())
+    return name
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, s3: str, credentials: str) -> Iterator[Any]:
+    env = {
+        "KORALL_NAMESPACE": CREDENTIALS_NAMESPACE,
+        "KORALL_S3_CREDENTIALS_SECRET": credentials,
+        "KORALL_S3_ENDPOINT_URL": s3,
+        "KORALL_S3_PATH_STYLE": "true",
+        "KORALL_LINK_TTL_S": "10",  # signed again every 5 s
+        "KORALL_LINK_RETRY_S": "1",
+    }
+    with running_operator(cluster.namespace, cluster.operator_kubeconfig or cluster.kubeconfig, env=env) as runner:
+        yield runner
+
+
+def s3_model(name: str, **model: Any) -> dict[str, Any]:
+    source = {"s3": f"s3://{BUCKET}/{KEY}", "sha256": SHA, **model}
+    return {"apiVersion": API, "kind": "InferenceModel", "metadata": {"name": name}, "spec": {"model": source}}
+
+
+async def link_of(kube: ClusterClient, ns: str, name: str) -> str:
+    secret = await kube.get("v1", "secrets", ns, link_secret_name(name))
+    assert secret is not None, "no link Secret yet"
+    return base64.b64decode(secret["data"][LINK_KEY]).decode()
+
+
+async def degraded(kube: ClusterClient, ns: str, name: str, reason: str) -> dict[str, Any]:
+    im = await kube.get(API, "inferencemodels", ns, name)
+    assert im is not None and cond(im, "Degraded")["reason"] == reason, (im or {}).get("status")
+    return im
+
+
+async def test_an_s3_model_gets_a_link_the_downloader_fetches_it_through_and_a_pod_that_uses_it(
+    cluster: Cluster, kube: ClusterClient, tmp_path: Path
+) -> None:
+    ns, name = cluster.namespace, f"s3-{secrets.token_hex(2)}"
+    await kube.create(API, "inferencemodels", ns, s3_model(name))
+    link = await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    assert "X-Amz-Signature=" in link and "X-Amz-Expires=10" in link  # SigV4, short-lived
+    assert (await asyncio.to_thread(httpx.get, link)).content == MODEL.read_bytes()
+
+    # The init container's own code, through the operator's link: into a content-addressed cache, verified.
+    (tmp_path / "link").write_text(link)
+    env = {
+        **os.environ,
+        "MODEL_SHA256": SHA,
+        "MODEL_URL_FILE": str(tmp_path / "link"),
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "TERMINATION_MESSAGE_PATH": str(tmp_path / "termination"),
+    }
+    command = [sys.executable, "-m", "korall_workloads.fetch"]
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cache" / "sha256" / SHA).read_bytes() == MODEL.read_bytes()
+
+    deployment = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
+    assert deployment is not None
+    pod = deployment["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-fetch"]
+    assert {"name": "model-link", "secret": {"secretName": link_secret_name(name), "defaultMode": 0o440}} in [
+        {k: v for k, v in volume.items() if k in ("name", "secret")} for volume in pod["volumes"]
+    ]
+    im = await kube.get(API, "inferencemodels", ns, name)
+    assert im is not None and im["status"]["modelLink"]["expiresAt"] > im["status"]["modelLink"]["issuedAt"]
+    if not cluster.is_emulated:  # real pods (fake nodes) become ready: the status says which model serves
+
+        async def serving() -> None:
+            got = await kube.get(API, "inferencemodels", ns, name)
+            assert got is not None and (got.get("status") or {}).get("activeShortSha") == SHA[:12], got
+
+        await eventually(serving, timeout=30)
+
+
+async def test_the_link_is_signed_again_before_it_expires(cluster: Cluster, kube: ClusterClient) -> None:
+    ns, name = cluster.namespace, f"resign-{secrets.token_hex(2)}"
+    await kube.create(API, "inferencemodels", ns, s3_model(name))
+    first = await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    deployment = await eventually(lambda: _deployment(kube, ns, name))
+
+    async def signed_again() -> str:
+        link = await link_of(kube, ns, name)
+        assert link != first
+        return link
+
+    second = await eventually(signed_again, timeout=20)  # a 10 s link is signed again after 5 s
+    assert (await asyncio.to_thread(httpx.get, second)).content == MODEL.read_bytes()
+    again = await _deployment(kube, ns, name)
+    assert again["metadata"]["generation"] == deployment["metadata"]["generation"], "a new link must not roll out"
+
+
+async def test_a_missing_credentials_secret_is_reported_and_recovers_once_it_exists(
+    cluster: Cluster, kube: ClusterClient
+) -> None:
+    ns, name, secret = cluster.namespace, f"nocreds-{secrets.token_hex(2)}", f"late-{secrets.token_hex(2)}"
+    await kube.create(API, "inferencemodels", ns, s3_model(name, s3Credentials=secret))
+    im = await eventually(lambda: degraded(kube, ns, name, "S3CredentialsMissing"), timeout=30)
+    assert f"{CREDENTIALS_NAMESPACE}/{secret}" in cond(im, "Degraded")["message"]
+    assert await kube.get("apps/v1", "deployments", ns, child_name(name, "vision")) is None  # no pod without a link
+    data = {"AWS_ACCESS_KEY_ID": "late-key", "AWS_SECRET_ACCESS_KEY": "late-secret"}
+    body = {"metadata": {"name": secret}, "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    await kube.create("v1", "secrets", CREDENTIALS_NAMESPACE, body)
+    await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    await eventually(lambda: _deployment(kube, ns, name), timeout=30)
+
+
+async def test_a_missing_object_is_reported_before_any_pod_is_made(cluster: Cluster, kube: ClusterClient) -> None:
+    ns, name = cluster.namespace, f"noobj-{secrets.token_hex(2)}"
+    body = s3_model(name)
+    body["spec"]["model"]["s3"] = f"s3://{BUCKET}/no/such.tflite"
+    await kube.create(API, "inferencemodels", ns, body)
+    im = await eventually(lambda: degraded(kube, ns, name, "ModelObjectNotFound"), timeout=30)
+    assert "no/such.tflite" in cond(im, "Degraded")["message"]
+    assert await kube.get("apps/v1", "deployments", ns, child_name(name, "vision")) is None
+
+
+async def test_a_failed_download_on_the_node_surfaces_as_its_reason(
+    cluster: Cluster, kube: ClusterClient, request: pytest.FixtureRequest
+) -> None:
+    """The init container's one-line termination message becomes the condition (the fake kubelet reports it)."""
+    if cluster.is_emulated:
+        pytest.skip("needs the real tier: its fake nodes play the failing init container")
+    from fake_nodes import INIT_FAILED
+
+    real = request.getfixturevalue("real_cluster")
+    ns, name = cluster.namespace, f"badsum-{secrets.token_hex(2)}"
+    message = f"ModelDownloadFailed: ChecksumMismatch: got sha256 {'0' * 64}, expected {SHA}"
+    rule = real.cluster.nodes.fail(f"^{ns}/{name}-", INIT_FAILED, message)
+    try:
+        await kube.create(API, "inferencemodels", ns, s3_model(name))
+        im = await eventually(lambda: degraded(kube, ns, name, "ModelDownloadFailed"), timeout=60)
+        assert "ChecksumMismatch" in cond(im, "Degraded")["message"]
+        assert im["status"]["lastFailure"]["reason"] == "ModelDownloadFailed"
+    finally:
+        real.cluster.nodes.clear(rule)
+
+
+async def _deployment(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
+    got = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
+    assert got is not None
+    return got
