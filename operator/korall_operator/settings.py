@@ -282,6 +282,7 @@ class OperatorSettings(BaseSettings):
     four_eyes: bool = True
     """A production model needs an approval from someone other than its requester (the korall.io/requested-by
     annotation, which the chart's ValidatingAdmissionPolicy makes the API server's own account of who that is)."""
+
     @field_validator("rate_limit_per_client", "rate_limit_per_token")
     @classmethod
     def _rate_limit(cls, value: str) -> str:

@@ -70,12 +70,15 @@ class _Spec(BaseModel):
 # ---------------------------------------------------------------------------------------------- InferenceModel
 
 
+OBJECT_NAME_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
+
+
 class SecretKeyRef(_Spec):
-    """A key of a Secret in the InferenceModel's namespace (read by the kubelet into the pod, never by the
-    operator)."""
+    """A key of a Secret in the same namespace (read by the kubelet into the pod, never by the operator)."""
 
     name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
-    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_RE)
 
 
 class ModelSource(_Spec):
@@ -119,8 +122,6 @@ class ModelSource(_Spec):
         return self.file or self.url or self.s3 or ""
 
 
-OBJECT_NAME_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
 class MqttSpec(_Spec):
     """The broker events go to (docs/events.md)."""
 
@@ -204,13 +205,6 @@ class SecretRef(_Spec):
     """A Secret in the same namespace, by name."""
 
     name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
-
-
-class SecretKeyRef(_Spec):
-    """One key of a Secret in the same namespace."""
-
-    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_RE)
-    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_RE)
 
 
 class AuthSpec(_Spec):

@@ -139,7 +139,9 @@ def _check_security(deployment: dict[str, Any], has_device: bool, access: str) -
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] > 0
     assert security["readOnlyRootFilesystem"] is True
     host_paths = [v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v]
-    assert bool(host_paths) == has_device
+    assert bool(host_paths) == (has_device and access == "privileged")  # device-plugin: the plugin grants it
+    granted = [k for k in container(deployment).get("resources", {}).get("limits", {}) if "/" in k]
+    assert bool(granted) == has_device  # requested in both modes: the scheduler counts them
     if has_device and access == "privileged":
         assert security.get("privileged") is True
     else:

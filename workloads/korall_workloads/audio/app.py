@@ -28,9 +28,8 @@ from korall_workloads.common.broadcast import Subscription, end_streams_on_exit_
 from korall_workloads.common.event_settings import EventsSettings
 from korall_workloads.common.guard import NO_TELEMETRY, install_http_guard
 from korall_workloads.common.http_settings import HttpSettings
-from korall_workloads.common.responses import install_error_handlers
 from korall_workloads.common.pages import mount_page
-from korall_workloads.common.responses import error_body, install_error_handlers
+from korall_workloads.common.responses import install_error_handlers
 
 READY_STATES = (CaptureState.CAPTURING, CaptureState.FINISHED)
 
@@ -152,26 +151,24 @@ def create_app(
             if record["id"] > sent:
                 yield ServerSentEvent(data=record, event=record["type"], id=str(record["id"]))
 
-    def room_for_a_level_client() -> None:
-        if hub.levels.max_clients is not None and hub.levels.subscribers >= hub.levels.max_clients:
-            raise TooManyClients(f"too many live clients (max {hub.levels.max_clients}); reconnect later")
-
-    @app.get("/level/stream", response_class=EventSourceResponse, dependencies=[Depends(room_for_a_level_client)])
-    async def level_stream() -> AsyncIterator[ServerSentEvent]:
-        """The live level, one `level` event per chunk: its dBFS and peak, the level of each 32 ms frame in it, and
-        the events under way (`open`: type -> start) on the events' clock; the latest first. For the page's meter."""
-        sub = hub.levels.subscribe()
-        if sub is None:  # lost the race for the last place after the check: the 200 is out, so say it in-band
-            refused = TooManyClients(f"too many live clients (max {hub.levels.max_clients}); reconnect later")
-            yield ServerSentEvent(data=error_body(refused), event="error")
-            return
+    async def level_place(request: Request) -> AsyncIterator[Subscription]:
+        """A place among the level stream's clients, like `live_place` (503 before the stream, freed at its end)."""
+        sub = hub.levels.join(client=_client(request))
         try:
-            if (latest := hub.latest_level()) is not None:
-                yield ServerSentEvent(data=latest, event="level")
-            while (level := await sub.queue.get()) is not None:
-                yield ServerSentEvent(data=level, event="level")
+            yield sub
         finally:
             hub.levels.unsubscribe(sub)
+
+    @app.get("/level/stream", response_class=EventSourceResponse)
+    async def level_stream(
+        sub: Subscription = Depends(level_place),  # noqa: B008 (not Annotated: level_place is local to create_app)
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The live level, one `level` event per chunk: its dBFS and peak, the level of each 32 ms frame in it, and
+        the events under way (`open`: type -> start) on the events' clock; the latest first. For the page's meter."""
+        if (latest := hub.latest_level()) is not None:
+            yield ServerSentEvent(data=latest, event="level")
+        while (level := await sub.queue.get()) is not None:
+            yield ServerSentEvent(data=level, event="level")
 
     @app.get("/chunks")
     def chunks(limit: Annotated[int, Query(ge=1, le=120)] = 10) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import asyncio
 import concurrent.futures
 import enum
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
