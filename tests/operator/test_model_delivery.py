@@ -25,7 +25,7 @@ import pytest
 from cluster_helpers import API, Cluster, ClusterClient, eventually, running_operator
 from korall_operator.manifests import LINK_KEY, child_name, link_secret_name
 from s3_servers import moto_s3
-from test_reconcile import cond
+from test_reconcile import cond, has_event
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
@@ -154,6 +154,31 @@ async def test_the_link_is_signed_again_before_it_expires(cluster: Cluster, kube
     assert (await asyncio.to_thread(httpx.get, second)).content == MODEL.read_bytes()
     again = await _deployment(kube, ns, name)
     assert again["metadata"]["generation"] == deployment["metadata"]["generation"], "a new link must not roll out"
+
+
+async def test_a_link_that_cannot_be_signed_again_is_a_warning_and_is_retried(
+    cluster: Cluster, kube: ClusterClient
+) -> None:
+    """The model's credentials Secret goes away after its first link: the renewal fails with a Warning Event
+    (LinkNotRenewed) naming why, keeps trying, and signs again once the Secret is back; the pod is left alone."""
+    ns, name, secret = cluster.namespace, f"renewfail-{secrets.token_hex(2)}", f"brief-{secrets.token_hex(2)}"
+    data = {"AWS_ACCESS_KEY_ID": "brief-key", "AWS_SECRET_ACCESS_KEY": "brief-secret"}
+    body = {"metadata": {"name": secret}, "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    await kube.create("v1", "secrets", CREDENTIALS_NAMESPACE, body)
+    await kube.create(API, "inferencemodels", ns, s3_model(name, s3Credentials=secret))
+    first = await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    await kube.delete("v1", "secrets", CREDENTIALS_NAMESPACE, secret)
+
+    warning = await eventually(lambda: has_event(kube, ns, name, "LinkNotRenewed", "Warning"), timeout=30)
+    assert f"{CREDENTIALS_NAMESPACE}/{secret} does not exist" in warning["message"]
+    assert await link_of(kube, ns, name) == first
+
+    await kube.create("v1", "secrets", CREDENTIALS_NAMESPACE, body)
+
+    async def signed_again() -> None:
+        assert await link_of(kube, ns, name) != first
+
+    await eventually(signed_again, timeout=30)
 
 
 async def test_a_missing_credentials_secret_is_reported_and_recovers_once_it_exists(

@@ -29,7 +29,6 @@ from korall_operator.handlers.indexes import (
 )
 from korall_operator.handlers.inference_models import forget_inference_model, reconcile_inference_model
 from korall_operator.handlers.lifecycle import configure, start, stop
-from korall_operator.handlers.model_links import keep_link_fresh
 from korall_operator.handlers.validation import validation_job_changed, validation_pod_changed
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "forget_inference_model",
     "inference_models",
     "inference_models_by_capture_profile",
-    "keep_link_fresh",
     "pod_changed",
     "pod_problems_by_parent",
     "reconcile_capture_profile",

@@ -144,3 +144,9 @@ def _message(exc: ApiError) -> str:
     except (TypeError, ValueError):
         body = {}
     return str(body.get("message") or exc.reason or "no message") if isinstance(body, dict) else str(exc.reason)
+
+
+def deleted(type: str | None, **_: Any) -> bool:
+    """A `when=` filter for event handlers that act on deletions only: kopf otherwise calls (and logs) them for
+    every watch event of every object (five per InferenceModel created)."""
+    return type == "DELETED"

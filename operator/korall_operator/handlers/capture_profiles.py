@@ -33,6 +33,7 @@ from korall_operator.handlers._common import (
     NamespaceGoing,
     State,
     apply_children,
+    deleted,
     report_spec_failure,
     state,
     transient,
@@ -131,7 +132,7 @@ async def reconcile_capture_profile(
         await korall.events.record(body, "Normal", "RollingOut", f"audio pod template changed to {expected}")
 
 
-@kopf.on.event(GROUP, VERSION, CAPTURE_PROFILES)
+@kopf.on.event(GROUP, VERSION, CAPTURE_PROFILES, when=deleted)
 async def forget_capture_profile(
     type: str,
     name: str,
@@ -143,6 +144,6 @@ async def forget_capture_profile(
 
     A raw watch-event handler rather than `on.delete`: a delete handler would need a finalizer on every profile.
     """
-    if type == "DELETED" and namespace is not None:
+    if namespace is not None:
         state(memo).writers.forget(("CaptureProfile", namespace, name))
         await _poke_models(memo, kwargs["inference_models_by_capture_profile"], namespace, name, "absent")

@@ -32,6 +32,7 @@ from korall_operator.handlers._common import (
     NamespaceGoing,
     State,
     apply_children,
+    deleted,
     report_spec_failure,
     state,
     transient,
@@ -163,12 +164,12 @@ async def _refresh_used_by(
             logger.debug(f"usedBy of CaptureProfile {profile} not updated: {e}")
 
 
-@kopf.on.event(GROUP, VERSION, INFERENCE_MODELS)
+@kopf.on.event(GROUP, VERSION, INFERENCE_MODELS, when=deleted)
 async def forget_inference_model(
     type: str, name: str, spec: kopf.Spec, namespace: str | None, memo: Any, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     """A deleted model no longer uses its CaptureProfile (status.usedBy)."""
-    if type == "DELETED" and namespace is not None:
+    if namespace is not None:
         korall = state(memo)
         korall.writers.forget(("InferenceModel", namespace, name))
         await _refresh_used_by(korall, Indexes.of(kwargs), namespace, profile_ref(spec), {}, logger)

@@ -6,8 +6,9 @@ Settings that matter for a long-running operator (see docs/operator-runtime.md):
 - progress and diff-base in `kopf.korall.io/` annotations (not `status.kopf`), so the status holds only our fields;
 - only warnings and errors of kopf's own log become Events; our Normal Events are posted explicitly;
 - no finalizers are needed (no delete handlers), so deleting a CR never waits for the operator;
-- two background tasks, started here and stopped at cleanup: the resync loop (resync.py) and the alerting
-  (alerting/service.py: alert mails from the resources' conditions); and the /metrics endpoint (metrics.py).
+- three background tasks, started here and stopped at cleanup: the resync loop (resync.py), the re-signing of
+  s3 models' links (model_links.py) and the alerting (alerting/service.py: alert mails from the resources'
+  conditions); and the /metrics endpoint (metrics.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from korall_operator import k8s, metrics
 from korall_operator.alerting.service import AlertService
 from korall_operator.handlers._common import State, load_settings
 from korall_operator.handlers.indexes import Indexes, ParentView
+from korall_operator.handlers.model_links import keep_links_fresh
 from korall_operator.handlers.resync import resync_forever
 from korall_operator.k8s import KubeClient
 from korall_operator.settings import OperatorSettings
@@ -73,6 +75,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger,
     # round comes one interval later.
     indexes = Indexes.of(kwargs)
     memo.resync = asyncio.create_task(resync_forever(memo.korall, indexes), name="korall resync")
+    memo.links = asyncio.create_task(keep_links_fresh(memo.korall, indexes), name="korall model links")
     alerts = AlertService(korall, memo.korall.kube, memo.korall.events, lambda: _parents(indexes))
     memo.alerts = asyncio.create_task(alerts.run(), name="korall alerts")
     memo.metrics = await metrics.serve(korall.metrics_port) if korall.metrics_port else None
@@ -86,7 +89,7 @@ def _parents(indexes: Indexes) -> list[ParentView]:
 
 @kopf.on.cleanup()
 async def stop(memo: Any, **_: Any) -> None:
-    for name in ("alerts", "resync"):
+    for name in ("alerts", "resync", "links"):
         task = getattr(memo, name, None)
         if isinstance(task, asyncio.Task):
             task.cancel()

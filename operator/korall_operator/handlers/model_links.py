@@ -3,8 +3,8 @@
 The reconcile handler calls `ensure_link` before it applies the Deployment (so the pod finds its link Secret):
 it reads the credentials Secret in the operator's own namespace (the only Secret the operator reads), checks the
 object exists (a HEAD: wrong credentials or a missing object become a clear condition before any pod is made),
-signs a GET link and writes it into the model's link Secret. A kopf daemon per s3 model (`keep_link_fresh`)
-sleeps until half the link's lifetime is gone and signs again: a pod that restarts, or is rescheduled an hour
+signs a GET link and writes it into the model's link Secret. One task for the operator (`keep_links_fresh`)
+signs each link again once half its lifetime is gone: a pod that restarts, or is rescheduled an hour
 later, reads a valid link. Issuance is rate-limited per model and overall (presign.LinkIssuer, `limits`).
 
 boto3 is imported on the first s3 model only (presign.py): an operator without S3 models does not pay its
@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import fnmatch
+import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import kopf
 
 from korall_operator.catalog import ModelRef, applied_spec
-from korall_operator.handlers._common import API, INFERENCE_MODELS, State, state, transient
+from korall_operator.handlers._common import API, INFERENCE_MODELS, State, transient
 from korall_operator.handlers._status_writes import write_status
+from korall_operator.handlers.indexes import Indexes
 from korall_operator.k8s import ApiError
 from korall_operator.manifests import LINK_KEY, link_secret_name, owner_reference, workload_labels
 from korall_operator.specs import InferenceModelSpec, SpecError, parse_inference_model
@@ -32,7 +37,7 @@ from korall_operator.specs import InferenceModelSpec, SpecError, parse_inference
 if TYPE_CHECKING:
     from korall_operator.presign import LinkIssuer, S3Credentials
 
-GROUP, VERSION = API.split("/")
+logger = logging.getLogger("korall.links")
 ALLOWED_KEY = "KORALL_S3_ALLOWED"
 """Optional key of a credentials Secret: comma-separated `s3://bucket/prefix*` patterns its models may use (whoever
 may create an InferenceModel may otherwise have any object those credentials reach downloaded)."""
@@ -174,33 +179,60 @@ def _applied(spec: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, An
     return applied_spec(spec, serving) if serving is not None else dict(spec)
 
 
-def _is_s3_model(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return bool((_applied(spec, status).get("model") or {}).get("s3"))
+async def keep_links_fresh(korall: State, indexes: Indexes) -> None:
+    """Sign every s3 model's link again at half its lifetime, for as long as the operator runs.
+
+    One task for the whole operator, over the index's view of the models (status.modelLink), started at startup
+    like the resync loop. A kopf daemon per s3 model did this before: kopf then keeps the whole body of every
+    InferenceModel in memory, s3 or not (about 40 KB each: 45 MB of 160 with 1000 models).
+    """
+    not_before: dict[tuple[str, str], float] = {}  # after a failure, or a renewal the index has not seen yet
+    while True:
+        tick = min(korall.settings.link_retry_s, korall.settings.link_ttl_s / 4)
+        await asyncio.sleep(tick)
+        now = time.time()
+        present: set[tuple[str, str]] = set()
+        for view in [v for store in indexes.models.values() for v in store]:
+            key = (view.namespace, view.name)
+            present.add(key)
+            due = renewal_in(view.status, now)
+            if due is None or due > 0 or view.deleting or not_before.get(key, 0.0) > now:
+                continue
+            not_before[key] = now + await _renew(korall, view.namespace, view.name, now)
+        for gone in not_before.keys() - present:
+            del not_before[gone]
 
 
-@kopf.daemon(GROUP, VERSION, INFERENCE_MODELS, when=_is_s3_model, cancellation_timeout=5.0)
-async def keep_link_fresh(
-    stopped: kopf.DaemonStopped, body: kopf.Body, spec: kopf.Spec, memo: Any, logger: kopf.Logger, **_: Any
-) -> None:
-    """Re-sign an s3 model's link at half its lifetime, for as long as the model is in S3."""
-    korall = state(memo)
-    while not stopped:
-        now = datetime.datetime.now(tz=datetime.UTC).timestamp()
-        due = renewal_in(body.get("status") or {}, now)
-        if due is None or due > 0:  # no link yet (the reconcile makes the first) or not yet due
-            await stopped.wait(korall.settings.link_retry_s if due is None else due)
-            continue
-        try:
-            model = parse_inference_model(_applied(spec, body.get("status") or {}))
-            fields = await ensure_link(korall, body, model, check=False)
-            await _write_link_status(korall, body, fields)
-            logger.info(f"model link signed again, valid until {fields['modelLink']['expiresAt']}")
-        except LinkUnavailable as e:
-            logger.warning(f"model link not signed again: {e.failure.reason}: {e}; retrying in {e.retry_after_s:.0f} s")
-            await stopped.wait(e.retry_after_s)
-        except (SpecError, ApiError) as e:  # the reconcile reports spec trouble; the API may be back soon
-            logger.warning(f"model link not signed again: {e}; retrying in {korall.settings.link_retry_s:.0f} s")
-            await stopped.wait(korall.settings.link_retry_s)
+async def _renew(korall: State, namespace: str, name: str, now: float) -> float:
+    """Sign one model's link again (from a fresh read); returns how long to leave it alone."""
+    retry = korall.settings.link_retry_s
+    body: dict[str, Any] | None = None
+    try:
+        body = await korall.kube.get(API, INFERENCE_MODELS, namespace, name)
+        status = (body or {}).get("status") or {}
+        if body is None or body["metadata"].get("deletionTimestamp") or (renewal_in(status, now) or 0.0) > 0:
+            return 0.0  # gone, going, or renewed meanwhile (the index lagged)
+        model = parse_inference_model(_applied(body.get("spec") or {}, status))
+        fields = await ensure_link(korall, body, model, check=False)
+        if not fields:
+            return 0.0  # no longer in S3; the reconcile has taken its link away
+        await _write_link_status(korall, body, fields)
+        logger.info(f"InferenceModel {namespace}/{name}: model link signed again, valid until "
+                    f"{fields['modelLink']['expiresAt']}")  # fmt: skip
+        return retry  # the index sees the new link within a moment
+    except LinkUnavailable as e:
+        why, retry = f"{e.failure.reason}: {e}", e.retry_after_s
+    except (SpecError, ApiError, aiohttp.ClientError, kopf.TemporaryError) as e:  # the reconcile reports the spec
+        why = str(e)
+    except Exception as e:  # never let one model end the loop
+        logger.exception(f"InferenceModel {namespace}/{name}: model link not signed again")
+        why = f"unexpected {type(e).__name__}: {e}"
+    message = f"model link not signed again: {why}; retrying in {retry:.0f} s"
+    logger.warning(f"InferenceModel {namespace}/{name}: {message}")
+    if body is not None:
+        with contextlib.suppress(ApiError, aiohttp.ClientError):
+            await korall.events.record(body, "Warning", "LinkNotRenewed", message)
+    return retry
 
 
 async def _write_link_status(korall: State, body: Mapping[str, Any], fields: dict[str, Any]) -> None:
