@@ -24,56 +24,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _service import free_port, start_vision
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 LIMIT = 384 * MIB
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_service(port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "ACCELERATOR": "cpu",
-        "LOG_LEVEL": "WARNING",
-        "HTTP_ACCESS_LOG": "false",
-        "MEMORY_LIMIT_BYTES": str(LIMIT),
-        "RATE_LIMIT_PER_CLIENT": "",  # every attack comes from 127.0.0.1 here; the limits are not what is measured
-        "RATE_LIMIT_PER_TOKEN": "",
-        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("contract", "workloads")),
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "korall_workloads.vision"], env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the service did not become ready in 60 s")
+    return start_vision(
+        port,
+        {
+            "HTTP_ACCESS_LOG": "false",
+            "MEMORY_LIMIT_BYTES": str(LIMIT),
+            "RATE_LIMIT_PER_CLIENT": "",  # every attack comes from 127.0.0.1 here; the limits are not what is measured
+            "RATE_LIMIT_PER_TOKEN": "",
+        },
+    )
 
 
 def status_kb(pid: int, key: str) -> int:

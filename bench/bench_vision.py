@@ -34,20 +34,18 @@ import asyncio
 import hashlib
 import io
 import json
-import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import skimage
+from _service import free_port, start_vision
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,42 +133,20 @@ def bench_models(threads: int, invokes: int) -> tuple[float, object]:
 # -- part 2: the service ------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 TOKEN = secrets.token_urlsafe(32)
 
 
 def start_service(port: int, threads: int, tokens_file: Path) -> subprocess.Popen[bytes]:
     tokens_file.write_text(f"bench sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()} infer,read\n")
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "NUM_THREADS": str(threads),
-        "ACCELERATOR": "cpu",
-        "LOG_LEVEL": "WARNING",
-        "AUTH_TOKENS_FILE": str(tokens_file),
-        "RATE_LIMIT_PER_CLIENT": "10000/second",  # counted on every request, never refusing one here
-        "RATE_LIMIT_PER_TOKEN": "10000/second",
-        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("contract", "operator", "workloads")),
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "korall_workloads.vision"], env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the service did not become ready in 60 s")
+    return start_vision(
+        port,
+        {
+            "NUM_THREADS": str(threads),
+            "AUTH_TOKENS_FILE": str(tokens_file),
+            "RATE_LIMIT_PER_CLIENT": "10000/second",  # counted on every request, never refusing one here
+            "RATE_LIMIT_PER_TOKEN": "10000/second",
+        },
+    )
 
 
 class Conn:

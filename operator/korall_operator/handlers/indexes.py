@@ -9,6 +9,9 @@ kopf fills an index before it calls any other handler with the same event, and p
 as keyword arguments named like the functions below. An index function returns `{}`, never None, for an object that
 contributes nothing: kopf keeps an object's previous contribution when its function returns None, so a pod that
 recovered would stay listed with its old problem.
+
+The index functions are `async def` although they never await: kopf runs a plain `def` handler in its thread pool,
+and with eight indexes over every Pod and Deployment event that hand-over was an eighth of the operator's CPU.
 """
 
 from __future__ import annotations
@@ -70,13 +73,13 @@ def profile_ref(spec: Any) -> str | None:
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployments_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]]:
+async def deployments_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]]:
     key = child_key(body)
     return {key: slim_deployment(body)} if key is not None else {}
 
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
-def pod_problems_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, PodProblem]:
+async def pod_problems_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, PodProblem]:
     """Only the pods with a problem are kept: a healthy fleet costs nothing here."""
     key = child_key(body)
     problem = pod_problem(body) if key is not None else None
@@ -84,19 +87,19 @@ def pod_problems_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, PodProbl
 
 
 @kopf.index(GROUP, VERSION, INFERENCE_MODELS)
-def inference_models(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[ParentKey, ParentView]:
+async def inference_models(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[ParentKey, ParentView]:
     view = _view("InferenceModel", body, profile_ref(spec))
     return {(view.kind, view.namespace, view.name): view}
 
 
 @kopf.index(GROUP, VERSION, CAPTURE_PROFILES)
-def capture_profiles(body: kopf.Body, **_: Any) -> dict[ParentKey, ParentView]:
+async def capture_profiles(body: kopf.Body, **_: Any) -> dict[ParentKey, ParentView]:
     view = _view("CaptureProfile", body)
     return {(view.kind, view.namespace, view.name): view}
 
 
 @kopf.index(GROUP, VERSION, INFERENCE_MODELS)
-def inference_models_by_capture_profile(
+async def inference_models_by_capture_profile(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str, str], str]:
     """(namespace, CaptureProfile name) -> the InferenceModels that reference it."""
@@ -105,7 +108,7 @@ def inference_models_by_capture_profile(
 
 
 @kopf.index(GROUP, VERSION, MODEL_APPROVALS)
-def approvals_by_model(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Approval]:
+async def approvals_by_model(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Approval]:
     """(namespace, InferenceModel name) -> its ModelApprovals (immutable: each is what it was when created)."""
     meta = body.get("metadata") or {}
     model, sha, by = spec.get("inferenceModel"), spec.get("sha256"), spec.get("approvedBy")
@@ -116,7 +119,7 @@ def approvals_by_model(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[tuple
 
 
 @kopf.index("", "v1", "pods", labels=VALIDATION)
-def validation_pod_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
+async def validation_pod_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
     """(namespace, validation Job) -> how its pod ended; only pods that have ended are kept."""
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -126,7 +129,7 @@ def validation_pod_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], 
 
 
 @kopf.index("batch", "v1", "jobs", labels=VALIDATION)
-def validation_job_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
+async def validation_job_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
     """(namespace, validation Job) -> how it failed as a whole (its deadline passed), if it did."""
     meta = body.get("metadata") or {}
     outcome = outcome_of_job(body)
