@@ -5,6 +5,11 @@ progressive JPEG, a TIFF of one strip, GIF, RLE BMP) is decoded in a process of 
 imported everything already, and its peak RSS growth (VmHWM after resetting it through /proc/self/clear_refs) is
 compared with the estimate made from its header. If a library update makes a decoder hungrier, this fails before a
 pod is OOM-killed.
+
+The child first reads one byte of every page of the files it has mapped (the libraries' code), so that what its
+RSS grows by during the decode is what the decode allocates. Without that, the first touch of a decoder's code
+counted too, and how much of a library one fault maps depends on the kernel's page cache: a fresh virtualenv mapped
+4 to 15 MiB more than one whose libraries had long been read, and failed this test.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from vision_helpers import ROOT
 W, H = 3000, 2000  # 6 MP: large enough that the decoders' own buffers dominate the fixed part of the estimate
 
 MEASURE = """
-import json, os, sys
+import ctypes, json, os, sys
 from pathlib import Path
 from korall_workloads.vision.preprocess import decode_image, open_image
 
@@ -32,11 +37,20 @@ def status(key):
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
     return int(line.split()[1]) * 1024
 
+def map_every_file_page():
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1].startswith("r") and fields[5].startswith("/"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            for address in range(start, end, 4096):
+                ctypes.c_char.from_address(address).value
+
 decode_image(open_image(Path(sys.argv[1]).read_bytes(), (300, 300), 40_000_000), (300, 300))  # warm the libraries
 for path in sys.argv[1:]:
     data = Path(path).read_bytes()
     pid = os.fork()
     if pid == 0:
+        map_every_file_page()
         Path("/proc/self/clear_refs").write_text("5")
         base = status("VmRSS:")
         opened = open_image(data, (300, 300), 40_000_000)
