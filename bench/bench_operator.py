@@ -195,7 +195,9 @@ async def run(
             one = statistics.median(floor)
             rows.append(("control plane alone: a write seen through a watch, p50", f"{one:.1f} ms", "-", True))
             # A reconcile is two such in a row: the InferenceModel reaches the operator, its Deployment this bench.
-            rows.append(("reconcile p50 minus 2 x that (the operator's share)", f"{p50 - 2 * one:.1f} ms", "-", True))
+            rows.append(
+                ("reconcile p50 minus 2 x that (operator and its applies)", f"{p50 - 2 * one:.1f} ms", "-", True)
+            )
             # The 100 creates, in two legs: admission of the InferenceModel (CRD schema, CEL rules, the chart's
             # ValidatingAdmissionPolicies) until this bench's watch sees it; then the operator and its applies.
             created = [f"lat-{i}" for i in range(0, 200, 2)]
