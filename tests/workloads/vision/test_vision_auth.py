@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from guarded_server import GuardedServer, json_error
+from guarded_server import GuardedServer, closed_by_peer, connect, json_error, read_reply
 from korall_contract import HttpEnv, VisionEnv, env_names
 from korall_workloads.common.auth import RELOAD_EVERY_S, TokenFileError, parse_tokens
 from korall_workloads.common.http_settings import HttpSettings
@@ -87,6 +87,19 @@ def test_a_large_upload_without_a_token_reads_its_401_after_sending_everything(s
     for _ in range(2):  # on a new connection each time: the refused one is closed
         reply = httpx.post(server.url + "/infer", content=body, timeout=30)
         assert reply.status_code == 401 and json_error(reply.content)["code"] == "unauthorized"
+
+
+def test_a_refusal_before_the_body_has_arrived_says_the_connection_closes(server: GuardedServer) -> None:
+    """The 401 goes out while the body is still on its way, so the server will not read the rest: it must say
+    `Connection: close`, or a keep-alive client sends its next request on a connection about to close and reads
+    "server disconnected" (a CI run met this with a small JPEG whose body came a moment after its head)."""
+    sock = connect(server.port)
+    sock.sendall(b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + bytes(1000))
+    status, headers, body = read_reply(sock)
+    assert status == 401 and json_error(body)["code"] == "unauthorized"
+    assert headers.get("connection") == "close"
+    assert closed_by_peer(sock)
+    sock.close()
 
 
 def test_rotation_keeps_two_tokens_valid_then_drops_the_old_one(

@@ -21,7 +21,8 @@ A refusal is written, then the connection lingers half-closed for up to LINGER_S
 dropping what the client still sends, as nginx's lingering close does: closing a socket with unread input makes the
 kernel send a reset, which can destroy the reply before the client reads it. The same happens after any reply sent
 before its request's body was read to its end (a 401, 413 or 503 to an upload), for up to HTTP_BODY_TIMEOUT_S: the
-rest of the body is not worth parsing, and keeping the connection would mean parsing it.
+rest of the body is not worth parsing, and keeping the connection would mean parsing it; such a reply says
+`Connection: close`, so that a keep-alive client does not send its next request on it.
 
 The body has its own deadline where it is read (`vision.upload`, HTTP_BODY_TIMEOUT_S). Nothing here runs per byte:
 the head is counted per received chunk, and two timer handles per request are all it costs.
@@ -38,8 +39,9 @@ from typing import Any, ClassVar
 
 import httptools
 import uvicorn
+from uvicorn._types import ASGI3Application, ASGISendEvent
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from korall_workloads.common.errors import HeadTooLarge, MalformedRequest, Overloaded, RequestTimeout, ServiceError
 from korall_workloads.common.http_settings import HttpSettings
@@ -222,6 +224,21 @@ class GuardedProtocol(HttpToolsProtocol):
         if size > self.settings.max_header_bytes:
             raise _HeadTooLarge(size)
         super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        """Start the route with a `send` that, when the reply begins before the request's body was read to its
+        end (a refusal to an upload: 401, 413, 503), makes uvicorn say `Connection: close` in it: the rest of that
+        body will not be read (see `on_response_complete`), so the connection ends with this reply, and a
+        keep-alive client must know that before it sends its next request on it."""
+        send = cycle.send
+
+        async def send_closing_if_body_unread(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start" and cycle.more_body:
+                cycle.keep_alive = False
+            await send(message)
+
+        cycle.send = send_closing_if_body_unread  # type: ignore[method-assign]  # run_asgi hands self.send on
+        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
