@@ -181,6 +181,26 @@ async def test_a_link_that_cannot_be_signed_again_is_a_warning_and_is_retried(
     await eventually(signed_again, timeout=30)
 
 
+async def test_a_model_moved_out_of_s3_loses_its_link(cluster: Cluster, kube: ClusterClient) -> None:
+    """From s3 to a file in the image: the status no longer shows a link (nor does the renewal task keep reading
+    the model to find it has none), and the Deployment serves the file."""
+    ns, name = cluster.namespace, f"leaves3-{secrets.token_hex(2)}"
+    await kube.create(API, "inferencemodels", ns, s3_model(name))
+    await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    await kube.merge_patch(
+        API, "inferencemodels", ns, name, {"spec": {"model": {"s3": None, "sha256": None, "file": MODEL.name}}}
+    )
+
+    async def serves_the_file() -> None:
+        im = await kube.get(API, "inferencemodels", ns, name)
+        assert im is not None and not (im.get("status") or {}).get("modelLink"), (im or {}).get("status")
+        env = {e["name"]: e.get("value") for e in (await _deployment(kube, ns, name))["spec"]["template"]["spec"]
+               ["containers"][0]["env"]}  # fmt: skip
+        assert (env.get("MODEL_PATH") or "").endswith(MODEL.name), env
+
+    await eventually(serves_the_file, timeout=30)
+
+
 async def test_a_missing_credentials_secret_is_reported_and_recovers_once_it_exists(
     cluster: Cluster, kube: ClusterClient
 ) -> None:

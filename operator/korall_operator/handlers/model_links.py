@@ -91,14 +91,15 @@ async def credentials(korall: State, model: InferenceModelSpec) -> tuple[S3Crede
 
 
 async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool) -> dict:
-    """Sign a link for an s3 model and write its Secret; returns the status fields (`modelLink`), or {} for a
-    model that is not in S3. `check`: HEAD the object first (on a spec change, not on a re-sign).
+    """Sign a link for an s3 model and write its Secret; returns the status fields: `modelLink`, None for a model
+    that is not in S3 (one that left S3 loses its link in the status, and the renewal task stops looking at it).
+    `check`: HEAD the object first (on a spec change, not on a re-sign).
 
     Raises SpecError (Degraded until the spec or the Secret changes), LinkUnavailable (retried), ApiError.
     """
     link = await signed_link(korall, body, model, check=check)
     if link is None:
-        return {}
+        return {"modelLink": None}
     meta = body["metadata"]
     secret = link_secret(body, link_secret_name(meta["name"]), {LINK_KEY: link.url}, korall.settings.vision_image)
     await korall.kube.apply(secret)
@@ -214,7 +215,7 @@ async def _renew(korall: State, namespace: str, name: str, now: float) -> float:
             return 0.0  # gone, going, or renewed meanwhile (the index lagged)
         model = parse_inference_model(_applied(body.get("spec") or {}, status))
         fields = await ensure_link(korall, body, model, check=False)
-        if not fields:
+        if fields["modelLink"] is None:
             return 0.0  # no longer in S3; the reconcile has taken its link away
         await _write_link_status(korall, body, fields)
         logger.info(f"InferenceModel {namespace}/{name}: model link signed again, valid until "
