@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from cluster_helpers import API, Cluster, ClusterClient, eventually
+from cluster_helpers import API, Cluster, ClusterClient, cond, eventually, get_im
 from korall_operator.manifests import MODEL_SHA256_ANNOTATION, child_name
 from korall_operator.manifests.validation import JOB_ANNOTATION
 
@@ -64,23 +64,10 @@ def model_body(im: str, stage: str, model: dict[str, Any], **spec: Any) -> dict[
     }
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    raise AssertionError(f"no {type_} condition in {obj.get('status')}")
-
-
-async def get_im(kube: ClusterClient, ns: str, im: str) -> dict[str, Any]:
-    obj = await kube.get(API, "inferencemodels", ns, im)
-    assert obj is not None
-    return obj
-
-
 async def promoted(kube: ClusterClient, ns: str, im: str, reason: str, status: str = "False") -> dict[str, Any]:
     """The model once its Promoted condition says `reason` for its current generation."""
     obj = await get_im(kube, ns, im)
-    got = condition(obj, "Promoted")
+    got = cond(obj, "Promoted")
     assert (got["status"], got["reason"]) == (status, reason), obj.get("status")
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     return obj
@@ -141,7 +128,7 @@ async def serving(cluster: Cluster, kube: ClusterClient, ns: str, im: str, sha: 
 
     async def ready() -> dict[str, Any]:
         obj = await get_im(kube, ns, im)
-        assert condition(obj, "Ready")["status"] == "True", obj["status"]
+        assert cond(obj, "Ready")["status"] == "True", obj["status"]
         assert obj["status"].get("activeModelSha256") == sha, obj["status"]
         return obj
 

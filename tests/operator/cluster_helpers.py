@@ -124,3 +124,24 @@ def running_operator(
 def emulator_only(cluster: Cluster, why: str) -> None:
     if not cluster.is_emulated:
         pytest.skip(f"needs the emulator: {why}")
+
+
+def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The object's status condition of that type (fails if it has none)."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    raise AssertionError(f"no {type_} condition in {obj.get('status')}")
+
+
+async def get_im(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
+    im = await kube.get(API, "inferencemodels", ns, name)
+    assert im is not None
+    return im
+
+
+async def has_event(kube: ClusterClient, ns: str, name: str, reason: str, type_: str = "Normal") -> dict[str, Any]:
+    events = await kube.events_for(ns, name)
+    found = [e for e in events if e.get("reason") == reason and e.get("type") == type_]
+    assert found, f"no {type_} Event {reason} for {name}: {[(e.get('type'), e.get('reason')) for e in events]}"
+    return found[0]

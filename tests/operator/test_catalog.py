@@ -24,7 +24,7 @@ from catalog_helpers import (
     approve,
     bind_approver,
     broken_model,
-    condition,
+    cond,
     deployment_sha,
     end_validation,
     events_of,
@@ -96,11 +96,11 @@ async def test_the_promotion_path_from_demo_to_production_and_a_broken_model_ref
     pending = await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
     catalog = pending["status"]["catalog"]
     assert (catalog["validated"], catalog["approved"], catalog["shortSha"]) == ("Passed", "Pending", TPU_SHA[:12])
-    assert f"kubectl korall approve {im}" in condition(pending, "Promoted")["message"]
+    assert f"kubectl korall approve {im}" in cond(pending, "Promoted")["message"]
     (record,) = [r for r in pending["status"]["validations"] if r["sha256"] == TPU_SHA]
     assert record["state"] == "Passed" and {i["image"] for i in record["images"]} >= {"chelsea.jpg", "grass.jpg"}
     assert record["checks"]["run"] == f"CPU twin {CPU_MODEL}" and record["durationSeconds"] > 0
-    assert condition(pending, "Ready")["status"] == "True" and condition(pending, "Degraded")["status"] == "False"
+    assert cond(pending, "Ready")["status"] == "True" and cond(pending, "Degraded")["status"] == "False"
     assert await deployment_sha(kube, ns, im) == CPU_SHA
 
     # Its requester's own approval does not count (four-eyes); someone else's does, and the new model rolls out.
@@ -108,13 +108,13 @@ async def test_the_promotion_path_from_demo_to_production_and_a_broken_model_ref
 
     async def refused_own() -> None:
         got = await promoted(kube, ns, im, "PendingApproval")
-        assert f"approved only by {ADMIN}, who requested it" in condition(got, "Promoted")["message"]
+        assert f"approved only by {ADMIN}, who requested it" in cond(got, "Promoted")["message"]
 
     await eventually(refused_own, timeout=30)
     said = await kubectl_korall(cluster, "--as", approver, "approve", im, "-n", ns, "--comment", "golden set passed")
     assert f"{approver} approved model {TPU_SHA[:12]} of {im}" in said
     rolled = await serving(cluster, kube, ns, im, TPU_SHA)
-    assert condition(rolled, "Promoted")["status"] == "True"
+    assert cond(rolled, "Promoted")["status"] == "True"
     assert rolled["status"]["catalog"]["approved"] == approver
     assert rolled["status"]["catalog"]["serving"]["approvedBy"] == approver
 
@@ -126,10 +126,10 @@ async def test_the_promotion_path_from_demo_to_production_and_a_broken_model_ref
     job = await eventually(lambda: running_validation(kube, ns, im, broken_sha))
     await end_validation(cluster, nodes, kube, ns, job, validator_result(broken, broken_sha))
     refused = await eventually(lambda: promoted(kube, ns, im, "ValidationFailed"), timeout=30)
-    degraded = condition(refused, "Degraded")
+    degraded = cond(refused, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "ValidationFailed")
     assert "GoldenSetMismatch" in degraded["message"] and "chelsea.jpg: expected cat" in degraded["message"]
-    assert condition(refused, "Ready")["status"] == "True"
+    assert cond(refused, "Ready")["status"] == "True"
     assert refused["status"]["activeModelSha256"] == TPU_SHA and await deployment_sha(kube, ns, im) == TPU_SHA
     assert refused["status"]["lastFailure"]["reason"] == "ValidationFailed"
     events = await eventually(lambda: _has(kube, ns, im, "ValidationFailed", "Promoted", "ValidationPassed"))
@@ -165,7 +165,7 @@ async def test_a_first_production_model_runs_nothing_until_it_is_admitted(
     ns, im = cluster.namespace, name("first")
     await kube.create(API, "inferencemodels", ns, model_body(im, "production", {"file": CPU_MODEL}))
     held = await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
-    assert condition(held, "Ready")["reason"] == "PendingValidation" and "specHash" not in held["status"]
+    assert cond(held, "Ready")["reason"] == "PendingValidation" and "specHash" not in held["status"]
     assert await deployment_sha(kube, ns, im) is None
     job = await running_validation(kube, ns, im, CPU_SHA)
     await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
@@ -205,7 +205,7 @@ async def test_a_production_model_whose_pods_never_get_ready_is_rolled_back_unti
 
         async def rolled_back() -> tuple[dict[str, Any], dict[str, Any]]:
             got = await promoted(kube, ns, im, "RolledBack")
-            degraded = condition(got, "Degraded")  # once the crash-looping pod is gone, the rollback is the failure
+            degraded = cond(got, "Degraded")  # once the crash-looping pod is gone, the rollback is the failure
             assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack"), degraded
             return got, degraded
 
@@ -227,7 +227,7 @@ async def test_a_production_model_whose_pods_never_get_ready_is_rolled_back_unti
     # A spec change is a new attempt: admitted again (validated and approved already), rolled out, and it stays.
     await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": {"scoreThreshold": 0.55}})
     again = await serving(cluster, kube, ns, im, TPU_SHA)
-    assert condition(again, "Promoted")["status"] == "True"
+    assert cond(again, "Promoted")["status"] == "True"
 
 
 async def _quiet(kube: ClusterClient, ns: str, im: str, seconds: float) -> None:

@@ -22,10 +22,9 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from cluster_helpers import API, Cluster, ClusterClient, eventually, running_operator
+from cluster_helpers import API, Cluster, ClusterClient, cond, eventually, has_event, running_operator
 from korall_operator.manifests import LINK_KEY, child_name, link_secret_name
 from s3_servers import moto_s3
-from test_reconcile import cond, has_event
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "mobilenet_ssd_v2_coco_quant_postprocess.tflite"

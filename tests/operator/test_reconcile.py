@@ -16,7 +16,7 @@ import secrets
 from typing import Any
 
 import pytest
-from cluster_helpers import API, Cluster, ClusterClient, emulator_only, eventually
+from cluster_helpers import API, Cluster, ClusterClient, cond, emulator_only, eventually, get_im, has_event
 from korall_contract import VisionEnv
 from korall_operator.manifests import SPEC_HASH_ANNOTATION, child_name
 
@@ -57,19 +57,6 @@ def template_hash(deployment: dict[str, Any]) -> str:
     return str(deployment["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
 
 
-def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    raise AssertionError(f"no {type_} condition in {obj.get('status')}")
-
-
-async def get_im(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
-    im = await kube.get(API, "inferencemodels", ns, name)
-    assert im is not None
-    return im
-
-
 async def vision_deployment(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
     deployment = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
     assert deployment is not None, "no vision Deployment yet"
@@ -82,13 +69,6 @@ async def observed(kube: ClusterClient, ns: str, name: str, generation: int | No
     want = generation or im["metadata"]["generation"]
     assert (im.get("status") or {}).get("observedGeneration") == want, im.get("status")
     return im
-
-
-async def has_event(kube: ClusterClient, ns: str, name: str, reason: str, type_: str = "Normal") -> dict[str, Any]:
-    events = await kube.events_for(ns, name)
-    found = [e for e in events if e.get("reason") == reason and e.get("type") == type_]
-    assert found, f"no {type_} Event {reason} for {name}: {[(e.get('type'), e.get('reason')) for e in events]}"
-    return found[0]
 
 
 async def test_create_gives_tpu_pinned_deployment_service_and_status(cluster: Cluster, kube: ClusterClient) -> None:

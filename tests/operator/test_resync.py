@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cluster_helpers import API, Cluster, ClusterClient, emulator_only, eventually
+from cluster_helpers import API, Cluster, ClusterClient, cond, emulator_only, eventually
 from korall_operator.handlers._common import CAPTURE_PROFILE_SEEN, RECONCILE_REQUESTED
 from korall_operator.k8s import ApiError, KubeClient
 from korall_operator.manifests import child_name
-from test_reconcile import CPU_MODEL, cond, inference_model, observed, video_profile
+from test_reconcile import CPU_MODEL, inference_model, observed, video_profile
 
 pytestmark = pytest.mark.usefixtures("operator")
 
