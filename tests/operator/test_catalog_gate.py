@@ -119,6 +119,14 @@ def test_production_waits_for_validation_then_approval_while_the_old_model_serve
     assert not attention(status, [own], T0)
     assert attention({**status, "catalog": {**status["catalog"], "fourEyes": False}}, [own], T0)  # off: it counts
 
+    # No requester recorded: no approval counts with four eyes on, so none may draw the resync loop's attention
+    # either (a model that attention() calls and decide() leaves pending would be reconciled every round)
+    unknown = decide(inputs(ref(B), status, approvals=(own,), requester=None))
+    assert unknown.promotion.reason == "PendingApproval" and "who requested it is not recorded" in (
+        unknown.promotion.message
+    )
+    assert not attention(after(status, unknown), [own], T0)
+
     bob = Approval("a2", "yard", B, "bob")
     assert attention(status, [own, bob], T0)
     admitted = decide(inputs(ref(B), status, approvals=(own, bob), now=T0 + 5))

@@ -296,6 +296,10 @@ def attention(status: Mapping[str, Any], approvals: Sequence[Approval], now: flo
         record = record_for(status, str(sha), str(config or ""))
         return record is None or record.done or record.overdue(now)
     if promotion.reason == PENDING_APPROVAL:
-        four_eyes = cat.get("fourEyes", True)
-        return any(a.sha256 == sha and (not four_eyes or a.approved_by != cat.get("requestedBy")) for a in approvals)
+        four_eyes, requester = cat.get("fourEyes", True), cat.get("requestedBy")
+        # The eligibility `decide` applies: with four eyes, an approval counts only from someone other than a
+        # recorded requester (none recorded: nothing counts, and the model must not be poked for ever).
+        return any(
+            a.sha256 == sha and (not four_eyes or (requester and a.approved_by != requester)) for a in approvals
+        )
     return False
