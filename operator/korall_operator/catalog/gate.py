@@ -299,7 +299,5 @@ def attention(status: Mapping[str, Any], approvals: Sequence[Approval], now: flo
         four_eyes, requester = cat.get("fourEyes", True), cat.get("requestedBy")
         # The eligibility `decide` applies: with four eyes, an approval counts only from someone other than a
         # recorded requester (none recorded: nothing counts, and the model must not be poked for ever).
-        return any(
-            a.sha256 == sha and (not four_eyes or (requester and a.approved_by != requester)) for a in approvals
-        )
+        return any(a.sha256 == sha and (not four_eyes or (requester and a.approved_by != requester)) for a in approvals)
     return False

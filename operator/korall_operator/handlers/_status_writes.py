@@ -39,6 +39,7 @@ class StatusWriters:
 
     def __init__(self) -> None:
         self._locks: dict[Hashable, asyncio.Lock] = {}
+        self._users: dict[Hashable, int] = {}  # holders and waiters of each lock: it is dropped when none is left
         self._queued: set[Hashable] = set()
         self.written: dict[Hashable, dict[str, Any]] = {}
         """The status each parent got from this operator's last write: with the one kopf's watch last delivered,
@@ -57,11 +58,16 @@ class StatusWriters:
     @contextlib.asynccontextmanager
     async def exclusive(self, key: Hashable) -> AsyncIterator[None]:
         lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
         try:
             async with lock:
                 yield
         finally:
-            if not lock.locked() and key not in self._queued:
+            # Counted, not `lock.locked()`: a released lock reads unlocked while the waiter it woke has not run
+            # yet, and a lock dropped then would let a newcomer take a fresh one and write alongside that waiter.
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
                 self._locks.pop(key, None)
 
     async def follow_up(self, key: Hashable, write: Callable[[], Awaitable[Any]]) -> None:
