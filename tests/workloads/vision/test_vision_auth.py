@@ -4,6 +4,7 @@ the production server on a loopback port, with a real token file (hashes only, a
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -100,6 +101,20 @@ def test_a_refusal_before_the_body_has_arrived_says_the_connection_closes(server
     assert headers.get("connection") == "close"
     assert closed_by_peer(sock)
     sock.close()
+
+
+def test_a_client_that_reads_only_after_sending_all_gets_the_401_every_time(server: GuardedServer) -> None:
+    """As http.client (and most simple clients) do: the whole 3 MB body first, then the reply. The server refuses
+    at the head, says Connection: close, and drains the rest instead of closing on unread input (which would send
+    a reset and destroy the reply: 5 of 20 were lost that way when the close came at once)."""
+    body = bytes(3_000_000)
+    for _ in range(10):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/infer", body=body, headers={"Content-Type": "image/jpeg"})
+        reply = conn.getresponse()
+        assert reply.status == 401 and reply.getheader("connection") == "close"
+        assert json_error(reply.read())["code"] == "unauthorized"
+        conn.close()
 
 
 def test_rotation_keeps_two_tokens_valid_then_drops_the_old_one(

@@ -227,14 +227,21 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         """Start the route with a `send` that, when the reply begins before the request's body was read to its
-        end (a refusal to an upload: 401, 413, 503), makes uvicorn say `Connection: close` in it: the rest of that
-        body will not be read (see `on_response_complete`), so the connection ends with this reply, and a
-        keep-alive client must know that before it sends its next request on it."""
+        end (a refusal to an upload: 401, 413, 503), says `Connection: close` in it: the rest of that body will not
+        be read, so the connection ends with this reply, and a keep-alive client must know that before it sends
+        its next request on it. uvicorn writes that header when `keep_alive` is off at the reply's head, and at
+        the reply's end closes the socket at once; a socket closed with input unread sends a reset that can
+        destroy the reply, so at the end `keep_alive` is on again while the body is still unread, and
+        `on_response_complete` lingers instead (see the module docstring)."""
         send = cycle.send
+        closing = False
 
         async def send_closing_if_body_unread(message: ASGISendEvent) -> None:
+            nonlocal closing
             if message["type"] == "http.response.start" and cycle.more_body:
-                cycle.keep_alive = False
+                cycle.keep_alive, closing = False, True  # the head says Connection: close
+            elif closing and message["type"] == "http.response.body" and not message.get("more_body", False):
+                cycle.keep_alive = cycle.more_body  # still unread: on_response_complete lingers instead of closing
             await send(message)
 
         cycle.send = send_closing_if_body_unread  # type: ignore[method-assign]  # run_asgi hands self.send on
