@@ -159,9 +159,11 @@ def _iso(epoch: float) -> str:
 
 
 def _epoch(text: str | None) -> float | None:
-    if not text:
+    """A status time stamp as epoch seconds; None when absent or not one (the status is not ours alone)."""
+    try:
+        return datetime.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
         return None
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
 
 
 def renewal_in(status: Mapping[str, Any], now: float) -> float | None:
@@ -191,17 +193,26 @@ async def keep_links_fresh(korall: State, indexes: Indexes) -> None:
     while True:
         tick = min(korall.settings.link_retry_s, korall.settings.link_ttl_s / 4)
         await asyncio.sleep(tick)
-        now = time.time()
-        present: set[tuple[str, str]] = set()
-        for view in [v for store in indexes.models.values() for v in store]:
-            key = (view.namespace, view.name)
-            present.add(key)
-            due = renewal_in(view.status, now)
-            if due is None or due > 0 or view.deleting or not_before.get(key, 0.0) > now:
-                continue
-            not_before[key] = now + await _renew(korall, view.namespace, view.name, now)
-        for gone in not_before.keys() - present:
-            del not_before[gone]
+        try:
+            await _renew_due(korall, indexes, not_before, time.time())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one bad round end the renewals (the pods' links would then expire)
+            logger.exception("model link renewal round failed; the next round tries again")
+
+
+async def _renew_due(korall: State, indexes: Indexes, not_before: dict[tuple[str, str], float], now: float) -> None:
+    """One round of keep_links_fresh: sign again every link that is due and not held back by `not_before`."""
+    present: set[tuple[str, str]] = set()
+    for view in [v for store in indexes.models.values() for v in store]:
+        key = (view.namespace, view.name)
+        present.add(key)
+        due = renewal_in(view.status, now)
+        if due is None or due > 0 or view.deleting or not_before.get(key, 0.0) > now:
+            continue
+        not_before[key] = now + await _renew(korall, view.namespace, view.name, now)
+    for gone in not_before.keys() - present:
+        del not_before[gone]
 
 
 async def _renew(korall: State, namespace: str, name: str, now: float) -> float:
@@ -223,7 +234,13 @@ async def _renew(korall: State, namespace: str, name: str, now: float) -> float:
         return retry  # the index sees the new link within a moment
     except LinkUnavailable as e:
         why, retry = f"{e.failure.reason}: {e}", e.retry_after_s
-    except (SpecError, ApiError, aiohttp.ClientError, kopf.TemporaryError) as e:  # the reconcile reports the spec
+    except (
+        SpecError,
+        ApiError,
+        aiohttp.ClientError,
+        TimeoutError,
+        kopf.TemporaryError,
+    ) as e:  # the reconcile reports the spec
         why = str(e)
     except Exception as e:  # never let one model end the loop
         logger.exception(f"InferenceModel {namespace}/{name}: model link not signed again")
@@ -231,7 +248,7 @@ async def _renew(korall: State, namespace: str, name: str, now: float) -> float:
     message = f"model link not signed again: {why}; retrying in {retry:.0f} s"
     logger.warning(f"InferenceModel {namespace}/{name}: {message}")
     if body is not None:
-        with contextlib.suppress(ApiError, aiohttp.ClientError):
+        with contextlib.suppress(ApiError, aiohttp.ClientError, TimeoutError):  # the API server may be why
             await korall.events.record(body, "Warning", "LinkNotRenewed", message)
     return retry
 
