@@ -276,7 +276,10 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self._reading_head or self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
-            return  # a reply is still on its way; the next head (pipelined) waits for it
+            # A reply is still on its way; the next head (pipelined) is refused once it is out, if still not whole
+            # by then. Checked again later, not dropped: a client could otherwise dribble that head for hours.
+            self._arm_head_timer()
+            return
         _refusals.warning("head-timeout", "closed a connection from %s: no complete request head", self.client)
         self._answer_and_close(
             RequestTimeout(

@@ -1,0 +1,59 @@
+"""The guarded HTTP server (common/server.py) with pipelined requests, on a small Starlette app with a slow route
+(the services have none that takes seconds on purpose), served by the production server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from guarded_server import GuardedServer, closed_by_peer, connect, json_error
+from korall_workloads.common.http_settings import HttpSettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+async def slow(_: Request) -> JSONResponse:
+    await asyncio.sleep(1.5)
+    return JSONResponse({"slow": True})
+
+
+async def fast(_: Request) -> JSONResponse:
+    return JSONResponse({"fast": True})
+
+
+def test_a_pipelined_head_dribbled_behind_a_slow_reply_still_times_out() -> None:
+    """The head timer fires while the first reply is still on its way; the dribbled second head must still be cut
+    off once that reply is out (it was left to the keep-alive timer, which every byte resets: a slowloris)."""
+    http = HttpSettings(header_timeout_s=0.5, rate_limit_per_client="", rate_limit_per_token="")
+    app = Starlette(routes=[Route("/slow", slow), Route("/fast", fast)])
+    with GuardedServer(app, http) as server:
+        sock = connect(server.port)
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nX-a: ")
+        sock.settimeout(0.1)
+        started, received, closed = time.monotonic(), b"", False
+        while time.monotonic() - started < 8 and not closed:
+            try:
+                chunk = sock.recv(65536)
+                closed = not chunk
+                received += chunk
+            except TimeoutError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+            if not closed:
+                try:
+                    sock.send(b"a")  # one byte of the head every 0.2 s
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        closed = closed or closed_by_peer(sock, timeout=1)
+        sock.close()
+    first, _, rest = received.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and rest.startswith(b'{"slow":true}'), received[:300]
+    assert b"HTTP/1.1 408" in rest, received[:600]
+    body = rest[rest.index(b"HTTP/1.1 408") :].partition(b"\r\n\r\n")[2]
+    assert json_error(body)["code"] == "request_timeout"
+    assert closed and elapsed < 4, elapsed
