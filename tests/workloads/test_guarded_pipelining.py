@@ -27,7 +27,7 @@ def test_a_pipelined_head_dribbled_behind_a_slow_reply_still_times_out() -> None
     """The head timer fires while the first reply is still on its way; the dribbled second head must still be cut
     off once that reply is out (it was left to the keep-alive timer, which every byte resets: a slowloris)."""
     http = HttpSettings(header_timeout_s=0.5, rate_limit_per_client="", rate_limit_per_token="")
-    app = Starlette(routes=[Route("/slow", slow), Route("/fast", fast)])
+    app = Starlette(routes=[Route("/slow", slow), Route("/fast", fast, methods=["GET", "POST"])])
     with GuardedServer(app, http) as server:
         sock = connect(server.port)
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nX-a: ")
@@ -57,3 +57,27 @@ def test_a_pipelined_head_dribbled_behind_a_slow_reply_still_times_out() -> None
     body = rest[rest.index(b"HTTP/1.1 408") :].partition(b"\r\n\r\n")[2]
     assert json_error(body)["code"] == "request_timeout"
     assert closed and elapsed < 4, elapsed
+
+
+def test_a_pipelined_upload_whose_body_comes_later_is_answered_too() -> None:
+    """A GET and, in the same write, the head of a POST whose body follows: the POST waits in uvicorn's pipeline
+    while the GET is answered, and must then be served, not taken for a request answered before its body."""
+    http = HttpSettings(rate_limit_per_client="", rate_limit_per_token="")
+    app = Starlette(routes=[Route("/fast", fast, methods=["GET", "POST"])])
+    with GuardedServer(app, http) as server:
+        sock = connect(server.port)
+        sock.sendall(
+            b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nPOST /fast HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+        )
+        time.sleep(0.3)
+        sock.sendall(b"0123456789")
+        sock.settimeout(5)
+        data = b""
+        while data.count(b'{"fast":true}') < 2:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        sock.close()
+    replies = data.split(b"HTTP/1.1 ")[1:]
+    assert len(replies) == 2 and all(r.startswith(b"200") and r.endswith(b'{"fast":true}') for r in replies), data

@@ -248,8 +248,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
-        cycle = self.cycle
-        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+        cycle = self.cycle  # the request just answered, unless a pipelined one is queued behind it (not started)
+        if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
             # Answered before its body was read to its end (a 401, 413 or 503 to an upload): do not parse the rest;
             # drop it as it comes, for as long as a body may take (the client reads the reply once it has sent it).
             self.server_state.total_requests += 1
