@@ -235,3 +235,41 @@ async def _quiet(kube: ClusterClient, ns: str, im: str, seconds: float) -> None:
 
     await asyncio.sleep(seconds)
     await promoted(kube, ns, im, "RolledBack")
+
+
+async def test_a_spec_failure_is_reported_once_whatever_the_catalog_has_pending(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str
+) -> None:
+    """A spec the operator cannot serve is reported once, and waits for a change. The reconcile stops at the spec,
+    before the catalog's gate: a validation that ends or an approval that comes meanwhile cannot move the model,
+    so neither may have it reconciled, and warned about, again (the resync loop did so every round)."""
+    import asyncio
+
+    ns, im = cluster.namespace, name("stuck")
+    await kube.create(API, "inferencemodels", ns, model_body(im, "production", {"file": CPU_MODEL}))
+    await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
+    job = await running_validation(kube, ns, im, CPU_SHA)
+    await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": {"captureProfileRef": {"name": name("none")}}})
+
+    async def failed() -> dict[str, Any]:
+        obj = await get_im(kube, ns, im)
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"], obj["status"]
+        assert cond(obj, "Degraded")["reason"] == "CaptureProfileNotFound", obj["status"]
+        return obj
+
+    await eventually(failed)
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
+
+    async def validated() -> None:
+        assert [r["state"] for r in (await failed())["status"]["validations"]] == ["Passed"]
+
+    await eventually(validated, timeout=30)  # recorded, although the model cannot be served
+    await approve(cluster, im, CPU_SHA, approver, ns)
+    await asyncio.sleep(8)  # four rounds of the resync loop (every 2 s), with the approval in the indexes
+    warned = (await events_of(kube, ns, im))["CaptureProfileNotFound"]
+    assert warned["count"] == 1, f"warned {warned['count']} times for one spec failure"
+    assert await deployment_sha(kube, ns, im) is None and "specHash" not in (await failed())["status"]
+
+    # The spec is fixed: the validated and approved model is admitted and served.
+    await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": {"captureProfileRef": None}})
+    await serving(cluster, kube, ns, im, CPU_SHA)

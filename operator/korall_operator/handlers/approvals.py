@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from korall_operator import status as st
 from korall_operator.handlers._common import API, MODEL_APPROVALS, state
 from korall_operator.handlers.follow import request_reconcile
 from korall_operator.handlers.indexes import Indexes
@@ -35,6 +36,8 @@ async def approval_changed(
         return
     view = Indexes.of(kwargs).parent("InferenceModel", namespace, spec["inferenceModel"])
     if view is None or view.status.get("activeModelSha256") == spec.get("sha256"):
+        return
+    if st.spec_failure(view.status) is not None:  # its reconcile stops at the spec: it runs when the spec changes
         return
     try:
         await request_reconcile(state(memo), view)
