@@ -250,3 +250,52 @@ async def _deployment(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]
     got = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
     assert got is not None
     return got
+
+
+async def test_a_renewal_cannot_put_back_the_link_of_the_object_the_spec_left(
+    cluster: Cluster, kube: ClusterClient, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that read the model before its spec moved to another S3 object must not write its link over the
+    one the reconcile signed for the new object: the pods that roll out would fetch the old object.
+
+    To make the race certain, the renewal task's signing of this model is held (the operator runs in this process:
+    the renewal's own call is patched, the reconcile's is not) while the spec moves; later renewals are skipped,
+    so what the link says at the end is what these two wrote, in the order they wrote it."""
+    import threading
+
+    from korall_operator.handlers import model_links
+
+    ns, name, other = cluster.namespace, f"moves-{secrets.token_hex(2)}", "ssd/v2-moved.tflite"
+    boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="k",
+                 aws_secret_access_key="s").put_object(Bucket=BUCKET, Key=other, Body=MODEL.read_bytes())  # fmt: skip
+    held, release, renewals = threading.Event(), threading.Event(), []
+    sign = model_links.ensure_link
+
+    async def held_renewal(korall: Any, body: Any, model: Any, *, check: bool) -> dict[str, Any]:
+        if body["metadata"]["name"] != name:
+            return await sign(korall, body, model, check=check)
+        renewals.append(model.model.s3)
+        if len(renewals) > 1:
+            return {"modelLink": None}  # skipped: the renewal round takes it for a model that left S3
+        held.set()
+        await asyncio.to_thread(release.wait, 30)
+        return await sign(korall, body, model, check=check)
+
+    await kube.create(API, "inferencemodels", ns, s3_model(name))
+    await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    monkeypatch.setattr(model_links, "ensure_link", held_renewal)
+    assert await asyncio.to_thread(held.wait, 30), "the renewal never came"
+    moved = {"spec": {"model": {"s3": f"s3://{BUCKET}/{other}"}}}
+    await kube.merge_patch(API, "inferencemodels", ns, name, moved)
+    await asyncio.sleep(2)  # the reconcile of the move has run, or waits for the renewal
+    release.set()
+
+    async def links_the_new_object() -> None:
+        assert f"/{BUCKET}/{other}?" in await link_of(kube, ns, name)
+        im = await kube.get(API, "inferencemodels", ns, name)
+        assert im is not None and im["status"]["observedGeneration"] == im["metadata"]["generation"]
+
+    await eventually(links_the_new_object, timeout=30)
+    await asyncio.sleep(2)  # whatever the held renewal was still to write has been written
+    assert renewals[0] == f"s3://{BUCKET}/{KEY}"
+    assert f"/{BUCKET}/{other}?" in await link_of(kube, ns, name), "the renewal put the old object's link back"

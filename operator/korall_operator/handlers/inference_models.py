@@ -39,7 +39,7 @@ from korall_operator.handlers._common import (
 )
 from korall_operator.handlers.follow import refresh_status, write_reconciled_status
 from korall_operator.handlers.indexes import Indexes, profile_ref
-from korall_operator.handlers.model_links import LinkUnavailable, ensure_link
+from korall_operator.handlers.model_links import LinkUnavailable, ensure_link, link_lock
 from korall_operator.handlers.promotion import gate, write_held
 from korall_operator.k8s import ApiError
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
@@ -79,20 +79,26 @@ def _seen(body: dict[str, Any] | None) -> dict[str, Any] | None:
 @kopf.on.resume(GROUP, VERSION, INFERENCE_MODELS)
 @kopf.on.create(GROUP, VERSION, INFERENCE_MODELS)
 @kopf.on.update(GROUP, VERSION, INFERENCE_MODELS)
-async def reconcile_inference_model(
+async def reconcile_inference_model(name: str, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+    """The reconcile, while no renewal of the model's s3 link runs (model_links.link_lock)."""
+    assert namespace is not None  # the CRD is namespaced
+    async with link_lock(state(memo), namespace, name):
+        await _reconcile(name=name, namespace=namespace, memo=memo, **kwargs)
+
+
+async def _reconcile(
     body: kopf.Body,
     spec: kopf.Spec,
     meta: kopf.Meta,
     status: kopf.Status,
     name: str,
-    namespace: str | None,
+    namespace: str,
     patch: kopf.Patch,
     memo: Any,
     reason: str,
     logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:
-    assert namespace is not None  # the CRD is namespaced
     korall = state(memo)
     indexes = Indexes.of(kwargs)
     generation = int(meta.get("generation", 1))

@@ -52,6 +52,13 @@ class LinkUnavailable(Exception):
         self.retry_after_s = retry_after_s
 
 
+def link_lock(korall: State, namespace: str, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+    """Held by a model's reconcile and by a renewal of its link: they never overlap. A renewal that read the model
+    before its spec moved to another object would otherwise write the old object's link over the new one, and the
+    pods of the new template would fetch the old model until the next renewal."""
+    return korall.writers.exclusive(("ModelLink", namespace, name))
+
+
 def issuer(korall: State) -> LinkIssuer:
     """The operator's one LinkIssuer (its rate limits are per process), made on first use."""
     if korall.link_issuer is None:
@@ -220,15 +227,16 @@ async def _renew(korall: State, namespace: str, name: str, now: float) -> float:
     retry = korall.settings.link_retry_s
     body: dict[str, Any] | None = None
     try:
-        body = await korall.kube.get(API, INFERENCE_MODELS, namespace, name)
-        status = (body or {}).get("status") or {}
-        if body is None or body["metadata"].get("deletionTimestamp") or (renewal_in(status, now) or 0.0) > 0:
-            return 0.0  # gone, going, or renewed meanwhile (the index lagged)
-        model = parse_inference_model(_applied(body.get("spec") or {}, status))
-        fields = await ensure_link(korall, body, model, check=False)
-        if fields["modelLink"] is None:
-            return 0.0  # no longer in S3; the reconcile has taken its link away
-        await _write_link_status(korall, body, fields)
+        async with link_lock(korall, namespace, name):  # read, signed and written while no reconcile of it runs
+            body = await korall.kube.get(API, INFERENCE_MODELS, namespace, name)
+            status = (body or {}).get("status") or {}
+            if body is None or body["metadata"].get("deletionTimestamp") or (renewal_in(status, now) or 0.0) > 0:
+                return 0.0  # gone, going, or renewed meanwhile (the index lagged, or a reconcile signed it)
+            model = parse_inference_model(_applied(body.get("spec") or {}, status))
+            fields = await ensure_link(korall, body, model, check=False)
+            if fields["modelLink"] is None:
+                return 0.0  # no longer in S3; the reconcile has taken its link away
+            await _write_link_status(korall, body, fields)
         logger.info(f"InferenceModel {namespace}/{name}: model link signed again, valid until "
                     f"{fields['modelLink']['expiresAt']}")  # fmt: skip
         return retry  # the index sees the new link within a moment
