@@ -68,6 +68,39 @@ async def test_a_lost_capture_profile_deletion_still_reaches_its_models(cluster:
     assert failed, "the deletion's poke was not even tried: the test proves nothing"
 
 
+async def test_a_capture_profile_held_in_deletion_is_gone_for_its_models_once(
+    cluster: Cluster, kube: ClusterClient
+) -> None:
+    """A profile whose deletion waits for someone else's finalizer is gone for its models: they report it at once,
+    and are not reconciled (and warned about) again every round of the resync loop while it waits."""
+    import asyncio
+
+    ns, model, camera = cluster.namespace, f"held-{secrets.token_hex(2)}", f"cam-{secrets.token_hex(2)}"
+    held = video_profile(camera)
+    held["metadata"]["finalizers"] = ["example.com/backup"]  # someone else's: it holds the deletion
+    await kube.create(API, "captureprofiles", ns, held)
+    await kube.create(API, "inferencemodels", ns, inference_model(model, captureProfileRef={"name": camera}))
+    assert (await eventually(lambda: observed(kube, ns, model)))["status"]["captureProfile"]["name"] == camera
+    await kube.delete(API, "captureprofiles", ns, camera)
+    assert ((await kube.get(API, "captureprofiles", ns, camera)) or {})["metadata"]["deletionTimestamp"]
+
+    async def reports_it_gone() -> dict[str, Any]:
+        got = await kube.get(API, "inferencemodels", ns, model)
+        assert got is not None and cond(got, "Degraded")["reason"] == "CaptureProfileNotFound", got.get("status")
+        assert "is being deleted" in cond(got, "Degraded")["message"]
+        return got
+
+    before = await eventually(reports_it_gone, timeout=30)
+    await asyncio.sleep(8)  # four rounds of the resync loop
+    after = await reports_it_gone()
+    stamp = RECONCILE_REQUESTED
+    assert (after["metadata"].get("annotations") or {}).get(stamp) == (before["metadata"].get("annotations") or {}).get(
+        stamp
+    ), "reconciled again while the profile waits for its finalizer"
+    assert after["status"].get("captureProfile") is None  # gone from the status, as a profile that is gone
+    await kube.merge_patch(API, "captureprofiles", ns, camera, {"metadata": {"finalizers": None}})
+
+
 async def test_a_lost_heal_of_a_deleted_child_is_retried(cluster: Cluster, kube: ClusterClient) -> None:
     ns, name = cluster.namespace, f"heal-{secrets.token_hex(2)}"
     await kube.create(API, "inferencemodels", ns, inference_model(name))

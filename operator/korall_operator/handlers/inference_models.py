@@ -54,12 +54,24 @@ from korall_operator.specs import (
 GROUP, VERSION = API.split("/")
 
 
+def _going(body: dict[str, Any] | None) -> bool:
+    """A CaptureProfile being deleted (held by someone's finalizer) is gone for its models, as follow.drift sees it."""
+    return bool(((body or {}).get("metadata") or {}).get("deletionTimestamp"))
+
+
 def _capture_profile(body: dict[str, Any] | None, namespace: str, name: str) -> CaptureProfileSpec:
     if body is None:
         raise SpecError(
             "CaptureProfileNotFound",
             f"captureProfileRef {name!r}: no CaptureProfile of that name in namespace {namespace!r}; "
             "create it (this model then recovers by itself) or remove spec.captureProfileRef",
+        )
+    if _going(body):
+        finalizers = ", ".join(body["metadata"].get("finalizers") or []) or "none"
+        raise SpecError(
+            "CaptureProfileNotFound",
+            f"captureProfileRef {name!r}: the CaptureProfile is being deleted (it waits for its finalizers: "
+            f"{finalizers}); point spec.captureProfileRef at another profile, or remove it",
         )
     try:
         return parse_capture_profile(body.get("spec") or {})
@@ -70,7 +82,7 @@ def _capture_profile(body: dict[str, Any] | None, namespace: str, name: str) -> 
 def _seen(body: dict[str, Any] | None) -> dict[str, Any] | None:
     """status.captureProfile: the CaptureProfile this reconcile used (the resync loop compares it with the
     profile's current uid and generation: a change whose poke was lost still rolls out)."""
-    if body is None:
+    if body is None or _going(body):
         return None
     meta = body.get("metadata") or {}
     return {"name": meta.get("name"), "uid": meta.get("uid"), "generation": int(meta.get("generation") or 1)}
