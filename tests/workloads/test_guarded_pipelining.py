@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 
 from guarded_server import GuardedServer, closed_by_peer, connect, json_error
@@ -81,3 +83,34 @@ def test_a_pipelined_upload_whose_body_comes_later_is_answered_too() -> None:
         sock.close()
     replies = data.split(b"HTTP/1.1 ")[1:]
     assert len(replies) == 2 and all(r.startswith(b"200") and r.endswith(b'{"fast":true}') for r in replies), data
+
+
+def _read_until_closed(sock: socket.socket, seconds: float) -> bytes:
+    sock.settimeout(seconds)
+    data = b""
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_bad_pipelined_request_is_refused_after_the_replies_before_it() -> None:
+    """A malformed request, or one whose head is too large, pipelined behind a slow one and a fast one: both are
+    answered first, in order, then the refusal (JSON), then the connection ends. The refusal was written at once,
+    ahead of them, and the slow request was taken for one whose client had gone."""
+    http = HttpSettings(max_header_bytes=2048, rate_limit_per_client="", rate_limit_per_token="")
+    app = Starlette(routes=[Route("/slow", slow), Route("/fast", fast, methods=["GET", "POST"])])
+    bad = {
+        "malformed": (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        "head": (b"GET /fast HTTP/1.1\r\nX: " + b"a" * 4096 + b"\r\n\r\n", 431),
+    }
+    with GuardedServer(app, http) as server:
+        for what, (request, status) in bad.items():
+            sock = connect(server.port)
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n" + request)
+            data = _read_until_closed(sock, 5)
+            sock.close()
+            replies = data.split(b"HTTP/1.1 ")[1:]
+            assert [r[:3] for r in replies] == [b"200", b"200", str(status).encode()], (what, data[:800])
+            assert replies[0].endswith(b'{"slow":true}') and replies[1].endswith(b'{"fast":true}'), (what, data)
+            assert json_error(replies[2].partition(b"\r\n\r\n")[2])["message"], what

@@ -22,7 +22,9 @@ dropping what the client still sends, as nginx's lingering close does: closing a
 kernel send a reset, which can destroy the reply before the client reads it. The same happens after any reply sent
 before its request's body was read to its end (a 401, 413 or 503 to an upload), for up to HTTP_BODY_TIMEOUT_S: the
 rest of the body is not worth parsing, and keeping the connection would mean parsing it; such a reply says
-`Connection: close`, so that a keep-alive client does not send its next request on it.
+`Connection: close`, so that a keep-alive client does not send its next request on it. A refusal of a pipelined
+request waits for the replies to the requests before it (HTTP/1.1 answers in order), and its input is dropped
+meanwhile: the parser cannot go on past what it refused.
 
 The body has its own deadline where it is read (`vision.upload`, HTTP_BODY_TIMEOUT_S). Nothing here runs per byte:
 the head is counted per received chunk, and two timer handles per request are all it costs.
@@ -127,6 +129,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal_due: ServiceError | None = None  # of a pipelined request: written once the replies before it are
 
     # -- connection ------------------------------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()  # the client has read what it wanted and is done
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering or self._refused or self.transport.is_closing():
+        if self._lingering or self._refused or self._refusal_due is not None or self.transport.is_closing():
             self._lingered_bytes += len(data)  # a refused connection's input is dropped unread
             if self._lingered_bytes > LINGER_BYTES:
                 self.transport.close()
@@ -248,6 +251,12 @@ class GuardedProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
+        if self._refusal_due is not None and not self.pipeline and not self.transport.is_closing():
+            self.server_state.total_requests += 1
+            error, self._refusal_due = self._refusal_due, None
+            self.transport.write(raw_error_response(error))  # the replies before it are out, in order
+            self._linger()
+            return
         cycle = self.cycle  # the request just answered, unless a pipelined one is queued behind it (not started)
         if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
             # Answered before its body was read to its end (a 401, 413 or 503 to an upload): do not parse the rest;
@@ -292,6 +301,12 @@ class GuardedProtocol(HttpToolsProtocol):
     def _answer_and_close(self, error: ServiceError) -> None:
         self._cancel_head_timer()
         cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            # What failed is a request pipelined behind this one (read whole, answered or queued, not done yet):
+            # refused once the replies before it are out (on_response_complete); nothing more is parsed.
+            self._refusal_due = error
+            self.flow.pause_reading()
+            return
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started:  # a reply is being written: ours cannot go in between; just end the stream
                 cycle.keep_alive = False
