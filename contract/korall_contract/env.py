@@ -186,6 +186,8 @@ class FetchEnv:
     MODEL_HEADERS_FILE: Final = "MODEL_HEADERS_FILE"  # optional `Name: value` lines sent with the request (auth)
     MODEL_CACHE_DIR: Final = "MODEL_CACHE_DIR"  # cache root; the model lands in <dir>/sha256/<hex>
     MODEL_MAX_BYTES: Final = "MODEL_MAX_BYTES"  # a larger file is refused before or while it streams
+    MODEL_CACHE_MAX_BYTES: Final = "MODEL_CACHE_MAX_BYTES"  # the node cache's budget: least recently used go past it
+    MODEL_CACHE_KEEP_S: Final = "MODEL_CACHE_KEEP_S"  # a model started with more recently than this always stays
     MODEL_FETCH_ATTEMPTS: Final = "MODEL_FETCH_ATTEMPTS"  # consecutive failed attempts before giving up
     MODEL_FETCH_BACKOFF_MIN_S: Final = "MODEL_FETCH_BACKOFF_MIN_S"  # first retry delay, doubled per failure
     MODEL_FETCH_BACKOFF_MAX_S: Final = "MODEL_FETCH_BACKOFF_MAX_S"  # cap of the retry delay

@@ -201,6 +201,12 @@ class OperatorSettings(BaseSettings):
     model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     """Largest model file a pod downloads."""
 
+    model_cache_max_bytes: int = Field(default=4 * 1024**3, ge=0)
+    """Budget of each node's model cache: the downloader removes the models used least recently past it (0: never)."""
+
+    model_cache_keep_s: int = Field(default=86400, ge=60)
+    """A cached model a pod on the node started with more recently than this is never removed."""
+
     event_spool_host_path: str = "/var/lib/korall/spool"
     """Node folder of the event spools (`<folder>/<namespace>/<name>`): events made while the broker is away
     survive the pod; empty: every spool is an emptyDir (docs/events.md)."""

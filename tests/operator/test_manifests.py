@@ -701,6 +701,8 @@ def test_an_s3_model_is_downloaded_by_an_init_container_through_its_link_secret_
     assert init["command"] == ["python", "-m", "korall_workloads.fetch"] and init["image"] == container(dep)["image"]
     assert init_env["MODEL_SHA256"] == S3_SHA and init_env["MODEL_URL_FILE"] == "/var/run/korall/model-link/url"
     assert "MODEL_URL" not in init_env  # the link is a credential: in a Secret, never in the pod template
+    # The node cache's budget (modelDelivery.cacheMaxBytes, cacheKeepSeconds) goes to every downloader.
+    assert (init_env["MODEL_CACHE_MAX_BYTES"], init_env["MODEL_CACHE_KEEP_S"]) == (str(4 * 1024**3), "86400")
     volumes = {v["name"]: v for v in pod(dep)["volumes"]}
     assert volumes["model-link"]["secret"]["secretName"] == "yard-model-link"
     assert volumes["model-cache"]["hostPath"] == {"path": "/var/lib/korall/models", "type": "DirectoryOrCreate"}

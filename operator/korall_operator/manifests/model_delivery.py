@@ -78,6 +78,8 @@ def model_delivery(
         FetchEnv.MODEL_SHA256: source.sha256,
         FetchEnv.MODEL_CACHE_DIR: DEFAULT_MODEL_CACHE_DIR,
         FetchEnv.MODEL_MAX_BYTES: settings.model_max_bytes,
+        FetchEnv.MODEL_CACHE_MAX_BYTES: settings.model_cache_max_bytes,
+        FetchEnv.MODEL_CACHE_KEEP_S: settings.model_cache_keep_s,
         FetchEnv.LOG_JSON: settings.log_json,
     }
     if source.s3 is not None:

@@ -92,3 +92,27 @@ def test_an_edge_tpu_build_in_the_cache_is_known_by_its_content(tmp_path: Path) 
     # Without a TPU here, it is refused for what it is, not handed to the CPU interpreter to fail on its op.
     with pytest.raises(ModelLoadError, match="is an Edge TPU model and no CPU build of it"):
         open_model(settings(model_path=str(tpu), model_sha256=sha256(TPU), labels_path=LABELS, accelerator="auto"))
+
+
+def test_the_service_holds_its_cached_model_so_the_cache_never_removes_it_and_says_so_if_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    """The lock the node cache's collection must take to remove a model (exclusive, not waiting) is refused
+    while a service runs on it; a model removed before its service started is named as such, with what to do."""
+    import fcntl
+
+    path = in_cache(tmp_path, CPU)
+    lock = path.with_name(f"{path.name}.lock")
+    lock.touch()  # the downloader's lock file, beside every model it fetched
+    open_model(settings(model_path=str(path), model_sha256=sha256(CPU), labels_path=LABELS))
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+    gone = tmp_path / "cache" / "sha256" / ("0" * 64)
+    gone.with_name(f"{gone.name}.lock").touch()
+    with pytest.raises(ModelLoadError, match=r"no longer in the node's model cache .* delete this pod"):
+        open_model(settings(model_path=str(gone), model_sha256="0" * 64, labels_path=LABELS))

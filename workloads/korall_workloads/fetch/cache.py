@@ -4,10 +4,17 @@ Layout under the cache root (MODEL_CACHE_DIR, a hostPath shared by every pod on 
 
     sha256/<hex>           a complete, verified model; read-only; only ever appears by an atomic rename
     sha256/<hex>.partial   the download in progress (or interrupted: the next run resumes it)
-    sha256/<hex>.lock      flock()ed by the one process downloading <hex>; kept, empty (see `locked`)
+    sha256/<hex>.lock      flock()ed by the one process downloading <hex> (exclusive), and shared by every process
+                           that uses the model (a downloader's cache hit, a running vision service); kept, empty
+                           (see `locked`); its mtime is when a pod on the node last started with the model
+    collect.lock           flock()ed by the one process collecting (see `collect`)
 
 A file is named by its content, so two InferenceModels with the same sha256 share it, and a name never
 points at different bytes. Nothing reads a .partial file except the downloader holding the lock.
+
+The cache is bounded like the kubelet's images: once it holds more than MODEL_CACHE_MAX_BYTES, the models used
+least recently are removed, but never one a process holds (its lock is shared or exclusive), nor one a pod started
+with in the last MODEL_CACHE_KEEP_S (between a download and the start of the service that holds the model).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +38,16 @@ log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20  # read, hash and write in 1 MiB blocks: few syscalls, flat memory
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_CACHED = re.compile(r"^([0-9a-f]{64})(\.partial)?$")  # a model, or a download of one; not a lock file
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A file the collection removed from the cache."""
+
+    name: str  # <hex> or <hex>.partial
+    size: int
+    idle_s: float  # since a pod on the node last started with it
 
 
 def storage_failure(exc: OSError, doing: str) -> FetchFailure:
@@ -89,15 +108,19 @@ class ModelCache:
         except OSError as exc:
             raise storage_failure(exc, f"cannot delete {path}") from None
 
+    def lock_file(self, digest: str) -> Path:
+        return self.dir / f"{digest}.lock"
+
     @contextlib.contextmanager
-    def locked(self, digest: str, timeout_s: float, poll_s: float = 0.1) -> Iterator[None]:
-        """Hold the exclusive flock of `digest` for the block; wait at most `timeout_s` for another holder.
+    def locked(self, digest: str, timeout_s: float, poll_s: float = 0.1, *, shared: bool = False) -> Iterator[None]:
+        """Hold the exclusive (or `shared`) flock of `digest` for the block; wait at most `timeout_s` for another
+        holder (an exclusive one: a download of it, or a collection removing it).
 
         flock is released by the kernel when its holder dies (an OOM-killed or evicted pod), so a crash never
         leaves the model locked. The lock file is never deleted: unlinking it while another process waits on
         the old inode would let two processes hold "the" lock at once.
         """
-        path = self.dir / f"{digest}.lock"
+        path = self.lock_file(digest)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -107,7 +130,7 @@ class ModelCache:
             waiting = False
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if not waiting:
@@ -151,3 +174,67 @@ class ModelCache:
         except OSError as exc:
             raise storage_failure(exc, f"cannot move the downloaded model to {dst}") from None
         return dst
+
+    def mark_used(self, digest: str) -> None:
+        """Record that a pod on this node starts with `digest` now (the mtime of its lock file, which the caller
+        holds): the collection removes the models used least recently first, and none used within its keep time."""
+        try:
+            os.utime(self.lock_file(digest))
+        except OSError as exc:  # the model is there and verified: not worth failing the pod for
+            log.warning("cannot mark sha256:%s as used: %s", digest, exc.strerror or exc)
+
+    def collect(self, keep: str, max_bytes: int, keep_s: float, now: float | None = None) -> list[Removed]:
+        """Remove the models (and abandoned downloads) used least recently until the cache holds at most
+        `max_bytes`; never `keep`, one used within `keep_s`, nor one a process holds. Returns what went.
+
+        One collection at a time on a node (a second process skips it). Each removal happens under the model's own
+        exclusive lock, taken without waiting (held: in use, skipped), and its last use is read again under it.
+        """
+        now = time.time() if now is None else now
+        fd = os.open(self.root / "collect.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []  # another process on the node is collecting
+            files = [(self._last_used(m[1], e), e.name, m[1], e.stat().st_size) for e in os.scandir(self.dir)
+                     if (m := _CACHED.match(e.name)) and e.is_file(follow_symlinks=False)]  # fmt: skip
+            total = sum(size for *_, size in files)
+            removed: list[Removed] = []
+            for _, name, digest, size in sorted(files):
+                if total <= max_bytes:
+                    break
+                if digest != keep and (idle := self._remove_if_idle(name, digest, keep_s, now)) is not None:
+                    total -= size
+                    removed.append(Removed(name, size, idle))
+            if total > max_bytes:
+                log.warning("the model cache %s holds %d bytes, over its %d (MODEL_CACHE_MAX_BYTES); what is left is "
+                            "in use or was used within MODEL_CACHE_KEEP_S", self.dir, total, max_bytes)  # fmt: skip
+            return removed
+        finally:
+            os.close(fd)
+
+    def _last_used(self, digest: str, entry: os.DirEntry[str] | None = None) -> float:
+        """When a pod last started with `digest` (its lock file's mtime), or when the file itself last changed."""
+        times = [entry.stat().st_mtime] if entry is not None else []
+        with contextlib.suppress(FileNotFoundError):
+            times.append(self.lock_file(digest).stat().st_mtime)
+        return max(times, default=0.0)
+
+    def _remove_if_idle(self, name: str, digest: str, keep_s: float, now: float) -> float | None:
+        """Remove `name` unless its model is held or was used within `keep_s`; its idle time if removed."""
+        fd = os.open(self.lock_file(digest), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None  # in use: a running service, a cache hit being verified, or a download
+            path = self.dir / name
+            with contextlib.suppress(FileNotFoundError):
+                idle = now - max(self._last_used(digest), path.stat().st_mtime)
+                if idle >= keep_s:
+                    path.unlink()
+                    return idle
+            return None
+        finally:
+            os.close(fd)

@@ -2,9 +2,11 @@
 
 cached and verified?  -> done, no request            (a published file is complete: re-hash it only)
 take the model's lock    (another pod on the node may be downloading it: wait, then it is a cache hit)
+collect                  (make room: the models used least recently go while the cache is over its budget)
 resume the partial file  (hash the bytes an interrupted run left; continue with Range from there)
 attempt, back off, attempt ... until the body is complete or a failure no retry can fix
 sha256 matches?       -> fsync, rename into place    else: delete the partial, ChecksumMismatch
+mark it used, collect    (the model stays for MODEL_CACHE_KEEP_S at least: its pod starts in the meantime)
 """
 
 from __future__ import annotations
@@ -72,12 +74,41 @@ def fetch(settings: FetchSettings, *, sleep: Callable[[float], None] = time.slee
     started = time.monotonic()
     digest = settings.sha256
     cache = ModelCache(settings.cache_dir)
-    if hit := _verified_hit(cache, digest, started):  # no lock needed: published files are never rewritten
-        return hit
     cache.prepare()
+    # A shared lock while a cached copy is verified and marked: no collection removes it meanwhile.
+    with cache.locked(digest, settings.lock_timeout_s, shared=True):
+        if hit := _verified_hit(cache, digest, started):
+            cache.mark_used(digest)
+    if hit is None:
+        hit = _fetch_locked(settings, cache, sleep, started)
+    collect(cache, settings)
+    return hit
+
+
+def collect(cache: ModelCache, settings: FetchSettings) -> None:
+    """Bring the cache back within MODEL_CACHE_MAX_BYTES (0: unbounded); never fails the download."""
+    if not settings.cache_max_bytes:
+        return
+    try:
+        removed = cache.collect(settings.sha256, settings.cache_max_bytes, settings.cache_keep_s)
+    except OSError as exc:
+        log.warning("the model cache was not collected: %s", exc.strerror or exc)
+        return
+    for r in removed:
+        log.info("removed %s (%d bytes, unused for %.1f h) from the model cache: over MODEL_CACHE_MAX_BYTES",
+                 r.name, r.size, r.idle_s / 3600)  # fmt: skip
+
+
+def _fetch_locked(
+    settings: FetchSettings, cache: ModelCache, sleep: Callable[[float], None], started: float
+) -> Outcome:
+    """Download under the model's exclusive lock (or find that another process just did)."""
+    digest = settings.sha256
     with cache.locked(digest, settings.lock_timeout_s):
         if hit := _verified_hit(cache, digest, started):  # another process finished while we waited
+            cache.mark_used(digest)
             return hit
+        collect(cache, settings)  # room first: a full disk would refuse the download
         cache.discard(cache.model(digest))  # a corrupt copy, if any
         with cache.open_partial(digest) as f:
             hasher, size = hash_stream(f)
@@ -91,6 +122,7 @@ def fetch(settings: FetchSettings, *, sleep: Callable[[float], None] = time.slee
             finally:
                 partial.close()
             path = cache.publish(f, digest)
+        cache.mark_used(digest)
     return Outcome(path, digest, partial.size, False, requests, time.monotonic() - started)
 
 

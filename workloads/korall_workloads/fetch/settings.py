@@ -48,6 +48,21 @@ class FetchSettings(BaseSettings):
         validation_alias=FetchEnv.MODEL_CACHE_DIR,
         description="Cache root; the model is kept at <dir>/sha256/<hex>.",
     )
+    cache_max_bytes: int = Field(
+        default=4096 * MIB,
+        ge=0,
+        le=1024 * 1024 * MIB,
+        validation_alias=FetchEnv.MODEL_CACHE_MAX_BYTES,
+        description="Budget of the node's cache: past it, the models used least recently are removed (never one in "
+        "use or used within MODEL_CACHE_KEEP_S); 0: never remove anything.",
+    )
+    cache_keep_s: float = Field(
+        default=86400.0,
+        ge=60.0,
+        le=365 * 86400.0,
+        validation_alias=FetchEnv.MODEL_CACHE_KEEP_S,
+        description="A model a pod on the node started with more recently than this is never removed.",
+    )
     max_bytes: int = Field(
         default=512 * MIB,
         ge=1,

@@ -8,10 +8,12 @@ name (a downloaded model in the node cache, `sha256/<hex>`), from its content.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,10 +128,48 @@ def file_sha256(path: Path) -> str:
     return _sha_cache[key]
 
 
+_held: dict[Path, int] = {}  # models of the node cache this process holds, and the descriptors that hold them
+
+
+def _in_node_cache(path: Path) -> bool:
+    return path.parent.name == "sha256" and path.with_name(f"{path.name}.lock").is_file()
+
+
+def hold_if_cached(path: Path, wait_s: float = 5.0) -> None:
+    """Hold a model of the node's download cache (`<cache>/sha256/<hex>`, the downloader's `<hex>.lock` beside it)
+    with a shared flock for as long as this process runs: the cache's collection removes no model a process holds
+    (korall_workloads.fetch.cache). A file that is not in such a cache (bundled in the image) is left alone."""
+    if path in _held or not _in_node_cache(path):
+        return
+    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDONLY)  # the cache is mounted read-only here
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            _held[path] = fd
+            return
+        except BlockingIOError:  # a collection looks at it this instant, or a download of it runs
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                log.warning("could not hold %s in the node's model cache for %g s; running without", path, wait_s)
+                return
+            time.sleep(0.05)
+
+
+def gone_from_cache(path: Path) -> str:
+    """What more to say of a missing model file: for one of the node's cache, that it was removed, and what to do."""
+    if not _in_node_cache(path):
+        return ""
+    return (
+        "; it is no longer in the node's model cache (removed while no process held it: MODEL_CACHE_MAX_BYTES): "
+        "delete this pod, its replacement downloads it again"
+    )
+
+
 def verify_sha256(path: Path, expected: str | None, source: str) -> str:
     """Return the file's sha256; raise ModelFileError if `expected` is given and differs."""
     if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+        raise ModelFileError(f"model file {path} does not exist{gone_from_cache(path)}")
     actual = file_sha256(path)
     if expected and actual.lower() != expected.lower():
         raise ModelFileError(

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .catalog import ModelEntry, ModelFileError, entry_for, read_labels, read_manifest, verify_sha256
+from .catalog import (
+    ModelEntry,
+    ModelFileError,
+    entry_for,
+    gone_from_cache,
+    hold_if_cached,
+    read_labels,
+    read_manifest,
+    verify_sha256,
+)
 from .settings import DEFAULT_LABELS_FILE, VisionSettings
 
 log = logging.getLogger(__name__)
@@ -125,7 +134,9 @@ def plan(settings: VisionSettings) -> tuple[Path | None, Path | None, ModelEntry
     """(edgetpu_file, cpu_file, requested entry) for the configured model; either file may be None."""
     requested = settings.resolved_model_path
     if not requested.is_file():
-        raise ModelLoadError(f"MODEL_PATH {requested} does not exist (MODELS_DIR is {settings.models_dir})")
+        raise ModelLoadError(
+            f"MODEL_PATH {requested} does not exist (MODELS_DIR is {settings.models_dir}){gone_from_cache(requested)}"
+        )
     entry = entry_for(requested)
     if entry.edgetpu:
         return requested, _variant(entry, entry.cpu_variant), entry
@@ -191,6 +202,7 @@ def open_model(settings: VisionSettings) -> LoadedModel:
     if chosen == requested.path and settings.model_sha256:
         expected, source = settings.model_sha256, "MODEL_SHA256"
     try:
+        hold_if_cached(chosen)  # before it is read: the node cache's collection leaves it alone from now on
         sha = verify_sha256(chosen, expected, source)
         labels_path = (
             Path(settings.labels_path)
