@@ -95,14 +95,15 @@ def _read_until_closed(sock: socket.socket, seconds: float) -> bytes:
 
 
 def test_a_bad_pipelined_request_is_refused_after_the_replies_before_it() -> None:
-    """A malformed request, or one whose head is too large, pipelined behind a slow one and a fast one: both are
-    answered first, in order, then the refusal (JSON), then the connection ends. The refusal was written at once,
-    ahead of them, and the slow request was taken for one whose client had gone."""
+    """A malformed request, one whose head is too large, or one whose chunked body breaks, pipelined behind a slow
+    and a fast one: both are answered first, in order, then the refusal (JSON), then the connection ends. The
+    refusal was written at once, ahead of them, and the slow request was taken for one whose client had gone."""
     http = HttpSettings(max_header_bytes=2048, rate_limit_per_client="", rate_limit_per_token="")
     app = Starlette(routes=[Route("/slow", slow), Route("/fast", fast, methods=["GET", "POST"])])
     bad = {
         "malformed": (b"NOT HTTP AT ALL\r\n\r\n", 400),
         "head": (b"GET /fast HTTP/1.1\r\nX: " + b"a" * 4096 + b"\r\n\r\n", 431),
+        "chunk": (b"POST /fast HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     }
     with GuardedServer(app, http) as server:
         for what, (request, status) in bad.items():
@@ -114,3 +115,32 @@ def test_a_bad_pipelined_request_is_refused_after_the_replies_before_it() -> Non
             assert [r[:3] for r in replies] == [b"200", b"200", str(status).encode()], (what, data[:800])
             assert replies[0].endswith(b'{"slow":true}') and replies[1].endswith(b'{"fast":true}'), (what, data)
             assert json_error(replies[2].partition(b"\r\n\r\n")[2])["message"], what
+
+
+def test_after_a_deferred_refusal_what_the_client_still_sends_is_drained() -> None:
+    """One request ahead of a malformed one, then 8 MB more: the lingering close after the refusal must read and
+    drop them (as after any refusal), or the client's send stalls and the close resets the connection."""
+    import threading
+
+    http = HttpSettings(rate_limit_per_client="", rate_limit_per_token="")
+    app = Starlette(routes=[Route("/slow", slow)])
+    with GuardedServer(app, http) as server:
+        sock = connect(server.port)
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n")
+        sent: list[BaseException | None] = []
+
+        def send_the_rest() -> None:
+            try:
+                sock.sendall(b"x" * (8 * 1024 * 1024))
+                sent.append(None)
+            except OSError as exc:
+                sent.append(exc)
+
+        sender = threading.Thread(target=send_the_rest)
+        sender.start()
+        data = _read_until_closed(sock, 8)
+        sender.join(10)
+        sock.close()
+    replies = data.split(b"HTTP/1.1 ")[1:]
+    assert [r[:3] for r in replies] == [b"200", b"400"], data[:800]
+    assert sent == [None], sent

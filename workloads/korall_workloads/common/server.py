@@ -255,6 +255,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.server_state.total_requests += 1
             error, self._refusal_due = self._refusal_due, None
             self.transport.write(raw_error_response(error))  # the replies before it are out, in order
+            self.flow.resume_reading()  # paused when it was refused: the lingering close reads (and drops) input
             self._linger()
             return
         cycle = self.cycle  # the request just answered, unless a pipelined one is queued behind it (not started)
@@ -301,9 +302,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def _answer_and_close(self, error: ServiceError) -> None:
         self._cancel_head_timer()
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete and not cycle.more_body:
-            # What failed is a request pipelined behind this one (read whole, answered or queued, not done yet):
-            # refused once the replies before it are out (on_response_complete); nothing more is parsed.
+        queued = bool(self.pipeline) and self.pipeline[0][0] is cycle  # its head is read; it waits for its turn
+        if cycle is not None and not cycle.response_complete and (queued or not cycle.more_body):
+            # What failed is a request pipelined behind one still being answered: its head (no cycle yet), or its
+            # body while it waits in the pipeline (it never runs). Refused once the replies before it are out
+            # (on_response_complete); nothing more is parsed.
+            if queued and cycle.more_body:  # the failure is in its body: it is the one refused
+                self.pipeline.popleft()
             self._refusal_due = error
             self.flow.pause_reading()
             return
