@@ -153,6 +153,14 @@ def spec_failure(status: Mapping[str, Any] | None) -> Failure | None:
     return None
 
 
+def waits_for_spec_change(status: Mapping[str, Any] | None) -> bool:
+    """A spec failure that only a change of the spec (or of its CaptureProfile) can clear: one found before the
+    catalog's gate ran (`lastFailure.during: spec`). One found while applying the model the gate admitted
+    (`rollout`: its S3 object is gone, the API server refused a child) may still clear when the catalog admits
+    another model, so the catalog's news must still reach it."""
+    return spec_failure(status) is not None and ((status or {}).get("lastFailure") or {}).get("during") != "rollout"
+
+
 def _rollout_fields(
     rollout: Rollout,
     previous: Mapping[str, Any],
@@ -193,14 +201,10 @@ def _rollout_fields(
         fields["activeModelSha256"] = rollout.model_sha256
         fields["activeShortSha"] = rollout.model_sha256[:12]
     if rollout.failure is not None:
-        fields["lastFailure"] = {
-            "reason": rollout.failure.reason,
-            "message": rollout.failure.message,
-            "time": now_iso(),
-        }
+        fields["lastFailure"] = last_failure(rollout.failure.reason, rollout.failure.message)
     elif gate_failure:
         assert promotion is not None
-        fields["lastFailure"] = {"reason": promotion.reason, "message": promotion.message, "time": now_iso()}
+        fields["lastFailure"] = last_failure(promotion.reason, promotion.message)
     return fields
 
 
@@ -226,8 +230,17 @@ def reconciled_status(
     return {"observedGeneration": generation, "specHash": expected_hash, **fields}
 
 
-def failed_status(*, generation: int, failure: Failure, previous: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The status for a spec the operator cannot serve. Nothing is rolled out; what ran before keeps running."""
+def last_failure(reason: str, message: str, during: str | None = None) -> dict[str, Any]:
+    """status.lastFailure, whole: `during` is written by spec failures of InferenceModels only (None removes an
+    earlier one in the merge patch, so it never outlives the failure it was written with)."""
+    return {"reason": reason, "message": message, "time": now_iso(), "during": during}
+
+
+def failed_status(
+    *, generation: int, failure: Failure, previous: Mapping[str, Any] | None, during: str | None = None
+) -> dict[str, Any]:
+    """The status for a spec the operator cannot serve. Nothing is rolled out; what ran before keeps running.
+    `during` (InferenceModels): `spec` or `rollout`, see `waits_for_spec_change`."""
     previous = previous or {}
     return {
         "observedGeneration": generation,
@@ -237,7 +250,7 @@ def failed_status(*, generation: int, failure: Failure, previous: Mapping[str, A
             _condition(PROGRESSING, False, failure.reason, NOTHING_TO_ROLL_OUT, previous, generation),
             _condition(DEGRADED, True, failure.reason, failure.message, previous, generation),
         ],
-        "lastFailure": {"reason": failure.reason, "message": failure.message, "time": now_iso()},
+        "lastFailure": last_failure(failure.reason, failure.message, during),
     }
 
 
@@ -264,7 +277,7 @@ def held_status(*, generation: int, promotion: Promotion, previous: Mapping[str,
         ],
     }
     if promotion.degraded:
-        fields["lastFailure"] = {"reason": promotion.reason, "message": promotion.message, "time": now_iso()}
+        fields["lastFailure"] = last_failure(promotion.reason, promotion.message)
     return fields
 
 

@@ -185,7 +185,8 @@ def test_crd_is_a_valid_kubernetes_object(kind: str) -> None:
     assert version["subresources"] == {"status": {}}
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert {"observedGeneration", "conditions", "readyReplicas", "lastFailure"} <= set(status)
-    assert set(status["lastFailure"]["properties"]) == {"reason", "message", "time"}
+    during = {"during"} if kind == "InferenceModel" else set()  # spec failures: before the catalog's gate or after
+    assert set(status["lastFailure"]["properties"]) == {"reason", "message", "time", *during}
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
 
 
@@ -208,7 +209,8 @@ def _statuses_the_operator_writes() -> list[tuple[str, str, dict[str, Any]]]:
         )
         followed = st.followed_status(reconciled, stuck)
         assert followed is not None
-        failed = st.failed_status(generation=2, failure=st.Failure("InvalidSpec", "bad"), previous=None)
+        during = "rollout" if kind == "InferenceModel" else None  # where a spec failure was found: models only
+        failed = st.failed_status(generation=2, failure=st.Failure("InvalidSpec", "bad"), previous=None, during=during)
         out += [(kind, "reconciled", reconciled), (kind, "followed", followed), (kind, "failed", failed)]
     no_workload = st.no_workload_status(generation=2, previous=None, message="a video profile")
     return [*out, ("CaptureProfile", "no workload", no_workload)]
@@ -223,8 +225,13 @@ def test_the_status_schema_declares_every_field_the_operator_writes(
     """The API server prunes status fields the schema does not declare: a pruned specHash would stop the status
     from following the Deployment (status.followed_status needs it). None deletes a field in a merge patch."""
     schema = version_of(load_crd(kind))["schema"]["openAPIV3Schema"]["properties"]["status"]
-    written = {k: v for k, v in status.items() if v is not None}
-    errors = [e.message for e in jsonschema.Draft7Validator(to_json_schema(schema)).iter_errors(written)]
+
+    def written(fields: Any) -> Any:  # what the merge patch leaves: None removes, at any depth
+        if isinstance(fields, dict):
+            return {k: written(v) for k, v in fields.items() if v is not None}
+        return fields
+
+    errors = [e.message for e in jsonschema.Draft7Validator(to_json_schema(schema)).iter_errors(written(status))]
     assert not errors, f"{kind} {shape}: {errors}"
 
 

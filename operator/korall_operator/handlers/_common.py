@@ -82,15 +82,17 @@ async def report_spec_failure(
     previous: Mapping[str, Any],
     logger: kopf.Logger,
     extra: Mapping[str, Any] | None = None,
+    during: str | None = None,
 ) -> None:
     """A spec the operator cannot serve: Degraded status, a Warning Event, a log line; the handler then returns.
 
     Through kopf's patch: this status depends on no Deployment, and the child watchers leave a spec failure alone
     (their own writes are conditional, so they cannot put an older view over it either). `extra`: more status
-    fields the handler records whatever the outcome (the CaptureProfile it saw).
+    fields the handler records whatever the outcome (the CaptureProfile it saw); `during`: see
+    status.waits_for_spec_change.
     """
     failure = failure_of(exc)
-    patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous))
+    patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous, during=during))
     patch.status.update(extra or {})
     await korall.events.record(body, "Warning", failure.reason, failure.message)
     logger.warning(f"not served: {failure.reason}: {failure.message}")

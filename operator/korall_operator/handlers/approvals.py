@@ -37,7 +37,7 @@ async def approval_changed(
     view = Indexes.of(kwargs).parent("InferenceModel", namespace, spec["inferenceModel"])
     if view is None or view.status.get("activeModelSha256") == spec.get("sha256"):
         return
-    if st.spec_failure(view.status) is not None:  # its reconcile stops at the spec: it runs when the spec changes
+    if st.waits_for_spec_change(view.status):  # its reconcile stops before the gate: it runs when the spec changes
         return
     try:
         await request_reconcile(state(memo), view)

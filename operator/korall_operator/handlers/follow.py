@@ -50,9 +50,9 @@ def drift(view: ParentView, indexes: Indexes) -> Drift | None:
         profile = indexes.parent("CaptureProfile", view.namespace, view.capture_profile)
         if capture_profile_seen(profile) != status.get("captureProfile"):
             return Drift.RECONCILE
-    # A spec that failed waits for a change of itself or of its CaptureProfile (above): the reconcile stops at the
-    # spec, before the catalog's gate, so nothing the catalog has pending can move it, and asking would warn again.
-    if view.kind == "InferenceModel" and status.get("catalog") and st.spec_failure(status) is None:
+    # A spec that failed before the catalog's gate waits for a change of itself or of its CaptureProfile (above):
+    # nothing the catalog has pending can move it, and asking would warn again (status.waits_for_spec_change).
+    if view.kind == "InferenceModel" and status.get("catalog") and not st.waits_for_spec_change(status):
         approvals = indexes.approvals_of(view.namespace, view.name)
         if attention(status, approvals, time.time()):
             return Drift.RECONCILE  # a rollout ended or ran out of time, a validation ended, an approval came

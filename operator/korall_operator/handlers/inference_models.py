@@ -117,6 +117,7 @@ async def _reconcile(
     previous = dict(status)
     ref = profile_ref(spec)
     seen: dict[str, Any] = {"captureProfile": None}
+    during = "spec"  # until the gate has admitted a model: then a failure is of that model's rollout
     try:
         # The profile is read first, whatever the outcome: the status records which one this reconcile saw.
         profile_body = await korall.kube.get(API, CAPTURE_PROFILES, namespace, ref) if ref else None
@@ -129,7 +130,7 @@ async def _reconcile(
             await write_held(korall, body, gated, generation, seen)
             await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
             return
-        model = gated.applied
+        model, during = gated.applied, "rollout"
         deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
@@ -143,13 +144,29 @@ async def _reconcile(
         raise transient(e, "talking to the API server") from e
     except LinkUnavailable as e:  # reported, and retried by kopf (a Secret created later, a rate limit)
         await report_spec_failure(
-            korall, body, patch, e.failure, generation=generation, previous=previous, logger=logger, extra=seen
+            korall,
+            body,
+            patch,
+            e.failure,
+            generation=generation,
+            previous=previous,
+            logger=logger,
+            extra=seen,
+            during=during,
         )
         message = f"{e.failure.reason}: retrying in {e.retry_after_s:.0f} s"
         raise kopf.TemporaryError(message, delay=e.retry_after_s) from e
     except SpecError as e:
         await report_spec_failure(
-            korall, body, patch, e, generation=generation, previous=previous, logger=logger, extra=seen
+            korall,
+            body,
+            patch,
+            e,
+            generation=generation,
+            previous=previous,
+            logger=logger,
+            extra=seen,
+            during=during,
         )
         await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
         return

@@ -8,9 +8,9 @@ is this very validation (the name holds the model, its validation settings and t
 The outcome comes back from the pod watch the operator has anyway: when a validation pod has ended, the
 validator's JSON termination message (or the failure of an init container, or a crash) becomes the record of that
 model in `status.validations`, an entry in `status.history` and an Event; then the InferenceModel is reconciled
-again, so the gate sees it (unless its spec failed: that reconcile stops before the gate, and would only warn
-again). A Job that fails with no pod to tell (its deadline) is recorded from the Job watch. A record is written
-once: the first outcome of a Running record wins, later ones find nothing Running to finish.
+again, so the gate sees it (unless its spec failed before the gate: that reconcile would stop there again, and
+only warn again). A Job that fails with no pod to tell (its deadline) is recorded from the Job watch. A record is
+written once: the first outcome of a Running record wins, later ones find nothing Running to finish.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ async def record_outcome(korall: State, namespace: str, name: str, job: str, out
     type_, reason = EVENT_OF[record.state]
     what = f"model {record.sha256[:12]} (Job {job})"
     await korall.events.record(finished["parent"], type_, reason, f"{what}: {record.reason}: {record.message}")
-    if st.spec_failure(finished["parent"].get("status")) is not None:
-        return  # its reconcile stops at the spec, before the gate: it runs when the spec changes
+    if st.waits_for_spec_change(finished["parent"].get("status")):
+        return  # its reconcile stops before the gate: it runs when the spec changes
     stamp = datetime.datetime.now(tz=datetime.UTC).isoformat()
     with contextlib.suppress(NotFound):  # deleted meanwhile
         await korall.kube.merge_patch(

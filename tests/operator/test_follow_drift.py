@@ -1,0 +1,67 @@
+"""follow.drift, the resync loop's decision, on the statuses the operator writes after a spec failure.
+
+A failure found before the catalog's gate ran (`lastFailure.during: spec`) waits for a change of the spec: the
+catalog's news (here an approval) cannot move it, and poking it would only warn again every round. A failure found
+while applying the model the gate admitted (`rollout`: its S3 object is gone) must still hear that news: admitting
+the approved model may clear it. The whole loop on a cluster: test_catalog.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from korall_operator import status as st
+from korall_operator.catalog import Approval
+from korall_operator.handlers.follow import Drift, drift
+from korall_operator.handlers.indexes import Indexes, ParentView
+
+SHA = "ab" * 32
+
+
+def stored(fields: Any) -> Any:
+    """What a merge patch of `fields` leaves on an object that had no status: the None values are removals."""
+    if isinstance(fields, dict):
+        return {k: stored(v) for k, v in fields.items() if v is not None}
+    return fields
+
+
+def failed_model(during: str) -> ParentView:
+    failure = st.Failure("ModelObjectNotFound", "s3://models/x.tflite does not exist")
+    status = stored(st.failed_status(generation=3, failure=failure, previous={}, during=during))
+    status["catalog"] = {  # a newer model passed validation and waits for someone else's approval
+        "sha256": SHA,
+        "fourEyes": True,
+        "requestedBy": "bob",
+        "promotion": {"promoted": False, "reason": "PendingApproval", "message": "approve it", "degraded": False},
+    }
+    return ParentView("InferenceModel", "ns", "yard", "uid-1", 3, status)
+
+
+def indexes(view: ParentView, approvals: list[Approval]) -> Indexes:
+    empty: dict[Any, Any] = {}
+    return Indexes(
+        deployments=empty,
+        pod_problems=empty,
+        models={("InferenceModel", "ns", "yard"): [view]},
+        profiles=empty,
+        models_by_profile=empty,
+        approvals={("ns", "yard"): approvals},
+    )
+
+
+@pytest.mark.parametrize(("during", "expected"), [("spec", None), ("rollout", Drift.RECONCILE)])
+def test_an_approval_reaches_a_failed_model_only_when_the_catalog_can_clear_its_failure(
+    during: str, expected: Drift | None
+) -> None:
+    view = failed_model(during)
+    assert st.spec_failure(view.status) is not None and view.status["lastFailure"]["during"] == during
+    assert drift(view, indexes(view, [])) is None  # nothing new: left alone either way
+    assert drift(view, indexes(view, [Approval("a1", "yard", SHA, "alice")])) is expected
+
+
+def test_a_later_failure_of_another_kind_does_not_keep_an_earlier_during() -> None:
+    """lastFailure is written whole: a rollout failure after a spec failure removes `during` in the merge patch."""
+    spec_failed = stored(st.failed_status(generation=1, failure=st.Failure("X", "x"), previous={}, during="spec"))
+    later = st.last_failure("CrashLoopBackOff", "the pod crashed")
+    merged = stored({**spec_failed["lastFailure"], **later})
+    assert "during" not in merged and merged["reason"] == "CrashLoopBackOff"
