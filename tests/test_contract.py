@@ -140,3 +140,38 @@ def test_the_workload_default_is_the_crd_default_unless_the_contract_says_why(se
     """One default per field; the two deliberate exceptions are spelled out in the contract (crd_default)."""
     if setting.crd_default != setting.default:
         assert setting in (VisionEnv.ACCELERATOR, VisionEnv.EDGETPU_DEVICE), setting
+
+
+def test_the_model_cache_bounds_the_chart_admits_are_the_downloaders() -> None:
+    """modelDelivery.cacheMaxBytes and cacheKeepSeconds: the chart's schema, the operator's settings and the
+    downloader hold to the contract's bounds, and an edge value set in the chart reaches the downloader unchanged
+    (a value the chart admitted but the downloader refused would fail every model download on every node)."""
+    import json
+    from pathlib import Path
+
+    from korall_contract import MODEL_CACHE_KEEP_S_RANGE, MODEL_CACHE_MAX_BYTES_LIMIT
+    from korall_workloads.fetch.settings import FetchSettings
+    from pydantic import ValidationError
+
+    schema = json.loads((Path(__file__).parents[1] / "charts/korall/values.schema.json").read_text())
+    delivery = schema["properties"]["modelDelivery"]["properties"]
+    assert (delivery["cacheMaxBytes"]["minimum"], delivery["cacheMaxBytes"]["maximum"]) == (
+        0,
+        MODEL_CACHE_MAX_BYTES_LIMIT,
+    )
+    assert (
+        delivery["cacheKeepSeconds"]["minimum"],
+        delivery["cacheKeepSeconds"]["maximum"],
+    ) == MODEL_CACHE_KEEP_S_RANGE
+    model = parse_inference_model({"model": {"url": "https://models.example/m.tflite", "sha256": "ab" * 32}})
+    for size, keep in [(0, MODEL_CACHE_KEEP_S_RANGE[0]), (MODEL_CACHE_MAX_BYTES_LIMIT, MODEL_CACHE_KEEP_S_RANGE[1])]:
+        operator = OperatorSettings(model_cache_max_bytes=size, model_cache_keep_s=keep)
+        (init,) = build_vision_deployment("m", "ns", model, None, operator)["spec"]["template"]["spec"][
+            "initContainers"
+        ]
+        env = {e["name"]: e["value"] for e in init["env"]}
+        fetch = FetchSettings.model_validate(env)
+        assert (fetch.cache_max_bytes, fetch.cache_keep_s) == (size, keep)
+    for wrong in ({"model_cache_max_bytes": MODEL_CACHE_MAX_BYTES_LIMIT + 1}, {"model_cache_keep_s": 59}):
+        with pytest.raises(ValidationError):
+            OperatorSettings(**wrong)  # type: ignore[arg-type]

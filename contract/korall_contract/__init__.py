@@ -52,6 +52,11 @@ FETCH_MODULE: Final = "korall_workloads.fetch"
 DEFAULT_MODEL_CACHE_DIR: Final = "/var/lib/korall/models"
 """Node-local, content-addressed model cache; a model lives at `<dir>/sha256/<hex digest>`."""
 
+MODEL_CACHE_MAX_BYTES_LIMIT: Final = 1 << 40
+MODEL_CACHE_KEEP_S_RANGE: Final = (60, 365 * 86400)
+"""Bounds of the cache's budget (bytes; 0 = unbounded) and keep time (s): the downloader refuses what is outside,
+so the operator's settings and the chart's schema hold to the same ones (FetchEnv.MODEL_CACHE_*)."""
+
 MODEL_DOWNLOAD_FAILED: Final = "ModelDownloadFailed"
 """First word of the downloader's termination message on failure: `ModelDownloadFailed: <Reason>: <detail>`,
 one line; <Reason> is one CamelCase word (ChecksumMismatch, LinkExpired, NotFound, ...; docs/model-delivery.md)."""
@@ -93,6 +98,8 @@ __all__ = [
     "GOLDEN_SET_IN_IMAGE",
     "MAX_TERMINATION_MESSAGE",
     "MODELS_DIR_IN_IMAGE",
+    "MODEL_CACHE_KEEP_S_RANGE",
+    "MODEL_CACHE_MAX_BYTES_LIMIT",
     "MODEL_DOWNLOAD_FAILED",
     "MODEL_FETCHED",
     "SPOOL_DIR_IN_POD",

@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Literal
 
-from korall_contract import DEFAULT_TPU_RESOURCE
+from korall_contract import DEFAULT_TPU_RESOURCE, MODEL_CACHE_KEEP_S_RANGE, MODEL_CACHE_MAX_BYTES_LIMIT
 from limits import parse_many
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -201,11 +201,11 @@ class OperatorSettings(BaseSettings):
     model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     """Largest model file a pod downloads."""
 
-    model_cache_max_bytes: int = Field(default=4 * 1024**3, ge=0)
+    model_cache_max_bytes: int = Field(default=4 * 1024**3, ge=0, le=MODEL_CACHE_MAX_BYTES_LIMIT)
     """Budget of each node's model cache: the downloader removes the models used least recently past it (0: never)."""
 
-    model_cache_keep_s: int = Field(default=86400, ge=60)
-    """A cached model a pod on the node started with more recently than this is never removed."""
+    model_cache_keep_s: int = Field(default=86400, ge=MODEL_CACHE_KEEP_S_RANGE[0], le=MODEL_CACHE_KEEP_S_RANGE[1])
+    """A cached model used more recently than this (a pod started with it, a collection found it in use) stays."""
 
     event_spool_host_path: str = "/var/lib/korall/spool"
     """Node folder of the event spools (`<folder>/<namespace>/<name>`): events made while the broker is away

@@ -64,14 +64,22 @@ def test_a_model_a_running_service_holds_stays_however_old_until_it_is_let_go(
 ) -> None:
     held = old_model(tmp_path, "held", MIB, days_unused=30)
     path = tmp_path / "cache" / "sha256" / held
+    lock = path.with_name(f"{held}.lock")
     catalog.hold_if_cached(path)  # what the vision service does before it reads its model
     try:
         url = server.put("/m.tflite", MODEL)
         run = run_fetch(MODEL_SHA256=MODEL_SHA256, MODEL_URL=url, MODEL_CACHE_MAX_BYTES=budget(0))
         assert run.code == 0, run.stderr
         assert path.exists() and "over its" in run.stderr
+        # Found in use, it counts as used now: a service that restarts (and holds nothing for that moment) a day
+        # after its pod started does not lose its model to the next collection.
+        assert time.time() - lock.stat().st_mtime < 60
     finally:
         os.close(catalog._held.pop(path))  # the service has stopped
+    run = run_fetch(MODEL_SHA256=MODEL_SHA256, MODEL_CACHE_MAX_BYTES=budget(0))
+    assert run.code == 0 and path.exists(), run.stderr  # let go, but used within the keep time
+    then = time.time() - 2 * DAY
+    os.utime(lock, (then, then))  # two days on, nothing has used it
     run = run_fetch(MODEL_SHA256=MODEL_SHA256, MODEL_CACHE_MAX_BYTES=budget(0))  # a cache hit collects too
     assert run.code == 0 and "cache hit" in run.message, run.stderr
     assert not path.exists() and cache_files(tmp_path) == sorted([MODEL_SHA256, f"{MODEL_SHA256}.lock", f"{held}.lock"])

@@ -13,8 +13,9 @@ A file is named by its content, so two InferenceModels with the same sha256 shar
 points at different bytes. Nothing reads a .partial file except the downloader holding the lock.
 
 The cache is bounded like the kubelet's images: once it holds more than MODEL_CACHE_MAX_BYTES, the models used
-least recently are removed, but never one a process holds (its lock is shared or exclusive), nor one a pod started
-with in the last MODEL_CACHE_KEEP_S (between a download and the start of the service that holds the model).
+least recently are removed, but never one a process holds (its lock is shared or exclusive), nor one used in the
+last MODEL_CACHE_KEEP_S: a pod started with it (between a download and the start of the service that holds it), or
+a collection found it held (so a service that restarts does not lose its model in the moment it holds nothing).
 """
 
 from __future__ import annotations
@@ -227,8 +228,10 @@ class ModelCache:
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return None  # in use: a running service, a cache hit being verified, or a download
+            except BlockingIOError:  # in use: a running service, a cache hit being verified, or a download
+                with contextlib.suppress(OSError):
+                    os.utime(fd)  # used now: a service cannot mark it itself (its mount is read-only)
+                return None
             path = self.dir / name
             with contextlib.suppress(FileNotFoundError):
                 idle = now - max(self._last_used(digest), path.stat().st_mtime)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from korall_contract import DEFAULT_MODEL_CACHE_DIR, FetchEnv
+from korall_contract import DEFAULT_MODEL_CACHE_DIR, MODEL_CACHE_KEEP_S_RANGE, MODEL_CACHE_MAX_BYTES_LIMIT, FetchEnv
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,17 +51,18 @@ class FetchSettings(BaseSettings):
     cache_max_bytes: int = Field(
         default=4096 * MIB,
         ge=0,
-        le=1024 * 1024 * MIB,
+        le=MODEL_CACHE_MAX_BYTES_LIMIT,
         validation_alias=FetchEnv.MODEL_CACHE_MAX_BYTES,
         description="Budget of the node's cache: past it, the models used least recently are removed (never one in "
         "use or used within MODEL_CACHE_KEEP_S); 0: never remove anything.",
     )
     cache_keep_s: float = Field(
         default=86400.0,
-        ge=60.0,
-        le=365 * 86400.0,
+        ge=MODEL_CACHE_KEEP_S_RANGE[0],
+        le=MODEL_CACHE_KEEP_S_RANGE[1],
         validation_alias=FetchEnv.MODEL_CACHE_KEEP_S,
-        description="A model a pod on the node started with more recently than this is never removed.",
+        description="A model used more recently than this (a pod started with it, a collection found it in use) is "
+        "never removed.",
     )
     max_bytes: int = Field(
         default=512 * MIB,

@@ -141,7 +141,11 @@ def hold_if_cached(path: Path, wait_s: float = 5.0) -> None:
     (korall_workloads.fetch.cache). A file that is not in such a cache (bundled in the image) is left alone."""
     if path in _held or not _in_node_cache(path):
         return
-    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDONLY)  # the cache is mounted read-only here
+    try:
+        fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDONLY)  # the cache is mounted read-only here
+    except OSError as exc:  # not readable by this user: the service runs, unprotected from the cache's collection
+        log.warning("cannot hold %s in the node's model cache (%s); running without", path, exc.strerror or exc)
+        return
     deadline = time.monotonic() + wait_s
     while True:
         try:
