@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import subprocess
 import sys
@@ -23,10 +24,14 @@ import httpx
 import pytest
 from catalog_helpers import (
     ADMIN,
+    CPU_MODEL,
     CPU_SHA,
+    MODELS,
     approve,
     broken_model,
+    cond,
     end_validation,
+    events_of,
     get_im,
     promoted,
     running_validation,
@@ -118,3 +123,59 @@ async def test_an_s3_model_is_validated_through_its_own_link_while_the_serving_o
     refused = await get_im(kube, ns, im)
     assert refused["status"]["activeModelSha256"] == CPU_SHA
     assert f"/{KEY}?" in await secret_link(kube, ns, link_secret_name(im))
+
+
+async def test_a_serving_object_gone_from_s3_is_reported_once_and_cleared_by_the_next_model_the_catalog_admits(
+    cluster: Cluster,
+    kube: ClusterClient,
+    s3: str,  # noqa: F811
+    nodes: Any,  # noqa: F811
+    approver: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The serving model's object is deleted while a new model waits for its validation. The reconcile that the
+    validation's end brings fails on the old object (ModelObjectNotFound, `during: rollout`): reported once, with
+    what the catalog decided written (the new model now waits for approval), so the resync loop does not ask the
+    catalog again every round. The approval then admits the new model, whose rollout clears the failure."""
+    ns, im = cluster.namespace, new_name("s3gone")
+    old_key, new_key = f"ssd/{im}-old.tflite", f"ssd/{im}-new.tflite"
+    new = tmp_path / "new.tflite"
+    new.write_bytes((MODELS / CPU_MODEL).read_bytes() + b"\0" * 16)  # the same network, another file (sha256)
+    new_sha = hashlib.sha256(new.read_bytes()).hexdigest()
+    client = boto3.client(
+        "s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=old_key, Body=(MODELS / CPU_MODEL).read_bytes())
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=new_key, Body=new.read_bytes())
+    spec = {"stage": "production", "model": {"s3": f"s3://{BUCKET}/{old_key}", "sha256": CPU_SHA}}
+    body = {"apiVersion": API, "kind": "InferenceModel",
+            "metadata": {"name": im, "annotations": {"korall.io/requested-by": ADMIN}}, "spec": spec}  # fmt: skip
+    await kube.create(API, "inferencemodels", ns, body)
+    job = await eventually(lambda: running_validation(kube, ns, im, CPU_SHA), timeout=30)
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
+    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    await approve(cluster, im, CPU_SHA, approver, ns)
+    await serving(cluster, kube, ns, im, CPU_SHA)
+
+    change = {"spec": {"model": {"s3": f"s3://{BUCKET}/{new_key}", "sha256": new_sha}}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, change)
+    job = await eventually(lambda: running_validation(kube, ns, im, new_sha), timeout=30)
+    await asyncio.to_thread(client.delete_object, Bucket=BUCKET, Key=old_key)
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(new, new_sha))
+
+    async def failed_waiting_for_approval() -> dict[str, Any]:
+        got = await get_im(kube, ns, im)
+        degraded = cond(got, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "ModelObjectNotFound"), got["status"]
+        assert got["status"]["lastFailure"]["during"] == "rollout"
+        assert got["status"]["catalog"]["promotion"]["reason"] == "PendingApproval", got["status"]["catalog"]
+        return got
+
+    await eventually(failed_waiting_for_approval, timeout=30)
+    await asyncio.sleep(8)  # four rounds of the resync loop (every 2 s)
+    warned = (await events_of(kube, ns, im))["ModelObjectNotFound"]
+    assert warned["count"] == 1, f"warned {warned['count']} times for one failure"
+
+    await approve(cluster, im, new_sha, approver, ns)
+    cleared = await serving(cluster, kube, ns, im, new_sha)
+    assert cond(cleared, "Degraded")["status"] == "False"  # lastFailure stays, as after any recovery

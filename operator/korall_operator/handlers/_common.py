@@ -94,8 +94,13 @@ async def report_spec_failure(
     failure = failure_of(exc)
     patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous, during=during))
     patch.status.update(extra or {})
-    await korall.events.record(body, "Warning", failure.reason, failure.message)
-    logger.warning(f"not served: {failure.reason}: {failure.message}")
+    await warn_spec_failure(korall, body, exc, logger)
+
+
+async def warn_spec_failure(korall: State, body: kopf.Body, exc: SpecError, logger: kopf.Logger) -> None:
+    """The Warning Event and the log line of a spec failure (aggregated: the same failure again counts up)."""
+    await korall.events.record(body, "Warning", exc.reason, exc.message)
+    logger.warning(f"not served: {exc.reason}: {exc.message}")
 
 
 class NamespaceGoing(Exception):

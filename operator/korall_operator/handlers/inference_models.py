@@ -19,12 +19,14 @@ deletes them with the InferenceModel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import kopf
 
 from korall_operator import status as st
+from korall_operator.catalog import ModelRef
 from korall_operator.handlers._common import (
     API,
     CAPTURE_PROFILES,
@@ -33,14 +35,16 @@ from korall_operator.handlers._common import (
     State,
     apply_children,
     deleted,
+    failure_of,
     report_spec_failure,
     state,
     transient,
+    warn_spec_failure,
 )
 from korall_operator.handlers.follow import refresh_status, write_reconciled_status
 from korall_operator.handlers.indexes import Indexes, profile_ref
 from korall_operator.handlers.model_links import LinkUnavailable, ensure_link, link_lock
-from korall_operator.handlers.promotion import gate, write_held
+from korall_operator.handlers.promotion import Gated, gate, write_gated, write_held
 from korall_operator.k8s import ApiError
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
 from korall_operator.specs import (
@@ -117,7 +121,7 @@ async def _reconcile(
     previous = dict(status)
     ref = profile_ref(spec)
     seen: dict[str, Any] = {"captureProfile": None}
-    during = "spec"  # until the gate has admitted a model: then a failure is of that model's rollout
+    admitted: Gated | None = None  # once the gate has admitted a model, a failure is of that model's rollout
     try:
         # The profile is read first, whatever the outcome: the status records which one this reconcile saw.
         profile_body = await korall.kube.get(API, CAPTURE_PROFILES, namespace, ref) if ref else None
@@ -130,7 +134,7 @@ async def _reconcile(
             await write_held(korall, body, gated, generation, seen)
             await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
             return
-        model, during = gated.applied, "rollout"
+        model, admitted = gated.applied, gated
         deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
@@ -143,31 +147,11 @@ async def _reconcile(
     except (ApiError, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
     except LinkUnavailable as e:  # reported, and retried by kopf (a Secret created later, a rate limit)
-        await report_spec_failure(
-            korall,
-            body,
-            patch,
-            e.failure,
-            generation=generation,
-            previous=previous,
-            logger=logger,
-            extra=seen,
-            during=during,
-        )
+        await _report_failure(korall, body, patch, e.failure, admitted, generation, previous, seen, logger)
         message = f"{e.failure.reason}: retrying in {e.retry_after_s:.0f} s"
         raise kopf.TemporaryError(message, delay=e.retry_after_s) from e
     except SpecError as e:
-        await report_spec_failure(
-            korall,
-            body,
-            patch,
-            e,
-            generation=generation,
-            previous=previous,
-            logger=logger,
-            extra=seen,
-            during=during,
-        )
+        await _report_failure(korall, body, patch, e, admitted, generation, previous, seen, logger)
         await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
         return
 
@@ -185,6 +169,43 @@ async def _reconcile(
     await gated.announce(korall, body)
     await _announce(korall, body, reason, previous, expected, model.model.display, deployment["metadata"]["name"])
     await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
+
+
+async def _report_failure(
+    korall: State,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    exc: SpecError,
+    admitted: Gated | None,
+    generation: int,
+    previous: dict[str, Any],
+    seen: dict[str, Any],
+    logger: kopf.Logger,
+) -> None:
+    """A spec failure. Found before the gate ran (`lastFailure.during: spec`): only a change of the spec helps.
+
+    Found while applying the model the gate admitted (`rollout`): when that is the model that served already, the
+    failure is written with the gate's decision, so that what the catalog decided and recorded in this reconcile
+    stands (a validation recorded, a model now waiting for approval) and it can move on, admitting another model,
+    which may clear the failure, instead of being asked again every round of the resync loop. A decision to serve
+    another model is not written while that model failed to apply: the catalog would say it serves."""
+    serving = ModelRef.from_status((previous.get("catalog") or {}).get("serving"))
+    applied = admitted.decision.applied if admitted is not None else None
+    if admitted is None or applied is None or serving is None or applied.key != serving.key:
+        await report_spec_failure(
+            korall, body, patch, exc, generation=generation, previous=previous, logger=logger, extra=seen,
+            during="spec" if admitted is None else "rollout",
+        )  # fmt: skip
+        return
+
+    def failed(parent: Mapping[str, Any]) -> dict[str, Any]:
+        return st.failed_status(generation=generation, failure=failure_of(exc), previous=parent, during="rollout")
+
+    try:
+        await write_gated(korall, body, admitted, failed, seen)
+    except (ApiError, aiohttp.ClientError) as e:
+        raise transient(e, "writing the status") from e
+    await warn_spec_failure(korall, body, exc, logger)
 
 
 async def _refresh_used_by(

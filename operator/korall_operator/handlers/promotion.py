@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,13 +129,30 @@ async def gate(
 
 async def write_held(korall: State, body: Mapping[str, Any], gated: Gated, generation: int, extra: Mapping) -> None:
     """The status of a model with nothing admitted yet (no Deployment): what it waits for, or why it was refused."""
+
+    def held(previous: Mapping[str, Any]) -> dict[str, Any]:
+        return st.held_status(generation=generation, promotion=gated.decision.promotion, previous=previous)
+
+    await write_gated(korall, body, gated, held, extra)
+
+
+async def write_gated(
+    korall: State,
+    body: Mapping[str, Any],
+    gated: Gated,
+    base: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    extra: Mapping,
+) -> None:
+    """`base` (a function of the parent's status), `extra` and the gate's fields, written from a fresh read under
+    the parent's write lock; then the gate's Events. For a reconcile that applies nothing after the gate ran: a
+    model with nothing admitted yet, or one whose admitted model failed to apply (what the gate decided and
+    recorded, a validation it started, stays written: the catalog moves on)."""
     meta = body["metadata"]
     key = ("InferenceModel", meta["namespace"], meta["name"])
 
     async def status_of(parent: Mapping[str, Any]) -> dict[str, Any]:
         previous = parent.get("status") or {}
-        held = st.held_status(generation=generation, promotion=gated.decision.promotion, previous=previous)
-        return {**held, **extra, **gated.status_fields(previous)}
+        return {**base(previous), **extra, **gated.status_fields(previous)}
 
     async with korall.writers.exclusive(key):
         result = await write_status(

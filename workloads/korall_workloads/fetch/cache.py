@@ -6,7 +6,8 @@ Layout under the cache root (MODEL_CACHE_DIR, a hostPath shared by every pod on 
     sha256/<hex>.partial   the download in progress (or interrupted: the next run resumes it)
     sha256/<hex>.lock      flock()ed by the one process downloading <hex> (exclusive), and shared by every process
                            that uses the model (a downloader's cache hit, a running vision service); kept, empty
-                           (see `locked`); its mtime is when a pod on the node last started with the model
+                           (see `locked`); its mtime is when the model was last used: a pod on the node
+                           started with it, or a collection found it held
     collect.lock           flock()ed by the one process collecting (see `collect`)
 
 A file is named by its content, so two InferenceModels with the same sha256 share it, and a name never
@@ -48,7 +49,7 @@ class Removed:
 
     name: str  # <hex> or <hex>.partial
     size: int
-    idle_s: float  # since a pod on the node last started with it
+    idle_s: float  # since it was last used (a pod started with it, a collection found it held)
 
 
 def storage_failure(exc: OSError, doing: str) -> FetchFailure:
