@@ -237,11 +237,18 @@ def last_failure(reason: str, message: str, during: str | None = None) -> dict[s
 
 
 def failed_status(
-    *, generation: int, failure: Failure, previous: Mapping[str, Any] | None, during: str | None = None
+    *,
+    generation: int,
+    failure: Failure,
+    previous: Mapping[str, Any] | None,
+    during: str | None = None,
+    promotion: Promotion | None = None,
 ) -> dict[str, Any]:
     """The status for a spec the operator cannot serve. Nothing is rolled out; what ran before keeps running.
-    `during` (InferenceModels): `spec` or `rollout`, see `waits_for_spec_change`."""
+    `during` (InferenceModels): `spec` or `rollout`, see `waits_for_spec_change`; `promotion`: the gate's verdict
+    when the gate ran, else the Promoted condition stays as it was (the merge patch replaces the whole list)."""
     previous = previous or {}
+    promoted = _promoted(promotion, previous, generation) if promotion is not None else condition(previous, PROMOTED)
     return {
         "observedGeneration": generation,
         "specHash": None,
@@ -249,6 +256,7 @@ def failed_status(
             _condition(READY, False, failure.reason, failure.message, previous, generation),
             _condition(PROGRESSING, False, failure.reason, NOTHING_TO_ROLL_OUT, previous, generation),
             _condition(DEGRADED, True, failure.reason, failure.message, previous, generation),
+            *([promoted] if promoted is not None else []),
         ],
         "lastFailure": last_failure(failure.reason, failure.message, during),
     }

@@ -169,6 +169,7 @@ async def test_a_serving_object_gone_from_s3_is_reported_once_and_cleared_by_the
         assert (degraded["status"], degraded["reason"]) == ("True", "ModelObjectNotFound"), got["status"]
         assert got["status"]["lastFailure"]["during"] == "rollout"
         assert got["status"]["catalog"]["promotion"]["reason"] == "PendingApproval", got["status"]["catalog"]
+        assert cond(got, "Promoted")["reason"] == "PendingApproval"  # kubectl's PROMOTED column says it too
         return got
 
     await eventually(failed_waiting_for_approval, timeout=30)

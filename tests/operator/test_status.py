@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from korall_operator import status as st
+from korall_operator.catalog import Promotion
 from korall_operator.manifests import MODEL_ANNOTATION, SPEC_HASH_ANNOTATION
 
 MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
@@ -61,6 +62,20 @@ def test_transition_time_moves_only_when_a_condition_flips() -> None:
     times = {c["type"]: c["lastTransitionTime"] for c in flipped["conditions"]}
     assert times[st.READY] != "2000-01-01T00:00:00Z"
     assert times[st.DEGRADED] == "2000-01-01T00:00:00Z"  # still False
+
+
+def test_a_spec_failure_keeps_the_promoted_condition_or_writes_the_gates_verdict() -> None:
+    """The merge patch replaces the whole conditions list: a failure must carry Promoted along (kubectl's PROMOTED
+    column reads it), as it was before the gate, or as the gate just decided."""
+    promoted = {"type": st.PROMOTED, "status": "True", "reason": "Promoted", "message": "serving ab12",
+                "lastTransitionTime": "2000-01-01T00:00:00Z"}  # fmt: skip
+    failure = st.Failure("ModelObjectNotFound", "gone")
+    kept = st.failed_status(generation=4, failure=failure, previous={"conditions": [promoted]}, during="spec")
+    assert [c for c in kept["conditions"] if c["type"] == st.PROMOTED] == [promoted]
+    verdict = Promotion(False, "PendingApproval", "approve it")
+    gated = st.failed_status(generation=4, failure=failure, previous={"conditions": [promoted]}, promotion=verdict)
+    assert conds(gated)[st.PROMOTED] == ("False", "PendingApproval")
+    assert st.PROMOTED not in conds(st.failed_status(generation=1, failure=failure, previous=None))
 
 
 def test_follower_leaves_a_spec_failure_alone_and_skips_no_op_writes() -> None:

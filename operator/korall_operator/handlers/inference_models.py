@@ -199,7 +199,13 @@ async def _report_failure(
         return
 
     def failed(parent: Mapping[str, Any]) -> dict[str, Any]:
-        return st.failed_status(generation=generation, failure=failure_of(exc), previous=parent, during="rollout")
+        return st.failed_status(
+            generation=generation,
+            failure=failure_of(exc),
+            previous=parent,
+            during="rollout",
+            promotion=admitted.decision.promotion,
+        )
 
     try:
         await write_gated(korall, body, admitted, failed, seen)
