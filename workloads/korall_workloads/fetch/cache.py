@@ -217,7 +217,7 @@ class ModelCache:
             os.close(fd)
 
     def _last_used(self, digest: str, entry: os.DirEntry[str] | None = None) -> float:
-        """When a pod last started with `digest` (its lock file's mtime), or when the file itself last changed."""
+        """When `digest` was last used (its lock file's mtime), or when the file itself last changed if later."""
         times = [entry.stat().st_mtime] if entry is not None else []
         with contextlib.suppress(FileNotFoundError):
             times.append(self.lock_file(digest).stat().st_mtime)
