@@ -184,6 +184,23 @@ def test_a_production_model_not_ready_in_time_is_rolled_back_and_not_retried_unt
     assert retried.applied is not None and retried.applied.sha256 == B  # the spec changed: tried again
 
 
+def test_a_rollout_whose_apply_failed_is_rolled_back_saying_why_not_that_its_pods_were_not_ready() -> None:
+    """A reconcile that failed while applying the new model (its S3 object deleted) leaves a status that no longer
+    follows the pods: at the deadline the rollback names that failure."""
+    approve = (Approval("x", "yard", B, "bob"),)
+    status: dict[str, Any] = serving_ready({"catalog": {"serving": ref(A).as_status()}}, A)
+    status = after(status, decide(inputs(ref(B), status)), record(B, "Passed"))
+    status = after(status, decide(inputs(ref(B), status, approvals=approve, now=T0)))
+    lost = {"reason": "ModelObjectNotFound", "message": "s3://m/b does not exist (404)", "during": "rollout"}
+    status = {**status, "specHash": None, "lastFailure": lost}
+    rolled = decide(inputs(ref(B), status, approvals=approve, now=T0 + 61))
+    assert rolled.promotion.reason == "RolledBack" and "was not ready" not in rolled.promotion.message
+    assert (
+        "could not be seen ready (applying it failed: ModelObjectNotFound: s3://m/b does not exist (404)) within"
+        " 60 s after its rollout began; rolled back to aaaaaaaaaaaa" in rolled.promotion.message
+    )
+
+
 def test_a_completed_rollout_becomes_the_last_good_model() -> None:
     status: dict[str, Any] = {"catalog": {"serving": ref(A).as_status(), "rollout": {
         "key": ref(A).key, "sha256": A, "since": now_iso(T0), "deadlineSeconds": 60}}}  # fmt: skip

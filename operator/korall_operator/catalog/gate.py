@@ -147,9 +147,9 @@ def decide(i: GateInputs) -> Decision:
         elif i.now >= deadline:
             if last_good is not None and last_good.key != serving.key:
                 message = (
-                    f"model {serving.short} ({serving.source}) was not ready {rollout.get('deadlineSeconds')} s after "
-                    f"its rollout began; rolled back to {last_good.short} ({last_good.source}); it is not admitted "
-                    "again until the spec changes"
+                    f"model {serving.short} ({serving.source}) {_not_ready(i.status)} {rollout.get('deadlineSeconds')} "
+                    f"s after its rollout began; rolled back to {last_good.short} ({last_good.source}); it is not "
+                    "admitted again until the spec changes"
                 )
                 events.append(("Warning", ROLLED_BACK, message))
                 history.append(history_entry(ROLLED_BACK, serving, i.now, message=message))
@@ -224,6 +224,15 @@ def decide(i: GateInputs) -> Decision:
         "rolledBack": rolled_back,
     }
     return Decision(serving, promotion, start, expired, catalog, history, events)
+
+
+def _not_ready(status: Mapping[str, Any]) -> str:
+    """Why a rollout is taken for not ready at its deadline: its pods were not, or, when a reconcile failed while
+    applying it (the status then stops following the pods), that failure."""
+    last = status.get("lastFailure") or {}
+    if not status.get("specHash") and last.get("during") == "rollout":
+        return f"could not be seen ready (applying it failed: {last.get('reason')}: {last.get('message')}) within"
+    return "was not ready"
 
 
 def _hold(
