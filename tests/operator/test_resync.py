@@ -90,7 +90,9 @@ async def test_a_capture_profile_held_in_deletion_is_gone_for_its_models_once(
         assert "is being deleted" in cond(got, "Degraded")["message"]
         return got
 
-    before = await eventually(reports_it_gone, timeout=30)
+    await eventually(reports_it_gone, timeout=30)
+    await asyncio.sleep(3)  # a poke the loop sent before that write landed has been handled
+    before = await reports_it_gone()
     await asyncio.sleep(8)  # four rounds of the resync loop
     after = await reports_it_gone()
     stamp = RECONCILE_REQUESTED
