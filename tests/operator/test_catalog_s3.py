@@ -125,7 +125,7 @@ async def test_an_s3_model_is_validated_through_its_own_link_while_the_serving_o
     assert f"/{KEY}?" in await secret_link(kube, ns, link_secret_name(im))
 
 
-async def test_a_serving_object_gone_from_s3_is_reported_once_and_cleared_by_the_next_model_the_catalog_admits(
+async def test_a_serving_object_gone_from_s3_is_not_warned_of_every_round_and_the_next_admitted_model_clears_it(
     cluster: Cluster,
     kube: ClusterClient,
     s3: str,  # noqa: F811
@@ -134,9 +134,10 @@ async def test_a_serving_object_gone_from_s3_is_reported_once_and_cleared_by_the
     tmp_path: Path,
 ) -> None:
     """The serving model's object is deleted while a new model waits for its validation. The reconcile that the
-    validation's end brings fails on the old object (ModelObjectNotFound, `during: rollout`): reported once, with
-    what the catalog decided written (the new model now waits for approval), so the resync loop does not ask the
-    catalog again every round. The approval then admits the new model, whose rollout clears the failure."""
+    validation's end brings fails on the old object (ModelObjectNotFound, `during: rollout`): reported with what
+    the catalog decided written (the new model now waits for approval), so the resync loop does not ask the
+    catalog again, and warn again, every round. The approval then admits the new model, whose rollout clears the
+    failure."""
     ns, im = cluster.namespace, new_name("s3gone")
     old_key, new_key = f"ssd/{im}-old.tflite", f"ssd/{im}-new.tflite"
     new = tmp_path / "new.tflite"
