@@ -26,6 +26,13 @@ rest of the body is not worth parsing, and keeping the connection would mean par
 request waits for the replies to the requests before it (HTTP/1.1 answers in order), and its input is dropped
 meanwhile: the parser cannot go on past what it refused.
 
+An `Upgrade` request (a client offering `h2c`, or a WebSocket handshake: neither is served) is served as plain
+HTTP/1.1, as RFC 9110 lets a server do. httptools hands everything after such a head over as the new protocol's
+bytes; its body (Content-Length) is fed to the route here instead, and what follows it is parsed as the next
+request: otherwise the body would be run as a request of its own (request smuggling). A chunked body with
+`Upgrade` is refused (400). A client that half-closes its side after its request (`nc -N`, `shutdown(SHUT_WR)`)
+still gets its reply; the connection closes once the replies to what it sent are out.
+
 The body has its own deadline where it is read (`vision.upload`, HTTP_BODY_TIMEOUT_S). Nothing here runs per byte:
 the head is counted per received chunk, and two timer handles per request are all it costs.
 """
@@ -130,6 +137,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal_due: ServiceError | None = None  # of a pipelined request: written once the replies before it are
+        self._upgrade_body_left: int | None = None  # of an Upgrade request: body bytes still to feed (module doc)
+        self._upgrade_chunked = False  # an Upgrade request with a chunked body: refused
 
     # -- connection ------------------------------------------------------------------------------------------
 
@@ -167,9 +176,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool | None:
+        """The client will send nothing more. Lingering: it has read the refusal and is done. A request read whole
+        and not yet answered (or queued, or a refusal due): keep the connection open for writing (True) and close
+        it once the last reply is out. Otherwise (idle, or half a request): close."""
         if self._lingering:
-            self.transport.close()  # the client has read what it wanted and is done
+            self.transport.close()
+            return None
+        cycle = self.cycle
+        answering = cycle is not None and not cycle.response_complete and not cycle.more_body
+        if answering or self._refusal_due is not None:
+            if cycle is not None:
+                cycle.keep_alive = False  # the newest request: uvicorn closes the connection after its reply
+            return True
+        return None
 
     def data_received(self, data: bytes) -> None:
         if self._lingering or self._refused or self._refusal_due is not None or self.transport.is_closing():
@@ -178,15 +198,15 @@ class GuardedProtocol(HttpToolsProtocol):
                 self.transport.close()
             return
         self._unset_keepalive_if_required()
+        if self._upgrade_body_left is not None:
+            self._feed_upgrade_body(data)
+            return
         if self._reading_head:
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        except httptools.HttpParserUpgrade as upgrade:  # its offset: where the head ended
+            self._after_upgrade_head(data[int(upgrade.args[0]) :])
             return
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):  # raised in on_headers_complete, wrapped by httptools
@@ -206,6 +226,32 @@ class GuardedProtocol(HttpToolsProtocol):
                 f"the request line and headers are over {self.settings.max_header_bytes} bytes (HTTP_MAX_HEADER_BYTES)"
             )
         )
+
+    def _after_upgrade_head(self, data: bytes) -> None:
+        """`data` came after the head of an Upgrade (or CONNECT) request, which is served as plain HTTP: its body
+        goes to the route, and what follows is parsed as the next request (httptools parses on after an upgrade;
+        a CONNECT is never answered 2xx, so no tunnel begins)."""
+        if self._upgrade_chunked:
+            _refusals.warning("upgrade", "refused an Upgrade request with a chunked body from %s", self.client)
+            self._answer_and_close(
+                MalformedRequest("an Upgrade request with a chunked body is not served; send it without Upgrade")
+            )
+        elif self._upgrade_body_left is not None:
+            self._feed_upgrade_body(data)
+        elif data:
+            self.data_received(data)
+
+    def _feed_upgrade_body(self, data: bytes) -> None:
+        left = self._upgrade_body_left or 0
+        body, rest = data[:left], data[left:]
+        if body:
+            self.on_body(body)
+        left -= len(body)
+        self._upgrade_body_left = left or None
+        if not left:
+            self._complete_message()
+            if rest:
+                self.data_received(rest)
 
     def send_400_response(self, msg: str) -> None:
         self._answer_and_close(MalformedRequest(f"invalid HTTP request: {msg}"))
@@ -270,6 +316,18 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def on_message_complete(self) -> None:
+        if self.parser.should_upgrade():
+            # httptools ends the message at an Upgrade head and takes what follows for the new protocol: a body
+            # (Content-Length) is fed by _feed_upgrade_body and completes the message there; a chunked one is
+            # refused by _after_upgrade_head (the route sees its client gone).
+            self._upgrade_chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
+            length = next((value for name, value in self.headers if name == b"content-length"), b"0")
+            self._upgrade_body_left = int(length) or None  # httptools has checked it is a number
+            if self._upgrade_chunked or self._upgrade_body_left:
+                return
+        self._complete_message()
+
+    def _complete_message(self) -> None:
         super().on_message_complete()
         self._reading_head = True  # whatever comes next is the next request's head
 
@@ -360,6 +418,9 @@ def server_config(app: Any, host: str, port: int, settings: HttpSettings, **over
         "port": port,
         "loop": "uvloop",
         "http": guarded_protocol(settings),
+        # No WebSocket: a handshake is served as plain HTTP (guarded, counted, authenticated) even where a WebSocket
+        # library happens to be installed (the test environment's selenium brings wsproto).
+        "ws": "none",
         "log_config": None,  # keep the handlers configure_logging installed
         "access_log": False,
         "server_header": False,
