@@ -111,10 +111,9 @@ def test_a_client_that_half_closes_after_its_requests_gets_every_reply_then_the_
     """`nc -N`, socat and `shutdown(SHUT_WR)` end their side once the request is sent; the server closed the
     connection at that end of input, with no reply."""
     with GuardedServer(APP, HTTP) as server:
-        for requests in (
-            [b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"],
-            [b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"],
-        ):
+        slow_get = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        post = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+        for requests in ([slow_get], [slow_get, post]):
             sock = connect(server.port)
             sock.sendall(b"".join(requests))
             sock.shutdown(socket.SHUT_WR)

@@ -176,7 +176,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol: True keeps it open
         """The client will send nothing more. Lingering: it has read the refusal and is done. A request read whole
         and not yet answered (or queued, or a refusal due): keep the connection open for writing (True) and close
         it once the last reply is out. Otherwise (idle, or half a request): close."""
