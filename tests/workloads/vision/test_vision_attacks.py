@@ -20,7 +20,7 @@ from korall_workloads.common.http_settings import HttpSettings
 from korall_workloads.vision.app import create_app
 from korall_workloads.vision.detector import Detector
 from PIL import Image
-from vision_helpers import settings
+from vision_helpers import settings, with_extra_scans
 
 MIB = 1024 * 1024
 HTTP = HttpSettings(
@@ -102,6 +102,28 @@ def test_a_24_megapixel_rgba_png_is_refused_and_a_large_one_within_budget_is_ser
     )
     # one at a time: far less than four decodes side by side (4 x 24 MB of Pillow RGB at least)
     assert grown[0] < 80 * MIB, f"four large decodes grew the peak by {grown[0] / MIB:.0f} MiB"
+
+
+def test_jpegs_of_40_000_scans_are_refused_at_once_and_photos_are_served_beside_them(
+    server: GuardedServer, jpegs: dict[str, bytes]
+) -> None:
+    """Three 0.5 MB progressive JPEGs of 40 000 scans each held every decode worker for about 20 s (past the
+    inference timeout: photos beside them got 504). Refused from a count of their scans, before any decode."""
+    grey = _encode(Image.new("L", (1448, 1448), 128), "JPEG", progressive=True, quality=50)
+    bomb = with_extra_scans(grey, 40_000)
+    assert len(bomb) < MIB
+
+    async def bombs_and_a_photo() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            sent = [client.post("/infer", content=bomb) for _ in range(3)]
+            return await asyncio.gather(*sent, client.post("/infer", content=jpegs["chelsea"]))
+
+    started = time.monotonic()
+    *refused, photo = asyncio.run(bombs_and_a_photo())
+    assert [r.status_code for r in refused] == [413] * 3 and photo.status_code == 200, photo.text
+    assert all("scans" in json_error(r.content)["message"] for r in refused)
+    assert time.monotonic() - started < 5
+    _healthy(server)
 
 
 # -- time: stalled and slow clients ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -77,3 +78,18 @@ class ThreadedServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def with_extra_scans(jpeg: bytes, extra: int) -> bytes:
+    """A progressive JPEG with its smallest refinement scan repeated `extra` times before the end marker: still a
+    valid file (a refinement scan adds nothing the second time), and the cheap decode-time bomb a fuzzer found."""
+    pos, scans = 2, []
+    while jpeg[pos + 1] != 0xD9:
+        marker, (length,) = jpeg[pos + 1], struct.unpack_from(">H", jpeg, pos + 2)
+        end = pos + 2 + length
+        if marker == 0xDA:  # the scan's entropy-coded data runs to the next marker (FF not followed by 00 or RSTn)
+            while jpeg[end] != 0xFF or jpeg[end + 1] == 0 or 0xD0 <= jpeg[end + 1] <= 0xD7:
+                end += 1
+            scans.append(jpeg[pos:end])
+        pos = end
+    return jpeg[:pos] + min(scans[1:], key=len) * extra + jpeg[pos:]

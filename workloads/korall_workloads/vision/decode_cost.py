@@ -1,4 +1,4 @@
-"""What decoding an image will cost in memory, known from its header before a single pixel is decoded.
+"""What decoding an image will cost in memory and in work, known before a single pixel is decoded.
 
 A 1.6 KB lossless WebP of 8000x5000 or a 40 MP PNG of one colour is tiny on the wire and hundreds of MB once
 decoded: the pixel limit alone (MAX_IMAGE_PIXELS) says nothing about memory, which depends on the format, the mode
@@ -14,6 +14,12 @@ says (size, mode, format, progressive JPEG), for the decode path `preprocess` ta
 - Decoders' own copies: libwebp's canvas and the frame it returns (two more RGBA images; Pillow allocates the
   canvas when it *opens* the file, which is why the WebP size is read here, before Pillow sees it), a TIFF strip
   as large as the image, Pillow's pure-Python RLE buffer for BMP, GIF's previous frame.
+
+Work: a decode cannot be interrupted, so the work that does not show in the size is bounded before it begins.
+Every scan of a progressive JPEG is one more pass over all of the image's coefficients, and a scan can be 12
+bytes: 40 000 of them (488 KB) held a worker for 16 s at 2 MP. Pillow handles each PNG chunk in Python while
+holding the GIL: 1.7 million empty chunks (20 MiB) took seconds and stalled the event loop. So a JPEG may have
+MAX_JPEG_SCANS scans and a PNG MAX_PNG_CHUNKS chunks, far above what any encoder writes.
 
 The factors were measured (peak RSS of each kind of image decoded alone, tests/workloads/vision/
 test_decode_budget.py) and err on the high side; the test fails if a real decode ever takes more than its estimate.
@@ -46,6 +52,31 @@ FIXED_BYTES = 8 * MIB
 
 MARGIN = 1.05
 """On top of every estimate: the allocator's rounding and what a measurement cannot see."""
+
+
+MAX_JPEG_SCANS = 100
+"""Scans a JPEG may have: libjpeg's progressive mode writes 10 (6 for grayscale), a baseline JPEG one per
+component at most; djpeg's `-maxscans` is the same kind of guard."""
+
+MAX_PNG_CHUNKS = 16_384
+"""Chunks a PNG may have: encoders write their image data in chunks of 8 to 64 KB (libpng, Pillow), so a 20 MiB
+upload has at most a few thousand; each chunk costs Pillow about 6 us of Python."""
+
+
+def jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS markers) a JPEG has, at most. In entropy-coded data a 0xFF byte is always followed by 0x00
+    or a restart marker, so FF DA appears only as a marker or inside a marker segment (an EXIF thumbnail's own
+    scans): the count can be a little high, never low. One pass in C over the bytes."""
+    return data.count(b"\xff\xda")
+
+
+def png_chunks(data: bytes, stop_after: int) -> int:
+    """How many chunks a PNG has, counting up to `stop_after` + 1 (a walk over the chunk lengths only)."""
+    pos, count, end = 8, 0, len(data)
+    while pos + 8 <= end and count <= stop_after:
+        pos += struct.unpack_from(">I", data, pos)[0] + 12  # length, type, data, CRC
+        count += 1
+    return count
 
 
 def webp_header(data: bytes) -> tuple[int, int, bool] | None:

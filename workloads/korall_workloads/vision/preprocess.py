@@ -36,7 +36,17 @@ from PIL import (  # noqa: F401  (importing a plugin registers its format; Image
 
 from korall_workloads.common.errors import InvalidInput, ServiceError, TooLarge
 
-from .decode_cost import MIB, decode_cost, jpeg_cost, reduce_factor, webp_header
+from .decode_cost import (
+    MAX_JPEG_SCANS,
+    MAX_PNG_CHUNKS,
+    MIB,
+    decode_cost,
+    jpeg_cost,
+    jpeg_scans,
+    png_chunks,
+    reduce_factor,
+    webp_header,
+)
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 """What Pillow may parse (JPEG includes multi-picture MPO); any other format is rejected before its parser runs."""
@@ -57,6 +67,7 @@ _ORIENTATION: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 _SWAPS_AXES = {5, 6, 7, 8}
 _EXIF_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "TIFF"})
 _EXIF_ORIENTATION = 0x0112
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageError(ServiceError):
@@ -138,11 +149,20 @@ def open_image(
         if (webp := webp_header(data)) is not None:  # Pillow allocates a WebP's canvas when it opens it
             declared, mode = webp[:2], "RGBA" if webp[2] else "RGB"
             _check_size(declared, "WEBP", mode, decode_cost("WEBP", mode, declared), max_pixels, budget_bytes)
+        if data.startswith(PNG_SIGNATURE) and (chunks := png_chunks(data, MAX_PNG_CHUNKS)) > MAX_PNG_CHUNKS:
+            raise ImageTooLarge(  # before Pillow opens it: it reads the chunks before the image data in Python
+                f"this PNG has over {MAX_PNG_CHUNKS} chunks ({chunks} counted): too much work to decode; re-encode it"
+            )
         im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         size = im.size
         fmt = im.format or "unknown"
         scale = 1
         if fmt in ("JPEG", "MPO"):
+            if (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:
+                raise ImageTooLarge(
+                    f"this JPEG has {scans} scans, over the limit of {MAX_JPEG_SCANS} (each scan is one more pass "
+                    "over the whole image); re-encode it"
+                )
             scale = jpeg_scale(size, input_size)
             progressive = bool(im.info.get("progressive") or im.info.get("progression"))
             sampling = [(int(h), int(v)) for _, h, v, _ in getattr(im, "layer", [])]
