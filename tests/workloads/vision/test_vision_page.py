@@ -107,6 +107,17 @@ def test_the_page_and_its_files_are_revalidated_by_etag(client: TestClient) -> N
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+def test_a_range_on_the_page_or_its_files_is_ignored_never_answered_in_plain_text(client: TestClient) -> None:
+    """Starlette answers a malformed range 400 and one past the end 416, both in plain text, where every error of
+    the services is JSON; the files are a few KB, so they are sent whole whatever the range."""
+    whole = {path: client.get(path).content for path in ("/", "/static/korall.js")}
+    for path, content in whole.items():
+        for value in ("bytes=abc", "bytes=999999-", "bytes=0-9", "bytes=0-1,5-9", "lines=1-2"):
+            reply = client.get(path, headers={"Range": value, "If-Range": "x"} if "," in value else {"Range": value})
+            assert reply.status_code == 200 and reply.content == content, (path, value, reply.status_code)
+            assert "accept-ranges" not in reply.headers and "content-range" not in reply.headers
+
+
 def test_one_encode_per_frame_however_many_viewers(camera_app: FastAPI) -> None:
     """The page fetches each new frame once per viewer: two viewers of one frame cost one JPEG encode."""
     jpegs = camera_app.state.camera_jpegs

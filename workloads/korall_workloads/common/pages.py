@@ -17,9 +17,15 @@ which they call with `fetch` (and a bearer token when the page was given one: se
 
 from __future__ import annotations
 
+import os
+from os import PathLike
+
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.datastructures import Headers
+from starlette.responses import FileResponse
+from starlette.staticfiles import NotModifiedResponse
+from starlette.types import Receive, Scope, Send
 
 PAGE = "index.html"
 STATIC_PATH = "/static"
@@ -36,8 +42,28 @@ CONTENT_SECURITY_POLICY = "; ".join(
 """Only this origin's scripts, styles and API: no inline script or style, nothing from elsewhere, no framing."""
 
 
+class WholeFileResponse(FileResponse):
+    """A page file, always sent whole: `Range` is ignored, as RFC 9110 lets a server do. Starlette's FileResponse
+    answers a malformed or unsatisfiable range itself, in plain text (400, 416), where every error of the services
+    is JSON; the files are a few KB, so ranges gain nothing."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        del self.headers["accept-ranges"]
+        headers = [(name, value) for name, value in scope["headers"] if name not in (b"range", b"if-range")]
+        await super().__call__({**scope, "headers": headers}, receive, send)
+
+
 class PageFiles(StaticFiles):
-    """StaticFiles (ETag, Last-Modified, 304 on If-None-Match) with `Cache-Control: no-cache` on every file."""
+    """StaticFiles (ETag, Last-Modified, 304 on If-None-Match) with `Cache-Control: no-cache` on every file, each
+    sent whole (WholeFileResponse)."""
+
+    def file_response(
+        self, full_path: PathLike[str] | str, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = WholeFileResponse(full_path, status_code=status_code, stat_result=stat_result)
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
