@@ -150,6 +150,23 @@ def test_a_page_gets_the_token_once_in_its_link_and_then_sends_the_cookie(server
         assert client.post("/infer", params={"access_token": CI}, content=b"x").status_code == 401
 
 
+def test_the_page_and_its_files_open_without_a_token_and_the_api_behind_them_does_not(server: GuardedServer) -> None:
+    """The README says: open http://host:5052/#token=<token>. The fragment never reaches the server, so the page
+    itself must be served without one (it holds no data, asks for a token and sends it on every call); the page
+    was a 401 JSON document instead."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for path in ("/", "/static/korall.js", "/static/vision.js"):
+            for headers in ({}, bearer(secrets.token_urlsafe(32)), bearer(GRAFANA)):  # none, unknown, no read scope
+                reply = client.get(path, headers=headers)
+                assert reply.status_code == 200 and "set-cookie" not in reply.headers, (path, reply.text[:200])
+        assert client.get("/static/nope.js").status_code == 404
+        opened = client.get("/", params={"access_token": CI})  # a valid token given with it still sets the cookie
+        assert opened.status_code == 200 and opened.headers["set-cookie"].startswith(f"korall_token={CI};")
+        client.cookies.clear()
+        for path in ("/models", "/detections", "/docs", "/staticky"):
+            assert client.get(path).status_code == 401, path
+
+
 def test_the_access_log_names_the_token_and_never_shows_it(
     server: GuardedServer, jpegs: dict[str, bytes], caplog: pytest.LogCaptureFixture
 ) -> None:

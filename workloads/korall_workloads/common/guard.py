@@ -15,6 +15,9 @@ every route there is or will be, a static-files mount included, and logs every r
      the cookie (HttpOnly, SameSite=Strict), so the page's own requests carry it and the link need not.
    None: 401 `unauthorized`; one that matches no token: 401 with `error="invalid_token"`; a token without the
    route's scope: 403 `forbidden` with `error="insufficient_scope"` (both with WWW-Authenticate, RFC 6750).
+   Except the live page and its files (`/`, `/static/*`): they hold no data, and a browser cannot attach a
+   header to the address it is asked to open, so they are served either way; the page asks for a token and
+   sends it on every call. A valid token given with them still counts (`?access_token=` sets the cookie).
 4. The token's rate limit (RATE_LIMIT_PER_TOKEN), by token name.
 5. The access log line when the reply is done (`common.accesslog`).
 
@@ -38,6 +41,7 @@ from korall_workloads.common.accesslog import ACCESS_DETAIL_KEY, BYTES_IN_KEY, A
 from korall_workloads.common.auth import Token, TokenStore
 from korall_workloads.common.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
 from korall_workloads.common.http_settings import HttpSettings
+from korall_workloads.common.pages import STATIC_PATH
 from korall_workloads.common.ratelimit import RateLimits
 from korall_workloads.common.responses import ERROR_CODE_KEY, error_response
 
@@ -49,6 +53,11 @@ request (found profiling the concurrency-1 overhead, issue 15)."""
 TOKEN_COOKIE = "korall_token"
 PROBE_PATHS = frozenset({"/health", "/ready"})
 METRICS_PATH = "/metrics"
+
+
+def is_page(path: str) -> bool:
+    """The live page and its files (`common.pages`): served with or without a token."""
+    return path == "/" or path.startswith(STATIC_PATH + "/")
 
 
 def required_scope(method: str, path: str) -> str:
@@ -102,6 +111,8 @@ class HttpGuard:
                 )
             elif self.tokens is not None:
                 token, set_cookie, refusal = self._authenticate(scope)
+                if refusal is not None and is_page(scope["path"]):
+                    refusal = None  # no data in it: it asks for a token itself, and sends it on every API call
                 if (
                     token is not None
                     and self.limits.per_token
