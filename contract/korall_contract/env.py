@@ -69,7 +69,7 @@ class VisionEnv(ServiceEnv):
         minimum=1,
         maximum=100,
         crd="InferenceModel:spec.topK",
-        description="Most detections returned (SSD MobileNet v2's postprocess op gives at most 10).",
+        description="Most detections returned (SSD MobileNet v2's postprocess op gives at most 20).",
     )
     MODELS_DIR: Final = "MODELS_DIR"
     ACCELERATOR: Final = Setting(
