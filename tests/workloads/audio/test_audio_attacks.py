@@ -63,8 +63,8 @@ def test_32_clients_that_never_read_are_dropped_and_a_reader_gets_in(
     _wait(lambda: hub.subscribers == 32, 10, f"32 idle clients subscribed, have {hub.subscribers}")
     refused = connect(srv.port, source="127.0.0.99")
     refused.sendall(STREAM_REQUEST)
-    status, _, body = read_reply(refused)
-    assert status == 503 and json_error(body)["code"] == "too_many_clients"
+    status, headers, body = read_reply(refused)
+    assert status == 503 and json_error(body)["code"] == "too_many_clients" and headers["retry-after"] == "5"
     refused.close()
 
     deadline = time.monotonic() + 20

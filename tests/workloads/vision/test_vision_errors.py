@@ -119,8 +119,8 @@ def test_while_loading_ready_and_infer_are_503_and_health_says_loading(jpegs: di
         c = TestClient(create_app(settings(), detector=detector))  # no `with`: no lifespan, no loading
         health = c.get("/health")
         assert health.status_code == 200 and health.json()["model"]["state"] == "loading"
-        assert "loading" in _error(c.get("/ready"), 503, "not_ready")
-        assert "loading" in _error(c.post("/infer", content=jpegs["chelsea"]), 503, "not_ready")
+        for reply in (c.get("/ready"), c.post("/infer", content=jpegs["chelsea"])):
+            assert "loading" in _error(reply, 503, "not_ready") and reply.headers["retry-after"] == "1"
     finally:
         detector.close()
 
@@ -134,8 +134,8 @@ def test_failed_model_gives_503_with_the_reason(jpegs: dict[str, bytes]) -> None
         assert health.status_code == 200
         assert health.json()["model"]["state"] == "failed"
         assert "ACCELERATOR=edgetpu" in health.json()["model"]["error"]
-        assert "libedgetpu" in _error(c.get("/ready"), 503, "not_ready")
-        assert "libedgetpu" in _error(c.post("/infer", content=jpegs["chelsea"]), 503, "not_ready")
+        for reply in (c.get("/ready"), c.post("/infer", content=jpegs["chelsea"])):
+            assert "libedgetpu" in _error(reply, 503, "not_ready") and "retry-after" not in reply.headers
 
 
 def test_unexpected_failure_is_a_json_500(

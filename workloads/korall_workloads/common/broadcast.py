@@ -23,6 +23,9 @@ from typing import Any
 
 from korall_workloads.common.errors import Unavailable
 
+STREAM_RETRY_AFTER_S = 5
+"""Retry-After of a stream refused for want of room: a place frees when a stream ends or a reader is dropped."""
+
 
 class TooManyClients(Unavailable):
     """Every place for a live-stream client is taken; the client should reconnect later."""
@@ -86,14 +89,14 @@ class Broadcaster:
     def require_room(self, client: str | None = None) -> None:
         """Raise TooManyClients when one more subscriber (from `client`) would be refused."""
         if (why := self.refusal(client)) is not None:
-            raise TooManyClients(f"{why}; reconnect later")
+            raise TooManyClients(f"{why}; reconnect later", retry_after_s=STREAM_RETRY_AFTER_S)
 
     def join(self, wants: Callable[[Any], bool] | None = None, client: str | None = None) -> Subscription:
         """`subscribe`, raising TooManyClients (with the reason) when there is no room."""
         sub = self._new(wants, client)
         with self._lock:
             if (why := self._refusal(client)) is not None:
-                raise TooManyClients(f"{why}; reconnect later")
+                raise TooManyClients(f"{why}; reconnect later", retry_after_s=STREAM_RETRY_AFTER_S)
             self._subs.add(sub)
         return sub
 

@@ -50,6 +50,10 @@ class ModelState(enum.StrEnum):
     FAILED = "failed"
 
 
+LOADING_RETRY_AFTER_S = 1
+"""Retry-After of a 503 while the model loads: a load and its warm-up take a second or two."""
+
+
 class DetectorNotReady(Unavailable):
     """detect() was called before the model loaded and warmed up, or after it failed to."""
 
@@ -209,12 +213,10 @@ class Detector:
 
     def require_ready(self) -> LoadedModel:
         """The loaded model; raises DetectorNotReady (saying why) while it loads or after it failed to."""
+        if self.state is ModelState.FAILED:  # no Retry-After: only a new pod (a fixed spec) mends it
+            raise DetectorNotReady(f"model failed to load: {self.error}")
         if self.state is not ModelState.READY or self.model is None:
-            raise DetectorNotReady(
-                f"model failed to load: {self.error}"
-                if self.state is ModelState.FAILED
-                else "model is loading; retry shortly"
-            )
+            raise DetectorNotReady("model is loading; retry shortly", retry_after_s=LOADING_RETRY_AFTER_S)
         return self.model
 
     # -- inference -------------------------------------------------------------------------------------------
