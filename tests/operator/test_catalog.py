@@ -38,6 +38,7 @@ from catalog_helpers import (
     validator_result,
 )
 from cluster_helpers import API, Cluster, ClusterClient, eventually
+from korall_operator.manifests import STAGE_LABEL, child_name
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -235,6 +236,41 @@ async def _quiet(kube: ClusterClient, ns: str, im: str, seconds: float) -> None:
 
     await asyncio.sleep(seconds)
     await promoted(kube, ns, im, "RolledBack")
+
+
+async def test_the_catalog_records_the_served_spec_whole_and_labels_production_only_once_admitted(
+    cluster: Cluster, kube: ClusterClient, nodes: Any
+) -> None:
+    """The status is a merge patch: a record written whole kept the keys of the one before it (the old model's
+    `file` beside the new `url`, a `tpuInterface` beside `accelerator: cpu`). Read back, that spec was invalid
+    (InvalidSpec for good), and its digest no longer matched the stored key (endless re-promotion). And the same
+    model moved to production carried the production label before the gate admitted it there."""
+    ns, im = cluster.namespace, name("whole")
+    tpu = model_body(im, "test", {"file": TPU_MODEL}, accelerator="edgetpu", tpuInterface="usb")
+    await kube.create(API, "inferencemodels", ns, tpu)
+    await serving(cluster, kube, ns, im, TPU_SHA)
+    url = {"file": None, "url": "https://models.example/b.tflite", "sha256": CPU_SHA}
+    change = {"spec": {"model": url, "accelerator": "cpu", "tpuInterface": None}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, change)
+    moved = await serving(cluster, kube, ns, im, CPU_SHA)
+    record = moved["status"]["catalog"]["serving"]
+    assert record["spec"]["model"] == {"url": "https://models.example/b.tflite", "sha256": CPU_SHA}, record
+    assert "tpuInterface" not in record["spec"] and record["spec"]["accelerator"] == "cpu", record
+
+    # The same model, now asked for in production: validated first, and its pods keep their test label meanwhile.
+    await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": {"stage": "production"}})
+    held = await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
+    assert cond(held, "Degraded")["status"] == "False" and "lastFailure" not in held["status"], held["status"]
+    deployment = await kube.get("apps/v1", "deployments", ns, child_name(im, "vision"))
+    assert deployment is not None and deployment["metadata"]["labels"][STAGE_LABEL] == "test"
+
+    # Another model in production: held for validation too, never an InvalidSpec from the record of the last one.
+    other = {"spec": {"model": {"url": "https://models.example/c.tflite", "sha256": TPU_SHA}, "accelerator": "edgetpu"}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, other)
+    await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
+    again = await promoted(kube, ns, im, "PendingValidation")
+    assert cond(again, "Degraded")["status"] == "False" and "lastFailure" not in again["status"], again["status"]
+    assert again["status"]["catalog"]["serving"]["spec"]["model"]["url"].endswith("/b.tflite")
 
 
 async def test_a_spec_failure_is_reported_once_whatever_the_catalog_has_pending(

@@ -83,6 +83,18 @@ class StatusWriters:
             self._queued.discard(key)
 
 
+def replacing(old: Any, new: Any) -> Any:
+    """The merge-patch value that makes a field that is `old` exactly `new`. A JSON merge patch (RFC 7396) merges
+    objects: a key the new value leaves out would stay, so a record written whole (the catalog's `serving`, with the
+    spec of the model it serves) would keep the keys of the one before it (a `file` beside the new `url`). Every key
+    of `old` that `new` has not is sent as null; lists and scalars replace as they are."""
+    if not isinstance(new, Mapping) or not isinstance(old, Mapping):
+        return new
+    patch = {key: replacing(old.get(key), value) for key, value in new.items()}
+    patch.update({key: None for key in old if key not in new})
+    return patch
+
+
 async def write_status(
     kube: KubeClient,
     api: str,
@@ -93,6 +105,7 @@ async def write_status(
     status_of: StatusOf,
 ) -> tuple[Mapping[str, Any], dict[str, Any]] | None:
     """Read the parent, write `status_of(parent)` as its status on condition that it did not change meanwhile.
+    Each field given is written whole (`replacing`); fields not given stay as they are.
 
     Returns (the parent as read, the fields written), or None when there was nothing to write or the parent is gone
     or replaced (another uid than `uid`, when given). Raises Conflict if it kept changing for STATUS_ATTEMPTS reads.
@@ -107,8 +120,9 @@ async def write_status(
         if fields is None:
             return None
         version = parent["metadata"]["resourceVersion"]
+        patch = {key: replacing((parent.get("status") or {}).get(key), value) for key, value in fields.items()}
         try:
-            await kube.merge_patch_status(api, plural, namespace, name, fields, resource_version=version)
+            await kube.merge_patch_status(api, plural, namespace, name, patch, resource_version=version)
         except NotFound:
             return None
         except Conflict:

@@ -121,7 +121,10 @@ async def gate(
         pending.append(await start_validation(korall, body, model, sha, config, generation))
     applied = None
     if decision.applied is not None:
-        applied = model if decision.applied.key == desired.key else parse_inference_model(
+        # The spec as it stands only when it is what the gate admitted, stage included (the same model moved to
+        # production is labelled production only once admitted there).
+        same = decision.applied.key == desired.key and decision.applied.stage == desired.stage
+        applied = model if same else parse_inference_model(
             applied_spec(dump, decision.applied)
         )  # fmt: skip
     return Gated(decision, applied, pending)
