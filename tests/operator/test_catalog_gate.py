@@ -266,6 +266,9 @@ def result(verdict: str, sha: str = B) -> str:
         (pod(main={"terminated": {"exitCode": 0, "message": result("Passed")}}, phase="Succeeded"),
          ("Passed", "GoldenSetMismatch")),
         (pod(main={"terminated": {"exitCode": 0, "message": result("Passed", sha=A)}}), ("Error", "WrongModel")),
+        # A Passed result from a validator that then failed (killed after it wrote it): not taken as passed.
+        (pod(main={"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": result("Passed")}},
+             phase="Failed"), ("Error", "ValidatorCrashed")),
         (pod(main={"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "Killed"}}, phase="Failed"),
          ("Error", "ValidatorCrashed")),
         (pod(init={"terminated": {"exitCode": 4, "message": "ModelDownloadFailed: ChecksumMismatch: gave 6 bytes"}},

@@ -98,6 +98,10 @@ def outcome_of_pod(pod: Mapping[str, Any], sha256: str | None = None) -> Outcome
         if ended is None:
             return None
         outcome = parse_result(str(ended.get("message") or ""), sha256)
+        code = int(ended.get("exitCode") or 0)
+        if outcome is not None and outcome.state == "Passed" and code != 0:  # the two must agree to pass
+            how = f"exited {code} ({ended.get('reason') or 'Error'})"
+            return Outcome("Error", "ValidatorCrashed", f"the validator wrote a Passed result, then {how}: not a pass")
         if outcome is not None:
             return outcome
         detail = str(ended.get("message") or "").strip()[-300:]
