@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -66,6 +67,23 @@ def test_16_bit_grayscale_is_rescaled_not_clipped() -> None:
     im = Image.fromarray(arr)
     p = _prep(encode(im, "PNG"))
     assert tuple(p.tensor[150, 150]) == (128, 128, 128)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (np.full((32, 32), 0.5, np.float32), 127),  # float 0..1: scaled, not clipped to black
+        (np.full((32, 32), 200.0, np.float32), 200),  # float 0..255: as it is
+        (np.full((32, 32), np.nan, np.float32), 0),  # NaN: black, not an undefined cast
+        (np.full((32, 32), 3 << 24, np.int32), 192),  # 32-bit: shifted, not wrapped modulo 256
+        (np.full((32, 32), 40000, np.int32), 156),  # 16-bit data in a 32-bit image
+    ],
+)
+def test_float_and_32_bit_tiffs_are_rescaled(values: np.ndarray, expected: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NaN cast warns ("invalid value encountered in cast")
+        pixel = _prep(encode(Image.fromarray(values), "TIFF")).tensor[150, 150]
+    assert tuple(pixel) == (expected,) * 3
 
 
 def test_gif_first_frame() -> None:

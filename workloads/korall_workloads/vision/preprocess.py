@@ -106,10 +106,16 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(im)
         if mode == "F":
-            arr = np.clip(arr, 0.0, 255.0)
+            # Float data: 0..1 (the usual scientific convention) is scaled to 0..255, anything larger is taken as
+            # 0..255 already; NaN is black and infinities are clipped.
+            arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+            arr = np.clip(arr * 255.0 if arr.max(initial=0.0) <= 1.0 else arr, 0.0, 255.0)
         elif mode == "I":
-            # Pillow opens 16-bit grayscale as "I" for some formats; treat values above 255 as 16-bit data.
-            arr = np.right_shift(arr, 8) if arr.max(initial=0) > 255 else np.clip(arr, 0, 255)
+            # 32-bit integers: Pillow opens 16-bit grayscale as "I" for some formats. 8-bit values stay, 16-bit
+            # ones are shifted by 8, and wider ones by as many bits as the largest needs beyond 8 (they wrapped).
+            top = int(arr.max(initial=0))
+            shift = 0 if top <= 255 else 8 if top <= 65535 else top.bit_length() - 8
+            arr = np.right_shift(np.clip(arr, 0, None), shift)
         else:
             arr = np.right_shift(arr.astype(np.uint16), 8)
         return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
