@@ -77,6 +77,12 @@ def test_multipart_without_a_file_or_malformed(client: TestClient) -> None:
     )
     _error(bad, 400)
     _error(client.post("/infer", content=b"x", headers={"content-type": "multipart/form-data"}), 400)
+    # Cut before its closing boundary: a truncated upload, said so (it was taken for a body without a file part).
+    head = b'--XYZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    cut = client.post(
+        "/infer", content=head + b"\xff\xd8\xff", headers={"content-type": "multipart/form-data; boundary=XYZ"}
+    )
+    assert "closing boundary" in _error(cut, 400, "bad_request")
 
 
 def test_corrupt_truncated_and_non_image_data(client: TestClient, jpegs: dict[str, bytes]) -> None:

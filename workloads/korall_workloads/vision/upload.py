@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from python_multipart.exceptions import FormParserError, MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from korall_workloads.common.accesslog import BYTES_IN_KEY
@@ -207,4 +207,6 @@ def _parse_multipart(body: bytes, boundary: bytes) -> _FilePart:
         parser.finalize()
     except (MultipartParseError, FormParserError) as exc:
         raise MalformedRequest(f"malformed multipart body: {exc}") from None
+    if parser.state != MultipartState.END:  # python-multipart takes a cut body as it is: its last part never ends
+        raise MalformedRequest(f"multipart body ends before its closing boundary (--{boundary.decode('latin-1')}--)")
     return part
