@@ -67,6 +67,11 @@ def test_the_service_starts_serves_a_photo_and_logs_it(json_service: tuple[subpr
     photo = encode(photo_rgb("chelsea"))
     r = httpx.post(url + "/infer", content=photo, headers={"content-type": "image/jpeg"}, timeout=30)
     assert r.status_code == 200 and r.json()["detections"][0]["label"] == "cat"
+    # A malformed multipart body is the client's: its 400 and access line say so, and nothing more is logged
+    # (python-multipart warned once per such request: anyone could fill the log).
+    multipart = {"content-type": "multipart/form-data; boundary=XYZ"}
+    for body in (b"junk\r\n--XYZ--", b"--XYZ\r\nbad header line\r\n\r\nxx\r\n--XYZ--"):
+        assert httpx.post(url + "/infer", content=body, headers=multipart, timeout=30).status_code == 400
     out = _stop(proc)
     # graceful stop on SIGTERM (uvicorn re-raises the signal after shutting down, hence -15)
     assert proc.returncode in (0, -15)
@@ -79,6 +84,9 @@ def test_the_service_starts_serves_a_photo_and_logs_it(json_service: tuple[subpr
     access = next(rec for rec in records if rec.get("log") == "access" and rec["path"] == "/infer")
     assert (access["method"], access["status"], access["bytes_in"]) == ("POST", 200, len(photo))
     assert access["model_sha256"] == ready["sha256"] and access["latency_ms"] > 0 and access["token"] is None
+    refused = [rec for rec in records if rec.get("log") == "access" and rec["status"] == 400]
+    assert [rec["error"] for rec in refused] == ["bad_request"] * 2
+    assert not [rec for rec in records if rec.get("logger", "").startswith("python_multipart")], out
     infer = access["infer"]
     assert (infer["format"], infer["width"], infer["height"]) == ("JPEG", 451, 300) and infer["invoke_ms"] > 0
 

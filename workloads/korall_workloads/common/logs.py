@@ -48,6 +48,9 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # python-multipart warns once per malformed body: the client's error, which its 400 and access line already
+    # say; one more log line per bad request would let anyone fill the log.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 def redact_in_logs(sources: list[str | None] | None = None, passwords: list[str | None] | None = None) -> None:
