@@ -187,6 +187,7 @@ def test_a_wav_cut_inside_a_sample_is_processed_once_and_health_says_where_it_en
         again = client.get("/health").json()
         events = client.get("/events").json()["events"]
         assert client.get("/ready").status_code == 200
+        assert [client.head(path).status_code for path in ("/health", "/ready", "/")] == [200] * 3  # RFC 9110
         metrics = client.get("/metrics").text
     capture = again["capture"]
     assert again["status"] == "degraded" and capture["state"] == "finished" and capture["error"] is None

@@ -126,6 +126,16 @@ def test_jpegs_of_40_000_scans_are_refused_at_once_and_photos_are_served_beside_
     _healthy(server)
 
 
+def test_head_of_the_probes_and_the_page_answers_as_get_does_without_a_body(server: GuardedServer) -> None:
+    """RFC 9110: a server that answers GET answers HEAD (curl -I, uptime checkers); they were 405."""
+    with httpx.Client(base_url=server.url, timeout=10) as client:  # one keep-alive connection throughout
+        for path in ("/health", "/ready", "/"):
+            head, get = client.head(path), client.get(path)
+            assert head.status_code == get.status_code == 200 and head.content == b"", path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+        assert client.head("/models").status_code == 405  # only where a GET costs nothing and streams nothing
+
+
 # -- time: stalled and slow clients ---------------------------------------------------------------------------------
 
 

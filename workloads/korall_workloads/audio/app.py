@@ -81,7 +81,7 @@ def create_app(
     install_error_handlers(app, on_error=lambda code: metrics.http_errors.labels(code).inc())
     app.state.tokens = install_http_guard(app, http, on_error=lambda code: metrics.http_errors.labels(code).inc())
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: RFC 9110 (curl -I), the body dropped by uvicorn
     def health() -> dict[str, Any]:
         """Always answers: the process is alive; `capture` says what the source is doing and why not.
 
@@ -93,7 +93,7 @@ def create_app(
         body = {"status": "ok" if healthy else "degraded", "capture": status}
         return {**body, "events": delivery.status()}
 
-    @app.get("/ready")
+    @app.api_route("/ready", methods=["GET", "HEAD"])
     def ready() -> dict[str, Any]:
         """200 once audio flows (or a WAV replay has been fully processed), else 503 with the reason."""
         status = capture.require_ready()

@@ -77,7 +77,7 @@ def mount_page(app: FastAPI, service_package: str) -> PageFiles:
     files = PageFiles(packages=[(service_package, "static"), ("korall_workloads.common", "static")])
     app.mount(STATIC_PATH, files, name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page(request: Request) -> Response:
         """The live page (see korall_workloads.common.pages)."""
         response = await files.get_response(PAGE, request.scope)

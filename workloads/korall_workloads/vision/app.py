@@ -185,7 +185,7 @@ def create_app(
         on_response=metrics.count_response,
     )
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: RFC 9110 (curl -I), the body dropped by uvicorn
     async def health() -> dict[str, Any]:
         """Always 200 at once; `model.state` is loading, ready or failed (with `model.error`); `camera` if any."""
         body: dict[str, Any] = {"status": "ok" if det.ready else det.state.value, "model": det.status()}
@@ -194,7 +194,7 @@ def create_app(
         body["events"] = object_events.status()
         return body
 
-    @app.get("/ready", responses={503: _ERRORS[503]})
+    @app.api_route("/ready", methods=["GET", "HEAD"], responses={503: _ERRORS[503]})
     async def ready() -> dict[str, Any]:
         """200 once the model is loaded and a warm-up inference passed; 503 before, or if loading failed."""
         det.require_ready()
