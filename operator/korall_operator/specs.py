@@ -26,8 +26,10 @@ from korall_contract import (
     Setting,
     TpuInterface,
     VisionEnv,
+    check_topic_prefix,
+    parse_broker_url,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from korall_operator.settings import OperatorSettings
@@ -125,12 +127,25 @@ class ModelSource(_Spec):
 class MqttSpec(_Spec):
     """The broker events go to (docs/events.md)."""
 
-    url: str = Field(pattern=EventsEnv.MQTT_URL.pattern or "", max_length=512)
-    topic_prefix: str = spec_field(EventsEnv.TOPIC_PREFIX, pattern=EventsEnv.TOPIC_PREFIX.pattern, max_length=128)
+    url: str = Field(max_length=512)
+    topic_prefix: str = spec_field(EventsEnv.TOPIC_PREFIX, max_length=128)
     qos: QoS = spec_field(EventsEnv.QOS)
     credentials_secret: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_RE)
     tls_secret: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_RE)
     client_certificate: bool = False
+
+    # The contract's rule, which the workload's settings call too and the CRD's patterns say: a value the API server
+    # admitted but the workload refused would crash-loop its pods.
+    @field_validator("url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        parse_broker_url(value)
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topics(cls, value: str) -> str:
+        return check_topic_prefix(value)
 
     @model_validator(mode="after")
     def _certificate_needs_a_secret(self) -> MqttSpec:

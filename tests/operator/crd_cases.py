@@ -11,7 +11,32 @@ CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 TPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
 SHA = "a" * 64
 
+# Event delivery: a broker URL and a topic prefix the workload would refuse at start (its pods crash-looping) must be
+# refused at admission; the bounds pass (korall_contract.mqtt; tests/test_contract.py walks them to the workload).
+BROKER_URLS_REFUSED = ["mqtt://broker:0", "mqtt://broker:65536", "mqtt://broker:99999", "mqtt://broker:01883",
+                       "mqtt://broker:", "mqtt://user@broker", "mqtt://broker/x", "mqtt://broker?x", "mqtt://[::1]",
+                       "mqtt://-broker", "tcp://broker"]  # fmt: skip
+BROKER_URLS_ADMITTED = ["mqtt://broker:1", "mqtts://broker.example:65535", "mqtt://10.0.0.7:1883/", "mqtt://Broker_1"]
+TOPIC_PREFIXES_REFUSED = ["a//b", "korall/", "/x", "a/+/b", "korall/#", "a b", "a\tb", "a\x00"]
+TOPIC_PREFIXES_ADMITTED = ["a/b/c", "ü/🔊", "site-1.korall"]
+
+
+def _events(url: str = "mqtt://broker", topic_prefix: str | None = None, audio: bool = False) -> tuple[str, Any]:
+    mqtt = {"url": url} if topic_prefix is None else {"url": url, "topicPrefix": topic_prefix}
+    if audio:
+        return ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {}, "events": {"mqtt": mqtt}})
+    return ("InferenceModel", {"model": {"file": CPU_MODEL}, "events": {"mqtt": mqtt}})
+
+
+MQTT_REJECTS = [_events(url=u) for u in BROKER_URLS_REFUSED] + [
+    _events(topic_prefix=t, audio=i % 2 == 1) for i, t in enumerate(TOPIC_PREFIXES_REFUSED)
+]
+MQTT_ACCEPTS = [_events(url=u, audio=i % 2 == 1) for i, u in enumerate(BROKER_URLS_ADMITTED)] + [
+    _events(topic_prefix=t, audio=i % 2 == 1) for i, t in enumerate(TOPIC_PREFIXES_ADMITTED)
+]
+
 SCHEMA_REJECTS = [
+    *MQTT_REJECTS,
     ("InferenceModel", {}),
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": 1.01}),
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": -0.1}),
@@ -53,6 +78,7 @@ SCHEMA_REJECTS = [
 
 
 SCHEMA_ACCEPTS = [
+    *MQTT_ACCEPTS,
     ("InferenceModel", {"model": {"file": CPU_MODEL}}),
     ("InferenceModel", {"model": {"url": "https://models.example/ssd.tflite", "sha256": SHA}}),
     ("InferenceModel", {"model": {"s3": "s3://models/ssd/v2.tflite", "sha256": SHA}}),
