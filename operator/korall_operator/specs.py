@@ -14,7 +14,7 @@ CRD schema and the workload do.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from korall_contract import (
     AudioEnv,
@@ -29,9 +29,25 @@ from korall_contract import (
     check_topic_prefix,
     parse_broker_url,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from korall_operator.kube_names import (
+    MAX_QUANTITY_LENGTH,
+    MAX_RESOURCES,
+    RESOURCE_NAMES,
+    NodeSelector,
+    is_qualified_name,
+)
 from korall_operator.settings import OperatorSettings
 
 SHA256_RE = r"^[a-f0-9]{64}$"
@@ -228,14 +244,20 @@ class AuthSpec(_Spec):
     token_secret_ref: SecretRef | None = None
 
 
-Quantity = int | float | str
+Quantity = StrictInt | StrictFloat | Annotated[str, Field(max_length=MAX_QUANTITY_LENGTH)]  # a long text is no number
 
 
 class Resources(_Spec):
     """The container's requests and limits (Kubernetes quantities), passed through as given."""
 
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=MAX_RESOURCES)
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=MAX_RESOURCES)
+
+    @model_validator(mode="after")
+    def _resource_names(self) -> Resources:
+        if not all(is_qualified_name(name) for name in [*self.requests, *self.limits]):
+            raise ValueError(RESOURCE_NAMES)
+        return self
 
 
 class InferenceModelSpec(_Spec):
@@ -249,7 +271,7 @@ class InferenceModelSpec(_Spec):
     tpu_interface: TpuInterface | None = spec_field(VisionEnv.EDGETPU_DEVICE)
     capture_profile_ref: CaptureProfileRef | None = None
     replicas: int = Field(default=1, ge=0, le=100)
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: NodeSelector = Field(default_factory=dict)
     stage: Literal["test", "demo", "production"] = "test"
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
     auth: AuthSpec | None = None
@@ -322,7 +344,7 @@ class CaptureProfileSpec(_Spec):
     device: str | None = Field(default=None, min_length=1, max_length=256)
     video: VideoSpec | None = None
     audio: AudioSpec | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: NodeSelector = Field(default_factory=dict)
     auth: AuthSpec | None = None
     events: EventsSpec | None = None
 
