@@ -10,18 +10,27 @@ arrive unchanged; only combinations the CRD itself refuses (a silence floor abov
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
+from crd_cases import (
+    BROKER_URLS_ADMITTED,
+    BROKER_URLS_REFUSED,
+    TOPIC_PREFIXES_ADMITTED,
+    TOPIC_PREFIXES_REFUSED,
+)
 from korall_contract import AudioEnv, EventsEnv, Setting, VisionEnv, crd_settings
+from korall_contract.mqtt import BROKER_URL_PATTERN, TOPIC_PREFIX_PATTERN
 from korall_operator.manifests import build_audio_deployment, build_vision_deployment
 from korall_operator.settings import OperatorSettings
-from korall_operator.specs import parse_capture_profile, parse_inference_model
+from korall_operator.specs import SpecError, parse_capture_profile, parse_inference_model
 from korall_tools import crds
 from korall_workloads.audio.settings import AudioSettings
 from korall_workloads.common.event_settings import EventsSettings
 from korall_workloads.vision.camera.settings import CaptureSettings
 from korall_workloads.vision.settings import VisionSettings
+from pydantic import ValidationError
 from test_crds import admitted
 
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
@@ -41,8 +50,10 @@ BROKER = "mqtt://broker.example"
 
 def edge_values(setting: Setting) -> list[Any]:
     values = [setting.minimum, setting.maximum, setting.crd_default, *(setting.crd_choices or ())]
-    if setting == EventsEnv.MQTT_URL:  # a string with a pattern: its two schemes
-        values += [BROKER, "mqtts://broker.example:8883"]
+    if setting == EventsEnv.MQTT_URL:  # a string with a pattern: its two schemes, the ports at either end
+        values += [BROKER, "mqtts://broker.example:8883", *BROKER_URLS_ADMITTED]
+    if setting == EventsEnv.TOPIC_PREFIX:  # several levels, and text outside ASCII
+        values += TOPIC_PREFIXES_ADMITTED
     return [v for i, v in enumerate(values) if v is not None and v not in values[:i]]
 
 
@@ -124,6 +135,43 @@ def test_every_crd_field_of_the_contract_has_edge_values_the_crd_admits() -> Non
         passing = [v for v in edge_values(setting) if admitted(*spec_with(setting, v, field))]
         assert setting.crd_default is None or setting.crd_default in passing, (setting, passing)
         assert len(passing) >= min(2, len(edge_values(setting))), (setting, passing)
+
+
+MQTT_VALUES = (
+    [(EventsEnv.MQTT_URL, v, True) for v in BROKER_URLS_ADMITTED]
+    + [(EventsEnv.MQTT_URL, v, False) for v in [*BROKER_URLS_REFUSED, "mqtt://bro ker", "mqtt://"]]
+    + [(EventsEnv.TOPIC_PREFIX, v, True) for v in TOPIC_PREFIXES_ADMITTED]
+    + [(EventsEnv.TOPIC_PREFIX, v, False) for v in [*TOPIC_PREFIXES_REFUSED, "", "/", "korall\n", "a\x7f"]]
+)
+
+
+@pytest.mark.parametrize(("setting", "value", "valid"), MQTT_VALUES, ids=[f"{s}={v!r}" for s, v, _ in MQTT_VALUES])
+def test_a_broker_url_or_topic_prefix_is_valid_to_all_three_or_to_none(
+    setting: Setting, value: str, valid: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CRD's pattern (as the API server matches it: the whole string), the operator's spec model and the
+    workload's settings take the same values: one the CRD admitted and the workload refused would crash-loop the
+    pods (a port of 99999, an empty topic level), one the workload took differently would go elsewhere (port 0 was
+    1883). The real API server judges the CRD's side with these values in tests/realcluster/test_admission.py."""
+    pattern = BROKER_URL_PATTERN if setting == EventsEnv.MQTT_URL else TOPIC_PREFIX_PATTERN
+    assert setting.pattern == pattern
+    assert bool(re.fullmatch(pattern, value)) is valid
+    try:
+        parse_inference_model(spec_with(setting, value)[1])
+        assert valid, f"the operator took {value!r}"
+    except SpecError as e:
+        assert not valid and e.reason == "InvalidSpec", e
+    for name in [EventsEnv.MQTT_URL, EventsEnv.TOPIC_PREFIX]:
+        monkeypatch.delenv(name, raising=False)
+    env = {EventsEnv.MQTT_URL: BROKER, setting: value}
+    try:
+        EventsSettings(**env)  # type: ignore[arg-type]
+        assert valid, f"the workload took {value!r}"
+    except ValidationError as e:
+        assert not valid and str(setting) in str(e), e
+    if valid and setting == EventsEnv.MQTT_URL:
+        port = value.rstrip("/").rpartition(":")[2]
+        assert EventsSettings(**env).broker.port == (int(port) if port.isdigit() else 1883)  # type: ignore[arg-type]
 
 
 def test_the_crds_say_what_the_contract_says() -> None:

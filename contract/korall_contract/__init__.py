@@ -9,6 +9,7 @@ images.
 
 - `env`: the variables of each workload (`VisionEnv`, `AudioEnv`, `FetchEnv`, `ValidateEnv`, `EventsEnv`, `HttpEnv`);
 - `setting`: what a variable may hold;
+- `mqtt`: what a broker URL and a topic prefix may be (event delivery), called by the operator and the workloads;
 - here: the API group, ports and the paths both sides agree on.
 """
 
@@ -32,6 +33,7 @@ from korall_contract.env import (
     VisionEnv,
     env_names,
 )
+from korall_contract.mqtt import BrokerAddress, check_topic_level, check_topic_prefix, parse_broker_url
 from korall_contract.setting import Setting, crd_settings, settings_of
 
 API_GROUP: Final = "korall.io"
@@ -108,6 +110,7 @@ __all__ = [
     "VISION_PORT",
     "Accelerator",
     "AudioEnv",
+    "BrokerAddress",
     "EventsEnv",
     "FetchEnv",
     "HttpEnv",
@@ -120,7 +123,10 @@ __all__ = [
     "TpuInterface",
     "ValidateEnv",
     "VisionEnv",
+    "check_topic_level",
+    "check_topic_prefix",
     "crd_settings",
     "env_names",
+    "parse_broker_url",
     "settings_of",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
+from korall_contract.mqtt import BROKER_URL_PATTERN, TOPIC_PREFIX_PATTERN
 from korall_contract.setting import Setting
 
 # The choices of the variables that have them, as types both sides annotate their fields with.
@@ -226,9 +227,10 @@ class EventsEnv:
 
     MQTT_URL: Final = Setting(
         "EVENTS_MQTT_URL",
-        pattern=r"^mqtts?://[^\s/@:]+(:[0-9]{1,5})?/?$",
+        pattern=BROKER_URL_PATTERN,  # korall_contract.mqtt: the whole rule, which both sides call
         crd=tuple(f"{where}.url" for where in _EVENTS),
-        description="The broker: mqtt://host[:port], or mqtts://host[:port] for TLS. Unset: events stay in the pod.",
+        description="The broker: mqtt://host[:port], or mqtts://host[:port] for TLS (port 1-65535; default 1883, "
+        "8883). Unset: events stay in the pod.",
     )
     MQTT_USERNAME: Final = "EVENTS_MQTT_USERNAME"  # from a Secret
     MQTT_PASSWORD: Final = "EVENTS_MQTT_PASSWORD"  # from a Secret
@@ -248,9 +250,10 @@ class EventsEnv:
     TOPIC_PREFIX: Final = Setting(
         "EVENTS_TOPIC_PREFIX",
         default="korall",
-        pattern=r"^[^+#\s]+$",
+        pattern=TOPIC_PREFIX_PATTERN,
         crd=tuple(f"{where}.topicPrefix" for where in _EVENTS),
-        description="Topics: <prefix>/<namespace>/<name>/events, .../availability, .../heartbeat.",
+        description="Topics: <prefix>/<namespace>/<name>/events, .../availability, .../heartbeat. Levels split by '/', "
+        "none empty, without +, #, spaces or control characters.",
     )
     KEEPALIVE_S: Final = "EVENTS_KEEPALIVE_S"
     HEARTBEAT_S: Final = "EVENTS_HEARTBEAT_S"

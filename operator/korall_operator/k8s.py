@@ -171,7 +171,9 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         headers = {**self._headers(), "Accept": "application/json", "Content-Type": content_type}
-        data = json.dumps(body) if body is not None else None
+        # UTF-8, not ASCII escapes: json.dumps would write a character outside the BMP (an emoji) as a surrogate
+        # pair (\ud83c\udfa5), which the API server's YAML decoder (apply-patch+yaml) refuses outright.
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
         for attempt in range(2):
             async with self._http().request(
                 method, self._server + path, params=query or None, data=data, headers=headers

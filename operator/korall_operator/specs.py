@@ -14,7 +14,7 @@ CRD schema and the workload do.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from korall_contract import (
     AudioEnv,
@@ -26,10 +26,28 @@ from korall_contract import (
     Setting,
     TpuInterface,
     VisionEnv,
+    check_topic_prefix,
+    parse_broker_url,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from korall_operator.kube_names import (
+    MAX_QUANTITY_LENGTH,
+    MAX_RESOURCES,
+    RESOURCE_NAMES,
+    NodeSelector,
+    is_qualified_name,
+)
 from korall_operator.settings import OperatorSettings
 
 SHA256_RE = r"^[a-f0-9]{64}$"
@@ -125,12 +143,25 @@ class ModelSource(_Spec):
 class MqttSpec(_Spec):
     """The broker events go to (docs/events.md)."""
 
-    url: str = Field(pattern=EventsEnv.MQTT_URL.pattern or "", max_length=512)
-    topic_prefix: str = spec_field(EventsEnv.TOPIC_PREFIX, pattern=EventsEnv.TOPIC_PREFIX.pattern, max_length=128)
+    url: str = Field(max_length=512)
+    topic_prefix: str = spec_field(EventsEnv.TOPIC_PREFIX, max_length=128)
     qos: QoS = spec_field(EventsEnv.QOS)
     credentials_secret: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_RE)
     tls_secret: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_RE)
     client_certificate: bool = False
+
+    # The contract's rule, which the workload's settings call too and the CRD's patterns say: a value the API server
+    # admitted but the workload refused would crash-loop its pods.
+    @field_validator("url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        parse_broker_url(value)
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topics(cls, value: str) -> str:
+        return check_topic_prefix(value)
 
     @model_validator(mode="after")
     def _certificate_needs_a_secret(self) -> MqttSpec:
@@ -213,14 +244,20 @@ class AuthSpec(_Spec):
     token_secret_ref: SecretRef | None = None
 
 
-Quantity = int | float | str
+Quantity = StrictInt | StrictFloat | Annotated[str, Field(max_length=MAX_QUANTITY_LENGTH)]  # a long text is no number
 
 
 class Resources(_Spec):
     """The container's requests and limits (Kubernetes quantities), passed through as given."""
 
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=MAX_RESOURCES)
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=MAX_RESOURCES)
+
+    @model_validator(mode="after")
+    def _resource_names(self) -> Resources:
+        if not all(is_qualified_name(name) for name in [*self.requests, *self.limits]):
+            raise ValueError(RESOURCE_NAMES)
+        return self
 
 
 class InferenceModelSpec(_Spec):
@@ -234,7 +271,7 @@ class InferenceModelSpec(_Spec):
     tpu_interface: TpuInterface | None = spec_field(VisionEnv.EDGETPU_DEVICE)
     capture_profile_ref: CaptureProfileRef | None = None
     replicas: int = Field(default=1, ge=0, le=100)
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: NodeSelector = Field(default_factory=dict)
     stage: Literal["test", "demo", "production"] = "test"
     resources: Resources = Field(default_factory=lambda: Resources.model_validate({}))
     auth: AuthSpec | None = None
@@ -307,7 +344,7 @@ class CaptureProfileSpec(_Spec):
     device: str | None = Field(default=None, min_length=1, max_length=256)
     video: VideoSpec | None = None
     audio: AudioSpec | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: NodeSelector = Field(default_factory=dict)
     auth: AuthSpec | None = None
     events: EventsSpec | None = None
 

@@ -7,11 +7,75 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+from korall_operator.kube_names import NODE_SELECTOR_KEYS, RESOURCE_NAMES
+
 CPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 TPU_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess_edgetpu.tflite"
 SHA = "a" * 64
 
+# Event delivery: a broker URL and a topic prefix the workload would refuse at start (its pods crash-looping) must be
+# refused at admission; the bounds pass (korall_contract.mqtt; tests/test_contract.py walks them to the workload).
+BROKER_URLS_REFUSED = ["mqtt://broker:0", "mqtt://broker:65536", "mqtt://broker:99999", "mqtt://broker:01883",
+                       "mqtt://broker:", "mqtt://user@broker", "mqtt://broker/x", "mqtt://broker?x", "mqtt://[::1]",
+                       "mqtt://-broker", "tcp://broker"]  # fmt: skip
+BROKER_URLS_ADMITTED = ["mqtt://broker:1", "mqtts://broker.example:65535", "mqtt://10.0.0.7:1883/", "mqtt://Broker_1"]
+TOPIC_PREFIXES_REFUSED = ["a//b", "korall/", "/x", "a/+/b", "korall/#", "a b", "a\tb", "a\x00"]
+TOPIC_PREFIXES_ADMITTED = ["a/b/c", "ü/🔊", "site-1.korall"]
+
+
+def _events(url: str = "mqtt://broker", topic_prefix: str | None = None, audio: bool = False) -> tuple[str, Any]:
+    mqtt = {"url": url} if topic_prefix is None else {"url": url, "topicPrefix": topic_prefix}
+    if audio:
+        return ("CaptureProfile", {"type": "audio", "device": "hw:1,0", "audio": {}, "events": {"mqtt": mqtt}})
+    return ("InferenceModel", {"model": {"file": CPU_MODEL}, "events": {"mqtt": mqtt}})
+
+
+MQTT_REJECTS = [_events(url=u) for u in BROKER_URLS_REFUSED] + [
+    _events(topic_prefix=t, audio=i % 2 == 1) for i, t in enumerate(TOPIC_PREFIXES_REFUSED)
+]
+MQTT_ACCEPTS = [_events(url=u, audio=i % 2 == 1) for i, u in enumerate(BROKER_URLS_ADMITTED)] + [
+    _events(topic_prefix=t, audio=i % 2 == 1) for i, t in enumerate(TOPIC_PREFIXES_ADMITTED)
+]
+
+
+# The free-form maps are bounded (korall_operator.kube_names): kopf records the last spec it handled in an
+# annotation, and a 360 KB nodeSelector overflowed the API server's 256 KB for annotations (retried for ever).
+def label_key(i: int) -> str:
+    """The longest label key (and resource name) Kubernetes takes: a 253-character prefix, '/', a 63-character name."""
+    return f"{'p' * 63}.{'q' * 63}.{'r' * 63}.{'s' * 61}/{i:03d}{'n' * 60}"
+
+
+LARGEST_NODE_SELECTOR = {label_key(i): f"{i:03d}{'v' * 60}" for i in range(64)}
+# Extended resources: whole numbers, limits = requests, and a prefix of at most 244 characters (the API server checks
+# `requests.<name>` as a qualified name: past the CRD's rule, a longer one is the pod template's ChildRejected).
+LARGEST_RESOURCES = {label_key(i)[9:]: 1 for i in range(32)}
+
+
+def _with(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+    base = {"model": {"file": CPU_MODEL}} if kind == "InferenceModel" else {"type": "video", "video": {"source": "x"}}
+    return (kind, {**base, **fields})
+
+
+MAP_REJECTS = [
+    _with("InferenceModel", nodeSelector={**LARGEST_NODE_SELECTOR, "one": "more"}),
+    _with("CaptureProfile", nodeSelector={f"k{i}": "v" for i in range(65)}),
+    _with("InferenceModel", nodeSelector={"zone": "v" * 64}),
+    _with("CaptureProfile", nodeSelector={"zone": "a b"}),
+    _with("InferenceModel", resources={"requests": {**LARGEST_RESOURCES, "cpu": 1}}),
+    _with("InferenceModel", resources={"limits": {f"example.com/r{i}": 1 for i in range(33)}}),
+    _with("InferenceModel", resources={"limits": {"memory": "1" + "0" * 64}}),
+]
+MAP_ACCEPTS = [
+    _with("InferenceModel", nodeSelector=LARGEST_NODE_SELECTOR),
+    _with("CaptureProfile", nodeSelector=LARGEST_NODE_SELECTOR),
+    _with("CaptureProfile", nodeSelector={"kubernetes.io/hostname": "n1", "empty": ""}),
+    _with("InferenceModel", resources={"requests": LARGEST_RESOURCES, "limits": LARGEST_RESOURCES}),
+    _with("InferenceModel", resources={"limits": {"memory": "1" + "0" * 63}}),
+]
+
 SCHEMA_REJECTS = [
+    *MAP_REJECTS,
+    *MQTT_REJECTS,
     ("InferenceModel", {}),
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": 1.01}),
     ("InferenceModel", {"model": {"file": CPU_MODEL}, "scoreThreshold": -0.1}),
@@ -53,6 +117,8 @@ SCHEMA_REJECTS = [
 
 
 SCHEMA_ACCEPTS = [
+    *MAP_ACCEPTS,
+    *MQTT_ACCEPTS,
     ("InferenceModel", {"model": {"file": CPU_MODEL}}),
     ("InferenceModel", {"model": {"url": "https://models.example/ssd.tflite", "sha256": SHA}}),
     ("InferenceModel", {"model": {"s3": "s3://models/ssd/v2.tflite", "sha256": SHA}}),
@@ -96,6 +162,8 @@ SCHEMA_ACCEPTS = [
 
 # For every CEL rule (by its message): a spec the openAPI schema alone accepts but the rule forbids.
 CEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    NODE_SELECTOR_KEYS: _with("InferenceModel", nodeSelector={label_key(1) + "n": "v"}),  # a 64-character name
+    RESOURCE_NAMES: _with("InferenceModel", resources={"requests": {"cpu": 1, "p" * 254 + "/tpu": 1}}),
     "tpuInterface may only be set when accelerator is edgetpu": (
         "InferenceModel",
         {"model": {"file": CPU_MODEL}, "accelerator": "cpu", "tpuInterface": "usb"},

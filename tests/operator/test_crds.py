@@ -370,7 +370,7 @@ def test_cel_rule_names_only_existing_fields(kind: str, path: str, node: dict[st
     for chain in re.findall(r"self((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", expr):
         schema = node
         for field in chain.strip(".").split("."):
-            if field in ("startsWith", "size", "matches", "endsWith", "contains"):
+            if field in ("startsWith", "size", "matches", "endsWith", "contains", "all", "exists"):
                 break
             assert field in schema.get("properties", {}), f"{path}: {expr!r} names unknown field {field!r}"
             schema = schema["properties"][field]

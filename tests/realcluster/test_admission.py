@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 import yaml
 from cluster import RealClusterWithChart
-from crd_cases import CEL_CASES, SCHEMA_ACCEPTS, SCHEMA_REJECTS, capture_profile_grid, inference_model_grid
+from crd_cases import (
+    CEL_CASES,
+    CPU_MODEL,
+    LARGEST_NODE_SELECTOR,
+    SCHEMA_ACCEPTS,
+    SCHEMA_REJECTS,
+    capture_profile_grid,
+    inference_model_grid,
+)
+from korall_operator.kube_names import NODE_SELECTOR_KEYS
 from korall_operator.specs import SpecError, parse_capture_profile, parse_inference_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +116,16 @@ def test_the_api_server_and_the_operator_agree_on_every_combination(
         if ((refusal := admit(real_cluster, kind, spec)) is None) != model_accepts(kind, spec)
     ]
     assert not disagreements, disagreements[:5]
+
+
+@pytest.mark.parametrize("kind", sorted(PLURALS))
+def test_an_oversized_map_is_refused_at_admission_with_its_bound(real_cluster: RealClusterWithChart, kind: str) -> None:
+    """The adversarial case: a 2 800-label nodeSelector (360 KB) was admitted, and kopf, recording the spec it handled
+    in an annotation, hit the API server's 256 KB for annotations and retried for ever. Now the CRD refuses it."""
+    base = {"model": {"file": CPU_MODEL}} if kind == "InferenceModel" else {"type": "video", "video": {"source": "x"}}
+    huge = {f"example.com/label-{i:04d}-{'k' * 40}": "v" * 63 for i in range(2800)}
+    refusal = admit(real_cluster, kind, {**base, "nodeSelector": huge})
+    assert refusal is not None and "spec.nodeSelector: Too many: 2800: must have at most 64 items" in refusal, refusal
+    one_long_key = admit(real_cluster, kind, {**base, "nodeSelector": {"k" * 300_000: "v"}})
+    assert one_long_key is not None and NODE_SELECTOR_KEYS in one_long_key, one_long_key[:300]
+    assert admit(real_cluster, kind, {**base, "nodeSelector": LARGEST_NODE_SELECTOR}) is None

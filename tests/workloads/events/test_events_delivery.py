@@ -283,6 +283,8 @@ def test_a_spool_that_cannot_be_opened_leaves_the_service_running_and_counts_eve
         ({"EVENTS_MQTT_URL": "http://broker:1883"}, "EVENTS_MQTT_URL='http://broker:1883': scheme must be mqtt://"),
         ({"EVENTS_MQTT_URL": "mqtt://user:pw@broker"}, "no credentials in the URL"),
         ({"EVENTS_MQTT_URL": "mqtt://broker:99999"}, "port must be a number"),
+        ({"EVENTS_MQTT_URL": "mqtt://broker:0"}, "port must be a number from 1 to 65535"),  # was 1883, silently
+        ({"EVENTS_TOPIC_PREFIX": "korall//x"}, "EVENTS_TOPIC_PREFIX='korall//x': each level of the topic prefix"),
         ({"EVENTS_QOS": "0"}, "EVENTS_QOS"),
         ({"EVENTS_TOPIC_PREFIX": "korall/#"}, "EVENTS_TOPIC_PREFIX"),
         ({"EVENTS_SOURCE_NAME": "a/b"}, "EVENTS_SOURCE_NAME='a/b'"),

@@ -4,59 +4,31 @@ Every range and default of event delivery lives in this class (names from `koral
 EVENTS_MQTT_URL means no delivery at all: no spool is opened, no connection is tried, the services behave as
 before. A malformed value stops the service at start with one line naming the variable, like every other
 setting; a well-formed broker that cannot be reached or refuses the credentials is a runtime state instead
-(reported in /health, retried, events kept in the spool).
+(reported in /health, retried, events kept in the spool). What a broker URL and a topic prefix may be is the
+contract's rule (`korall_contract.mqtt`), the same the CRD's patterns and the operator hold to.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
-from korall_contract import SPOOL_DIR_IN_POD, EventsEnv, QoS
+from korall_contract import (
+    SPOOL_DIR_IN_POD,
+    BrokerAddress,
+    EventsEnv,
+    QoS,
+    check_topic_level,
+    check_topic_prefix,
+    parse_broker_url,
+)
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from korall_workloads.common.settings import from_contract
 
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-TOPIC_FORBIDDEN = set("+#/\x00")
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """`mqtt://host[:port]` or `mqtts://host[:port]`; raises ValueError with a message a person can act on."""
-    parts = urlsplit(url)
-    if parts.scheme not in DEFAULT_PORTS:
-        raise ValueError(f"scheme must be mqtt:// or mqtts:// (TLS), got {parts.scheme or 'none'!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"no credentials in the URL: use {EventsEnv.MQTT_USERNAME} and {EventsEnv.MQTT_PASSWORD}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("no path, query or fragment: the topics come from EVENTS_TOPIC_PREFIX")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("the port must be a number from 1 to 65535") from None
-    if not parts.hostname:
-        raise ValueError("no host name")
-    return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
-
-
-def _topic_level(value: str, what: str) -> str:
-    if not value or TOPIC_FORBIDDEN & set(value):
-        raise ValueError(f"{what} must be a non-empty MQTT topic level without '/', '+', '#': {value!r}")
-    return value
+__all__ = ["BrokerAddress", "EventsSettings", "parse_broker_url"]
 
 
 class EventsSettings(BaseSettings):
@@ -165,7 +137,7 @@ class EventsSettings(BaseSettings):
     @classmethod
     def _valid_url(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_broker_url(value)
+            parse_broker_url(value)  # the contract's rule: the CRD's pattern says the same
         return value
 
     @field_validator("qos", mode="before")
@@ -176,14 +148,12 @@ class EventsSettings(BaseSettings):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        for level in value.split("/"):
-            _topic_level(level, EventsEnv.TOPIC_PREFIX + " level")
-        return value
+        return check_topic_prefix(value)  # the contract's rule: the CRD's pattern says the same
 
     @field_validator("source_namespace", "source_name", "source_node")
     @classmethod
     def _source_part(cls, value: str | None) -> str | None:
-        return None if value is None else _topic_level(value, "a source namespace, name or node")
+        return None if value is None else check_topic_level(value, "a source namespace, name or node")
 
     @model_validator(mode="after")
     def _consistent(self) -> EventsSettings:
