@@ -7,6 +7,7 @@ the approved model may clear it. The whole loop on a cluster: test_catalog.py.""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from korall_operator import status as st
 from korall_operator.catalog import Approval
 from korall_operator.handlers.follow import Drift, drift
 from korall_operator.handlers.indexes import Indexes, ParentView
+from korall_operator.observed import parent_key
 
 SHA = "ab" * 32
 
@@ -65,3 +67,25 @@ def test_a_later_failure_of_another_kind_does_not_keep_an_earlier_during() -> No
     later = st.last_failure("CrashLoopBackOff", "the pod crashed")
     merged = stored({**spec_failed["lastFailure"], **later})
     assert "during" not in merged and merged["reason"] == "CrashLoopBackOff"
+
+
+def test_a_missing_child_service_is_drift_like_a_missing_deployment() -> None:
+    """A reconciled model whose Deployment is there but whose Service is not is reconciled again (the apply
+    creates it); with both there, and its status in line with the Deployment, nothing is to be done."""
+    deployment = {"metadata": {"name": "yard-vision", "generation": 1, "annotations": {}},
+                  "spec": {"replicas": 1}, "status": {}}  # fmt: skip
+    status = stored(st.reconciled_status(generation=3, expected_hash="h1", deployment=deployment, previous={},
+                                         noun="model", problem=None))  # fmt: skip
+    view = ParentView("InferenceModel", "ns", "yard", "uid-1", 3, status)
+    key = parent_key("InferenceModel", "ns", "yard")
+    both = Indexes(
+        deployments={key: [deployment]},
+        pod_problems={},
+        models={("InferenceModel", "ns", "yard"): [view]},
+        profiles={},
+        models_by_profile={},
+        services={key: ["yard-vision"]},
+    )
+    assert drift(view, both) is None
+    assert drift(view, dataclasses.replace(both, services={})) is Drift.RECONCILE
+    assert drift(view, dataclasses.replace(both, deployments={})) is Drift.RECONCILE

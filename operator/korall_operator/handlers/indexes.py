@@ -1,7 +1,7 @@
 """kopf indexes: what the operator knows of the cluster, kept current by kopf's watches (relisted after any gap).
 
 Every status the operator writes and every drift the resync loop looks for is computed from these, in memory,
-without an API call: the child Deployments and the troubles of their Pods by parent, the parents themselves,
+without an API call: the child Deployments, Services and the troubles of their Pods by parent, the parents themselves,
 which InferenceModels use which CaptureProfile, and the ModelApprovals of each InferenceModel (the catalog's
 gate). Each index keeps a small view (observed.py), not whole bodies.
 
@@ -78,6 +78,14 @@ async def deployments_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, dic
     return {key: slim_deployment(body)} if key is not None else {}
 
 
+@kopf.index("", "v1", "services", labels=MANAGED)
+async def services_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, str]:
+    """The child Services, by name only: that one exists is all the operator needs (a deleted one is applied
+    again, follow.drift)."""
+    key = child_key(body)
+    return {key: str((body.get("metadata") or {}).get("name"))} if key is not None else {}
+
+
 @kopf.index("", "v1", "pods", labels=MANAGED)
 async def pod_problems_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, PodProblem]:
     """Only the pods with a problem are kept: a healthy fleet costs nothing here."""
@@ -151,7 +159,8 @@ class Indexes:
     models: kopf.Index[ParentKey, ParentView]
     profiles: kopf.Index[ParentKey, ParentView]
     models_by_profile: kopf.Index[tuple[str, str], str]
-    # The catalog's: empty by default for callers that build the indexes themselves (tests of other concerns).
+    # Empty by default for callers that build the indexes themselves (tests of other concerns).
+    services: kopf.Index[ChildKey, str] = field(default_factory=lambda: cast(Any, {}))
     approvals: kopf.Index[tuple[str, str], Approval] = field(default_factory=lambda: cast(Any, {}))
     pod_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
     job_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
@@ -164,12 +173,17 @@ class Indexes:
             models=kwargs["inference_models"],
             profiles=kwargs["capture_profiles"],
             models_by_profile=kwargs["inference_models_by_capture_profile"],
+            services=kwargs["services_by_parent"],
             # The catalog's indexes: absent only where a caller builds the kwargs itself (a direct handler test);
             # kopf always passes every index to every handler.
             approvals=kwargs.get("approvals_by_model", {}),
             pod_outcomes=kwargs.get("validation_pod_outcomes", {}),
             job_outcomes=kwargs.get("validation_job_outcomes", {}),
         )
+
+    def has_service(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether the parent's child Service exists."""
+        return first(self.services, parent_key(kind, namespace, name)) is not None
 
     def validation_outcome(self, namespace: str, job: str) -> Outcome | None:
         """How a validation Job ended, as its pod (first) or the Job itself says; None while it runs."""
