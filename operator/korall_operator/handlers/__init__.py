@@ -27,6 +27,7 @@ from korall_operator.handlers.indexes import (
     pod_problems_by_parent,
     services_by_parent,
     validation_job_outcomes,
+    validation_jobs,
     validation_pod_outcomes,
 )
 from korall_operator.handlers.inference_models import forget_inference_model, reconcile_inference_model
@@ -54,6 +55,7 @@ __all__ = [
     "stop",
     "validation_job_changed",
     "validation_job_outcomes",
+    "validation_jobs",
     "validation_pod_changed",
     "validation_pod_outcomes",
 ]

@@ -56,8 +56,13 @@ def drift(view: ParentView, indexes: Indexes) -> Drift | None:
         approvals = indexes.approvals_of(view.namespace, view.name)
         if attention(status, approvals, time.time()):
             return Drift.RECONCILE  # a rollout ended or ran out of time, a validation ended, an approval came
-        if any(r.state == "Running" and indexes.validation_outcome(view.namespace, r.job) for r in records(status)):
-            return Drift.RECONCILE  # a validation ended and its record was not written: the reconcile writes it
+        now = time.time()
+        for record in records(status):
+            if record.state == "Running" and (
+                indexes.validation_outcome(view.namespace, record.job)
+                or indexes.validation_job_gone(view.namespace, record, now)
+            ):
+                return Drift.RECONCILE  # a validation ended, or its Job is gone, unrecorded: the reconcile writes it
     deployment, problem = indexes.children(view.kind, view.namespace, view.name)
     if status.get("specHash"):  # the spec asks for children: a Deployment and its Service
         if deployment is None or not indexes.has_service(view.kind, view.namespace, view.name):
