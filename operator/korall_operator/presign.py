@@ -144,7 +144,8 @@ def credentials_from_secret(name: str, data: Mapping[str, str] | None) -> S3Cred
     """S3 credentials from a Secret's `data` (base64 values, as the API returns them).
 
     Needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_REGION are
-    optional. A missing, empty or undecodable key is S3CredentialsMissing, naming the Secret and the key only.
+    optional. A missing or empty key is S3CredentialsMissing, an undecodable one or an endpoint that is no URL
+    S3CredentialsInvalid, naming the Secret (`name`: namespace/name) and the key only, never a value.
     """
 
     def value(key: str) -> str | None:
@@ -154,7 +155,7 @@ def credentials_from_secret(name: str, data: Mapping[str, str] | None) -> S3Cred
         try:
             text = base64.b64decode(raw, validate=True).decode("utf-8").strip()
         except (binascii.Error, UnicodeDecodeError):
-            raise PresignError("S3CredentialsMissing", f"Secret {name}: {key} is not base64 of UTF-8 text") from None
+            raise PresignError("S3CredentialsInvalid", f"Secret {name}: {key} is not base64 of UTF-8 text") from None
         return text or None
 
     access, secret = value(ACCESS_KEY_ID), value(SECRET_ACCESS_KEY)
@@ -163,7 +164,7 @@ def credentials_from_secret(name: str, data: Mapping[str, str] | None) -> S3Cred
         raise PresignError("S3CredentialsMissing", f"Secret {name} has no {' and no '.join(missing)}")
     endpoint = value(ENDPOINT_URL)
     if endpoint is not None and not re.match(r"^https?://\S+$", endpoint):
-        raise PresignError("S3CredentialsMissing", f"Secret {name}: {ENDPOINT_URL} is not an http(s) URL")
+        raise PresignError("S3CredentialsInvalid", f"Secret {name}: {ENDPOINT_URL} is not an http(s) URL")
     return S3Credentials(access, secret, value(SESSION_TOKEN), endpoint, value(REGION))
 
 

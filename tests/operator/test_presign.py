@@ -130,7 +130,6 @@ def test_credentials_come_from_the_secret_data_and_never_show_in_repr() -> None:
         (None, "has no AWS_ACCESS_KEY_ID and no AWS_SECRET_ACCESS_KEY"),
         ({"AWS_ACCESS_KEY_ID": b64("AKIA123")}, "has no AWS_SECRET_ACCESS_KEY"),
         ({"AWS_ACCESS_KEY_ID": b64("AKIA123"), "AWS_SECRET_ACCESS_KEY": b64("  ")}, "has no AWS_SECRET_ACCESS_KEY"),
-        ({"AWS_ACCESS_KEY_ID": "not base64!", "AWS_SECRET_ACCESS_KEY": b64("x")}, "AWS_ACCESS_KEY_ID is not base64"),
     ],
 )
 def test_a_secret_without_usable_credentials_is_refused_by_name(data: dict[str, str] | None, expected: str) -> None:
@@ -138,6 +137,24 @@ def test_a_secret_without_usable_credentials_is_refused_by_name(data: dict[str, 
         credentials_from_secret("s3-creds", data)
     assert err.value.reason == "S3CredentialsMissing" and not err.value.temporary
     assert err.value.message == f"Secret s3-creds {expected}" or expected in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "not base64!", "AWS_SECRET_ACCESS_KEY": b64("x")}, "AWS_ACCESS_KEY_ID is not base64"),
+        (
+            {"AWS_ACCESS_KEY_ID": b64("k"), "AWS_SECRET_ACCESS_KEY": b64("s"), "AWS_ENDPOINT_URL": b64("not a url")},
+            "AWS_ENDPOINT_URL is not an http(s) URL",
+        ),
+    ],
+)
+def test_a_secret_with_unusable_content_is_invalid_not_missing(data: dict[str, str], expected: str) -> None:
+    with pytest.raises(PresignError) as err:
+        credentials_from_secret("korall-system/s3-creds", data)
+    assert err.value.reason == "S3CredentialsInvalid" and not err.value.temporary
+    assert err.value.message == f"Secret korall-system/s3-creds: {expected}" or expected in err.value.message
+    assert "not a url" not in err.value.message  # the key is named, its value never
 
 
 # ---------------------------------------------------------------------------------------------- links
