@@ -86,6 +86,24 @@ class PresignSettings(BaseModel):
         return value
 
 
+CONFIGURATION_ERRORS: tuple[type[Exception], ...] = (
+    botocore.exceptions.ValidationError,  # InvalidRegionError ('Bad Region!'), unknown or conflicting parameters
+    botocore.exceptions.InvalidConfigError,
+    botocore.exceptions.InvalidEndpointConfigurationError,
+    botocore.exceptions.InvalidS3AddressingStyleError,
+    botocore.exceptions.InvalidDNSNameError,  # a bucket name virtual-host addressing cannot carry
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.NoRegionError,
+    botocore.exceptions.UnknownSignatureVersionError,
+    botocore.exceptions.UnsupportedSignatureVersionError,
+    botocore.exceptions.ParamValidationError,
+    ValueError,  # boto3 making a client of an endpoint it cannot parse ("Invalid endpoint: ...")
+)
+"""What botocore raises for a configuration no wait can fix (the credentials Secret's AWS_REGION or
+AWS_ENDPOINT_URL, or the operator's S3 settings): S3CredentialsInvalid, never the temporary S3Unreachable."""
+
+
 class PresignError(Exception):
     """Why no link (or no object check) could be had. `reason` is a CamelCase condition reason.
 
@@ -180,7 +198,7 @@ class LinkMetrics:
         )
         self.checks = Counter(
             "korall_operator_s3_object_checks",
-            "HEAD checks of model objects, by outcome: ok, not_found, denied, unreachable.",
+            "HEAD checks of model objects, by outcome: ok, not_found, denied, misconfigured, unreachable.",
             ["outcome"],
             registry=registry,
         )
@@ -228,13 +246,17 @@ class LinkIssuer:
     def issue(self, model: str, s3_uri: str, credentials: S3Credentials) -> PresignedLink:
         """A fresh presigned GET link to `s3_uri`, or PresignError (LinkRateLimited is temporary)."""
         bucket, key = parse_s3_uri(s3_uri)
+        client = self._client(credentials)
         self._admit(model)
         now = self._clock()
         try:
-            url = self._client(credentials).generate_presigned_url(
+            url = client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.settings.link_ttl_s
             )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ValueError) as exc:
+        except CONFIGURATION_ERRORS as exc:
+            self.metrics.links.labels("failed").inc()
+            raise _misconfigured(f"cannot sign a link to {s3_uri}", exc) from None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             self.metrics.links.labels("failed").inc()
             raise PresignError("S3SigningFailed", f"cannot sign a link to {s3_uri}: {exc}") from None
         self.metrics.links.labels("issued").inc()
@@ -266,8 +288,8 @@ class LinkIssuer:
     def check_object(self, s3_uri: str, credentials: S3Credentials) -> ObjectInfo:
         """HEAD the object with the operator's credentials: its size, or why it cannot be downloaded.
 
-        S3CredentialsInvalid (403: unknown key, bad secret, no permission), ModelObjectNotFound (404),
-        S3Unreachable (temporary: connection, timeout, 5xx).
+        S3CredentialsInvalid (403: unknown key, bad secret, no permission; or a configuration botocore refuses, such
+        as a malformed region), ModelObjectNotFound (404), S3Unreachable (temporary: connection, timeout, 5xx).
         """
         bucket, key = parse_s3_uri(s3_uri)
         try:
@@ -285,6 +307,9 @@ class LinkIssuer:
                 raise PresignError("ModelObjectNotFound", f"{s3_uri} does not exist ({code})") from None
             self.metrics.checks.labels("unreachable").inc()
             raise PresignError("S3Unreachable", f"HEAD {s3_uri}: {code}", temporary=True, retry_after_s=30) from None
+        except CONFIGURATION_ERRORS as exc:
+            self.metrics.checks.labels("misconfigured").inc()
+            raise _misconfigured(f"HEAD {s3_uri}", exc) from None
         except botocore.exceptions.BotoCoreError as exc:
             self.metrics.checks.labels("unreachable").inc()
             raise PresignError("S3Unreachable", f"HEAD {s3_uri}: {exc}", temporary=True, retry_after_s=30) from None
@@ -294,13 +319,18 @@ class LinkIssuer:
     # ---------------------------------------------------------------------------------------------- clients
 
     def _client(self, credentials: S3Credentials) -> Any:
-        """One boto3 S3 client per credentials (creating one costs tens of milliseconds)."""
+        """One boto3 S3 client per credentials (creating one costs tens of milliseconds). A region or endpoint
+        boto3 refuses is S3CredentialsInvalid."""
         with self._clients_lock:
             client = self._clients.get(credentials)
             if client is None:
                 if len(self._clients) >= 64:  # Secrets rotate: never grow without bound
                     self._clients.clear()
-                client = self._clients[credentials] = self._new_client(credentials)
+                try:
+                    client = self._new_client(credentials)
+                except CONFIGURATION_ERRORS as exc:
+                    raise _misconfigured("no S3 client", exc) from None
+                self._clients[credentials] = client
             return client
 
     def _new_client(self, credentials: S3Credentials) -> Any:
@@ -323,3 +353,11 @@ class LinkIssuer:
                 retries={"max_attempts": 2, "mode": "standard"},
             ),
         )
+
+
+def _misconfigured(what: str, exc: Exception) -> PresignError:
+    return PresignError(
+        "S3CredentialsInvalid",
+        f"{what}: {exc} (check AWS_REGION and AWS_ENDPOINT_URL of the credentials Secret, and the operator's S3 "
+        "settings)",
+    )

@@ -217,8 +217,9 @@ async def test_a_missing_credentials_secret_is_reported_and_recovers_once_it_exi
 
 @pytest.mark.parametrize(
     ("bad", "says"),
-    [({"AWS_ENDPOINT_URL": "not a url"}, "AWS_ENDPOINT_URL is not an http(s) URL")],
-    ids=["endpoint"],
+    [({"AWS_ENDPOINT_URL": "not a url"}, "AWS_ENDPOINT_URL is not an http(s) URL"), ({"AWS_REGION": "Bad Region!"},
+     "Provided region_name 'Bad Region!'")],
+    ids=["endpoint", "region"],
 )  # fmt: skip
 async def test_a_credentials_secret_with_bad_content_is_invalid_and_recovers_once_fixed(
     cluster: Cluster, kube: ClusterClient, bad: dict[str, str], says: str

@@ -257,6 +257,23 @@ def test_check_object_reports_the_size_with_the_right_credentials_and_refuses_wr
     assert checks.labels("ok")._value.get() == 1 and checks.labels("denied")._value.get() == 2
 
 
+@pytest.mark.parametrize("call", ["check_object", "issue"])
+def test_a_region_botocore_refuses_is_a_configuration_error_not_an_unreachable_store(
+    s3: tuple[str, str], call: str
+) -> None:
+    """InvalidRegionError is a BotoCoreError like a connection error, but no wait fixes it: S3CredentialsInvalid,
+    naming the region, never the temporary S3Unreachable (retried every 30 s with a Warning each time)."""
+    endpoint, bucket = s3
+    links = issuer(endpoint)
+    bad = S3Credentials(CREDS.access_key_id, CREDS.secret_access_key, region="Bad Region!")
+    uri = f"s3://{bucket}/{KEY}"
+    with pytest.raises(PresignError) as err:
+        links.check_object(uri, bad) if call == "check_object" else links.issue("ns/m", uri, bad)
+    assert err.value.reason == "S3CredentialsInvalid" and not err.value.temporary, err.value
+    assert "Bad Region!" in err.value.message and "AWS_REGION" in err.value.message
+    assert links.check_object(uri, CREDS).size == MODEL.stat().st_size  # the same issuer, a good Secret: fine
+
+
 def test_an_unreachable_store_is_a_temporary_error() -> None:
     from s3_servers import free_port
 
