@@ -86,6 +86,24 @@ class PresignSettings(BaseModel):
         return value
 
 
+CONFIGURATION_ERRORS: tuple[type[Exception], ...] = (
+    botocore.exceptions.ValidationError,  # InvalidRegionError ('Bad Region!'), unknown or conflicting parameters
+    botocore.exceptions.InvalidConfigError,
+    botocore.exceptions.InvalidEndpointConfigurationError,
+    botocore.exceptions.InvalidS3AddressingStyleError,
+    botocore.exceptions.InvalidDNSNameError,  # a bucket name virtual-host addressing cannot carry
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.NoRegionError,
+    botocore.exceptions.UnknownSignatureVersionError,
+    botocore.exceptions.UnsupportedSignatureVersionError,
+    botocore.exceptions.ParamValidationError,
+    ValueError,  # boto3 making a client of an endpoint it cannot parse ("Invalid endpoint: ...")
+)
+"""What botocore raises for a configuration no wait can fix (the credentials Secret's AWS_REGION or
+AWS_ENDPOINT_URL, or the operator's S3 settings): S3CredentialsInvalid, never the temporary S3Unreachable."""
+
+
 class PresignError(Exception):
     """Why no link (or no object check) could be had. `reason` is a CamelCase condition reason.
 
@@ -144,7 +162,8 @@ def credentials_from_secret(name: str, data: Mapping[str, str] | None) -> S3Cred
     """S3 credentials from a Secret's `data` (base64 values, as the API returns them).
 
     Needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_REGION are
-    optional. A missing, empty or undecodable key is S3CredentialsMissing, naming the Secret and the key only.
+    optional. A missing or empty key is S3CredentialsMissing, an undecodable one or an endpoint that is no URL
+    S3CredentialsInvalid, naming the Secret (`name`: namespace/name) and the key only, never a value.
     """
 
     def value(key: str) -> str | None:
@@ -154,7 +173,7 @@ def credentials_from_secret(name: str, data: Mapping[str, str] | None) -> S3Cred
         try:
             text = base64.b64decode(raw, validate=True).decode("utf-8").strip()
         except (binascii.Error, UnicodeDecodeError):
-            raise PresignError("S3CredentialsMissing", f"Secret {name}: {key} is not base64 of UTF-8 text") from None
+            raise PresignError("S3CredentialsInvalid", f"Secret {name}: {key} is not base64 of UTF-8 text") from None
         return text or None
 
     access, secret = value(ACCESS_KEY_ID), value(SECRET_ACCESS_KEY)
@@ -163,7 +182,7 @@ def credentials_from_secret(name: str, data: Mapping[str, str] | None) -> S3Cred
         raise PresignError("S3CredentialsMissing", f"Secret {name} has no {' and no '.join(missing)}")
     endpoint = value(ENDPOINT_URL)
     if endpoint is not None and not re.match(r"^https?://\S+$", endpoint):
-        raise PresignError("S3CredentialsMissing", f"Secret {name}: {ENDPOINT_URL} is not an http(s) URL")
+        raise PresignError("S3CredentialsInvalid", f"Secret {name}: {ENDPOINT_URL} is not an http(s) URL")
     return S3Credentials(access, secret, value(SESSION_TOKEN), endpoint, value(REGION))
 
 
@@ -179,7 +198,7 @@ class LinkMetrics:
         )
         self.checks = Counter(
             "korall_operator_s3_object_checks",
-            "HEAD checks of model objects, by outcome: ok, not_found, denied, unreachable.",
+            "HEAD checks of model objects, by outcome: ok, not_found, denied, misconfigured, unreachable.",
             ["outcome"],
             registry=registry,
         )
@@ -227,13 +246,17 @@ class LinkIssuer:
     def issue(self, model: str, s3_uri: str, credentials: S3Credentials) -> PresignedLink:
         """A fresh presigned GET link to `s3_uri`, or PresignError (LinkRateLimited is temporary)."""
         bucket, key = parse_s3_uri(s3_uri)
+        client = self._client(credentials)
         self._admit(model)
         now = self._clock()
         try:
-            url = self._client(credentials).generate_presigned_url(
+            url = client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.settings.link_ttl_s
             )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ValueError) as exc:
+        except CONFIGURATION_ERRORS as exc:
+            self.metrics.links.labels("failed").inc()
+            raise _misconfigured(f"cannot sign a link to {s3_uri}", exc) from None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             self.metrics.links.labels("failed").inc()
             raise PresignError("S3SigningFailed", f"cannot sign a link to {s3_uri}: {exc}") from None
         self.metrics.links.labels("issued").inc()
@@ -265,8 +288,8 @@ class LinkIssuer:
     def check_object(self, s3_uri: str, credentials: S3Credentials) -> ObjectInfo:
         """HEAD the object with the operator's credentials: its size, or why it cannot be downloaded.
 
-        S3CredentialsInvalid (403: unknown key, bad secret, no permission), ModelObjectNotFound (404),
-        S3Unreachable (temporary: connection, timeout, 5xx).
+        S3CredentialsInvalid (403: unknown key, bad secret, no permission; or a configuration botocore refuses, such
+        as a malformed region), ModelObjectNotFound (404), S3Unreachable (temporary: connection, timeout, 5xx).
         """
         bucket, key = parse_s3_uri(s3_uri)
         try:
@@ -284,6 +307,9 @@ class LinkIssuer:
                 raise PresignError("ModelObjectNotFound", f"{s3_uri} does not exist ({code})") from None
             self.metrics.checks.labels("unreachable").inc()
             raise PresignError("S3Unreachable", f"HEAD {s3_uri}: {code}", temporary=True, retry_after_s=30) from None
+        except CONFIGURATION_ERRORS as exc:
+            self.metrics.checks.labels("misconfigured").inc()
+            raise _misconfigured(f"HEAD {s3_uri}", exc) from None
         except botocore.exceptions.BotoCoreError as exc:
             self.metrics.checks.labels("unreachable").inc()
             raise PresignError("S3Unreachable", f"HEAD {s3_uri}: {exc}", temporary=True, retry_after_s=30) from None
@@ -293,13 +319,18 @@ class LinkIssuer:
     # ---------------------------------------------------------------------------------------------- clients
 
     def _client(self, credentials: S3Credentials) -> Any:
-        """One boto3 S3 client per credentials (creating one costs tens of milliseconds)."""
+        """One boto3 S3 client per credentials (creating one costs tens of milliseconds). A region or endpoint
+        boto3 refuses is S3CredentialsInvalid."""
         with self._clients_lock:
             client = self._clients.get(credentials)
             if client is None:
                 if len(self._clients) >= 64:  # Secrets rotate: never grow without bound
                     self._clients.clear()
-                client = self._clients[credentials] = self._new_client(credentials)
+                try:
+                    client = self._new_client(credentials)
+                except CONFIGURATION_ERRORS as exc:
+                    raise _misconfigured("no S3 client", exc) from None
+                self._clients[credentials] = client
             return client
 
     def _new_client(self, credentials: S3Credentials) -> Any:
@@ -322,3 +353,11 @@ class LinkIssuer:
                 retries={"max_attempts": 2, "mode": "standard"},
             ),
         )
+
+
+def _misconfigured(what: str, exc: Exception) -> PresignError:
+    return PresignError(
+        "S3CredentialsInvalid",
+        f"{what}: {exc} (check AWS_REGION and AWS_ENDPOINT_URL of the credentials Secret, and the operator's S3 "
+        "settings)",
+    )

@@ -309,3 +309,65 @@ async def test_a_spec_failure_is_reported_once_whatever_the_catalog_has_pending(
     # The spec is fixed: the validated and approved model is admitted and served.
     await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": {"captureProfileRef": None}})
     await serving(cluster, kube, ns, im, CPU_SHA)
+
+
+async def test_a_model_created_again_waits_for_its_predecessors_validation_job_to_go(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, request: pytest.FixtureRequest
+) -> None:
+    """An InferenceModel deleted and created again at once finds its predecessor's validation Job under the same
+    name (the name holds no uid) until the garbage collector removes it: it must not take that Job for its own (it
+    would wait, up to the validation timeout, for a Job about to vanish), but start its own once the old one is
+    gone. A finalizer on the old Job stands in for the collector's lag."""
+    import asyncio
+
+    if not cluster.is_emulated:
+        request.getfixturevalue("garbage_collection")
+    ns, im = cluster.namespace, name("again")
+    body = model_body(im, "production", {"file": CPU_MODEL})
+    first = await kube.create(API, "inferencemodels", ns, body)
+    await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
+    job = await running_validation(kube, ns, im, CPU_SHA)
+    await kube.merge_patch("batch/v1", "jobs", ns, job, {"metadata": {"finalizers": ["example.com/hold"]}})
+    await kube.delete(API, "inferencemodels", ns, im)
+
+    async def old_job_held() -> None:
+        assert await kube.get(API, "inferencemodels", ns, im) is None
+        old = await kube.get("batch/v1", "jobs", ns, job)
+        assert old is not None and old["metadata"].get("deletionTimestamp"), old
+
+    await eventually(old_job_held, timeout=30)
+    second = await kube.create(API, "inferencemodels", ns, body)
+    await asyncio.sleep(4)  # the new model's reconcile ran (and is retried) while the old Job is held
+    validations = ((await get_im(kube, ns, im)).get("status") or {}).get("validations") or []
+    assert not validations, f"the new model took the old model's Job: {validations}"
+
+    await kube.merge_patch("batch/v1", "jobs", ns, job, {"metadata": {"finalizers": None}})
+
+    async def own_job() -> None:
+        running = await running_validation(kube, ns, im, CPU_SHA)
+        got = await kube.get("batch/v1", "jobs", ns, running)
+        assert got is not None, running
+        (owner,) = got["metadata"]["ownerReferences"]
+        assert owner["uid"] == second["metadata"]["uid"] != first["metadata"]["uid"]
+
+    await eventually(own_job, timeout=30)
+    obj = await promoted(kube, ns, im, "PendingValidation")
+    assert [r["state"] for r in obj["status"]["validations"]] == ["Running"]
+
+
+async def test_a_validation_whose_job_is_deleted_is_an_error_at_once(
+    cluster: Cluster, kube: ClusterClient, nodes: Any
+) -> None:
+    """A Job deleted before its pod reported is recorded as an Error naming that, not waited for until the
+    validation timeout (15 minutes) passes."""
+    ns, im = cluster.namespace, name("nojob")
+    await kube.create(API, "inferencemodels", ns, model_body(im, "production", {"file": CPU_MODEL}))
+    await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
+    job = await running_validation(kube, ns, im, CPU_SHA)
+    await kube.delete("batch/v1", "jobs", ns, job)
+
+    held = await eventually(lambda: promoted(kube, ns, im, "ValidationError"), timeout=30)
+    (record,) = held["status"]["validations"]
+    assert (record["state"], record["reason"], record["job"]) == ("Error", "ValidationJobGone", job), record
+    assert job in cond(held, "Promoted")["message"] and "ValidationJobGone" in cond(held, "Promoted")["message"]
+    assert (await events_of(kube, ns, im))["ValidationError"]["type"] == "Warning"

@@ -187,7 +187,7 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         ("batch", "jobs"): ["create", "get", "list", "watch"],
         ("korall.io", "captureprofiles/status"): ["patch"],
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
-        ("", "services"): ["create", "delete", "get", "patch"],
+        ("", "services"): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "pods"): ["list", "watch"],
         ("", "secrets"): ["create", "patch"],
         ("", "events"): ["create", "get", "patch"],

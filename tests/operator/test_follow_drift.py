@@ -7,6 +7,7 @@ the approved model may clear it. The whole loop on a cluster: test_catalog.py.""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from korall_operator import status as st
 from korall_operator.catalog import Approval
 from korall_operator.handlers.follow import Drift, drift
 from korall_operator.handlers.indexes import Indexes, ParentView
+from korall_operator.observed import parent_key
 
 SHA = "ab" * 32
 
@@ -65,3 +67,62 @@ def test_a_later_failure_of_another_kind_does_not_keep_an_earlier_during() -> No
     later = st.last_failure("CrashLoopBackOff", "the pod crashed")
     merged = stored({**spec_failed["lastFailure"], **later})
     assert "during" not in merged and merged["reason"] == "CrashLoopBackOff"
+
+
+def test_a_missing_child_service_is_drift_like_a_missing_deployment() -> None:
+    """A reconciled model whose Deployment is there but whose Service is not is reconciled again (the apply
+    creates it); with both there, and its status in line with the Deployment, nothing is to be done."""
+    deployment = {"metadata": {"name": "yard-vision", "generation": 1, "annotations": {}},
+                  "spec": {"replicas": 1}, "status": {}}  # fmt: skip
+    status = stored(st.reconciled_status(generation=3, expected_hash="h1", deployment=deployment, previous={},
+                                         noun="model", problem=None))  # fmt: skip
+    view = ParentView("InferenceModel", "ns", "yard", "uid-1", 3, status)
+    key = parent_key("InferenceModel", "ns", "yard")
+    both = Indexes(
+        deployments={key: [deployment]},
+        pod_problems={},
+        models={("InferenceModel", "ns", "yard"): [view]},
+        profiles={},
+        models_by_profile={},
+        services={key: ["yard-vision"]},
+    )
+    assert drift(view, both) is None
+    assert drift(view, dataclasses.replace(both, services={})) is Drift.RECONCILE
+    assert drift(view, dataclasses.replace(both, deployments={})) is Drift.RECONCILE
+
+
+def test_a_running_validation_whose_job_is_gone_is_drift_and_an_error() -> None:
+    """The level-triggered half of a deleted validation Job (its deletion event may be lost): a Running record whose
+    Job the index no longer has gets the model reconciled, and the reconcile records it as an Error. Not while the
+    Job may be merely unseen yet (the watch lags behind the status write that recorded it)."""
+    import time
+
+    from korall_operator.catalog.records import now_iso
+    from korall_operator.handlers.indexes import JOB_UNSEEN_GRACE_S
+    from korall_operator.handlers.validation import finish_known
+
+    now = time.time()
+    job = "yard-validate-ab-1"
+
+    def model(started: float) -> ParentView:
+        promotion = {"promoted": False, "reason": "PendingValidation", "message": "validating", "degraded": False}
+        status: dict[str, Any] = {
+            "observedGeneration": 3,
+            "catalog": {"sha256": SHA, "config": "c1", "promotion": promotion},
+        }
+        status["validations"] = [{"sha256": SHA, "config": "c1", "state": "Running", "job": job, "generation": 3,
+                                  "startedAt": now_iso(started), "timeoutSeconds": 900.0}]  # fmt: skip
+        return ParentView("InferenceModel", "ns", "yard", "uid-1", 3, status)
+
+    old, new = model(now - JOB_UNSEEN_GRACE_S - 5), model(now - 5)
+    with_job = dataclasses.replace(indexes(old, []), jobs={("ns", job): ["job-uid"]})
+    without = dataclasses.replace(indexes(old, []), jobs={})
+    assert drift(old, with_job) is None
+    assert drift(new, dataclasses.replace(without, models={("InferenceModel", "ns", "yard"): [new]})) is None
+    assert drift(old, without) is Drift.RECONCILE
+    assert finish_known(old.status, with_job, "ns", now) == []
+    assert finish_known(new.status, without, "ns", now) == []
+    (record,) = finish_known(old.status, without, "ns", now)
+    assert (record.state, record.reason, record.job) == ("Error", "ValidationJobGone", job)
+    # Indexes built without the Job index (a caller of its own) never take a Job for gone.
+    assert finish_known(old.status, indexes(old, []), "ns", now) == []

@@ -43,6 +43,7 @@ def index_kwargs(**stores: dict[Any, list[Any]]) -> dict[str, Any]:
     handler reads of a kopf.Index)."""
     names = (
         "deployments_by_parent",
+        "services_by_parent",
         "pod_problems_by_parent",
         "inference_models",
         "capture_profiles",

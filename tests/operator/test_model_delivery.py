@@ -215,6 +215,41 @@ async def test_a_missing_credentials_secret_is_reported_and_recovers_once_it_exi
     await eventually(lambda: _deployment(kube, ns, name), timeout=30)
 
 
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [({"AWS_ENDPOINT_URL": "not a url"}, "AWS_ENDPOINT_URL is not an http(s) URL"), ({"AWS_REGION": "Bad Region!"},
+     "Provided region_name 'Bad Region!'")],
+    ids=["endpoint", "region"],
+)  # fmt: skip
+async def test_a_credentials_secret_with_bad_content_is_invalid_and_recovers_once_fixed(
+    cluster: Cluster, kube: ClusterClient, bad: dict[str, str], says: str
+) -> None:
+    """Neither a Secret that exists (S3CredentialsMissing) nor a store that cannot be reached (S3Unreachable): the
+    operator does not watch Secrets, so it tries again every KORALL_LINK_RETRY_S (1 s here) and recovers once the
+    Secret is fixed, warning once meanwhile (not on every round)."""
+    import asyncio
+
+    ns, name, secret = cluster.namespace, f"badcreds-{secrets.token_hex(2)}", f"bad-{secrets.token_hex(2)}"
+    data = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", **bad}
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    await kube.create("v1", "secrets", CREDENTIALS_NAMESPACE, {"metadata": {"name": secret}, "data": encoded})
+    await kube.create(API, "inferencemodels", ns, s3_model(name, s3Credentials=secret))
+    im = await eventually(lambda: degraded(kube, ns, name, "S3CredentialsInvalid"), timeout=30)
+    message = cond(im, "Degraded")["message"]
+    assert says in message and "Secret Secret" not in message, message
+    if "AWS_ENDPOINT_URL" in bad:
+        assert message.startswith(f"Secret {CREDENTIALS_NAMESPACE}/{secret}: "), message
+    await asyncio.sleep(4)  # four retries
+    assert cond(await degraded(kube, ns, name, "S3CredentialsInvalid"), "Degraded")["message"] == message
+    warned = [e for e in await kube.events_for(ns, name) if e["reason"] == "S3CredentialsInvalid"]
+    assert [(e["type"], e.get("count")) for e in warned] == [("Warning", 1)], warned
+
+    fixed = {k: None for k in bad}  # the override goes: the operator's own (good) settings apply
+    await kube.merge_patch("v1", "secrets", CREDENTIALS_NAMESPACE, secret, {"data": fixed})
+    await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    await eventually(lambda: _deployment(kube, ns, name), timeout=30)
+
+
 async def test_a_missing_object_is_reported_before_any_pod_is_made(cluster: Cluster, kube: ClusterClient) -> None:
     ns, name = cluster.namespace, f"noobj-{secrets.token_hex(2)}"
     body = s3_model(name)

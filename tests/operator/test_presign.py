@@ -130,7 +130,6 @@ def test_credentials_come_from_the_secret_data_and_never_show_in_repr() -> None:
         (None, "has no AWS_ACCESS_KEY_ID and no AWS_SECRET_ACCESS_KEY"),
         ({"AWS_ACCESS_KEY_ID": b64("AKIA123")}, "has no AWS_SECRET_ACCESS_KEY"),
         ({"AWS_ACCESS_KEY_ID": b64("AKIA123"), "AWS_SECRET_ACCESS_KEY": b64("  ")}, "has no AWS_SECRET_ACCESS_KEY"),
-        ({"AWS_ACCESS_KEY_ID": "not base64!", "AWS_SECRET_ACCESS_KEY": b64("x")}, "AWS_ACCESS_KEY_ID is not base64"),
     ],
 )
 def test_a_secret_without_usable_credentials_is_refused_by_name(data: dict[str, str] | None, expected: str) -> None:
@@ -138,6 +137,24 @@ def test_a_secret_without_usable_credentials_is_refused_by_name(data: dict[str, 
         credentials_from_secret("s3-creds", data)
     assert err.value.reason == "S3CredentialsMissing" and not err.value.temporary
     assert err.value.message == f"Secret s3-creds {expected}" or expected in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "not base64!", "AWS_SECRET_ACCESS_KEY": b64("x")}, "AWS_ACCESS_KEY_ID is not base64"),
+        (
+            {"AWS_ACCESS_KEY_ID": b64("k"), "AWS_SECRET_ACCESS_KEY": b64("s"), "AWS_ENDPOINT_URL": b64("not a url")},
+            "AWS_ENDPOINT_URL is not an http(s) URL",
+        ),
+    ],
+)
+def test_a_secret_with_unusable_content_is_invalid_not_missing(data: dict[str, str], expected: str) -> None:
+    with pytest.raises(PresignError) as err:
+        credentials_from_secret("korall-system/s3-creds", data)
+    assert err.value.reason == "S3CredentialsInvalid" and not err.value.temporary
+    assert err.value.message == f"Secret korall-system/s3-creds: {expected}" or expected in err.value.message
+    assert "not a url" not in err.value.message  # the key is named, its value never
 
 
 # ---------------------------------------------------------------------------------------------- links
@@ -238,6 +255,23 @@ def test_check_object_reports_the_size_with_the_right_credentials_and_refuses_wr
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = before
     checks = links.metrics.checks
     assert checks.labels("ok")._value.get() == 1 and checks.labels("denied")._value.get() == 2
+
+
+@pytest.mark.parametrize("call", ["check_object", "issue"])
+def test_a_region_botocore_refuses_is_a_configuration_error_not_an_unreachable_store(
+    s3: tuple[str, str], call: str
+) -> None:
+    """InvalidRegionError is a BotoCoreError like a connection error, but no wait fixes it: S3CredentialsInvalid,
+    naming the region, never the temporary S3Unreachable (retried every 30 s with a Warning each time)."""
+    endpoint, bucket = s3
+    links = issuer(endpoint)
+    bad = S3Credentials(CREDS.access_key_id, CREDS.secret_access_key, region="Bad Region!")
+    uri = f"s3://{bucket}/{KEY}"
+    with pytest.raises(PresignError) as err:
+        links.check_object(uri, bad) if call == "check_object" else links.issue("ns/m", uri, bad)
+    assert err.value.reason == "S3CredentialsInvalid" and not err.value.temporary, err.value
+    assert "Bad Region!" in err.value.message and "AWS_REGION" in err.value.message
+    assert links.check_object(uri, CREDS).size == MODEL.stat().st_size  # the same issuer, a good Secret: fine
 
 
 def test_an_unreachable_store_is_a_temporary_error() -> None:

@@ -459,3 +459,36 @@ async def test_edgetpu_without_a_tpu_resource_is_refused(cluster: Cluster, kube:
         else:
             os.environ["KORALL_TPU_RESOURCE"] = saved
         await kube.delete("v1", "namespaces", None, ns)
+
+
+@pytest.mark.parametrize("kind", ["InferenceModel", "CaptureProfile"])
+async def test_deleted_child_service_is_applied_again(cluster: Cluster, kube: ClusterClient, kind: str) -> None:
+    """A Service deleted by hand comes back (its parent's status said nothing was wrong: only a watch of the
+    Services, or the resync loop's look at them, can notice)."""
+    ns, name = cluster.namespace, _name("svc")
+    if kind == "InferenceModel":
+        await kube.create(API, "inferencemodels", ns, inference_model(name))
+        component = "vision"
+    else:
+        spec = {"type": "audio", "device": "hw:1,0", "audio": {}}
+        await kube.create(API, "captureprofiles", ns, {"apiVersion": API, "kind": kind, "metadata": {"name": name},
+                                                       "spec": spec})  # fmt: skip
+        component = "audio"
+    child = child_name(name, component)
+
+    async def service() -> dict[str, Any]:
+        got = await kube.get("v1", "services", ns, child)
+        assert got is not None, f"no Service {child}"
+        return got
+
+    first = await eventually(service)
+    await kube.delete("v1", "services", ns, child)
+
+    async def recreated() -> dict[str, Any]:
+        got = await service()
+        assert got["metadata"]["uid"] != first["metadata"]["uid"]
+        return got
+
+    again = await eventually(recreated, timeout=30)
+    assert again["spec"]["selector"] == first["spec"]["selector"]
+    assert again["metadata"]["ownerReferences"] == first["metadata"]["ownerReferences"]

@@ -103,18 +103,21 @@ async def test_a_capture_profile_held_in_deletion_is_gone_for_its_models_once(
     await kube.merge_patch(API, "captureprofiles", ns, camera, {"metadata": {"finalizers": None}})
 
 
-async def test_a_lost_heal_of_a_deleted_child_is_retried(cluster: Cluster, kube: ClusterClient) -> None:
+@pytest.mark.parametrize(("api", "plural"), [("apps/v1", "deployments"), ("v1", "services")])
+async def test_a_lost_heal_of_a_deleted_child_is_retried(
+    cluster: Cluster, kube: ClusterClient, api: str, plural: str
+) -> None:
     ns, name = cluster.namespace, f"heal-{secrets.token_hex(2)}"
     await kube.create(API, "inferencemodels", ns, inference_model(name))
     await eventually(lambda: observed(kube, ns, name))
-    deployment = await eventually(lambda: _deployment(kube, ns, name))
+    child = await eventually(lambda: _child(kube, ns, name, api, plural))
 
     with failing("merge_patch", annotating(RECONCILE_REQUESTED), times=1) as failed:
-        await kube.delete("apps/v1", "deployments", ns, child_name(name, "vision"))
+        await kube.delete(api, plural, ns, child_name(name, "vision"))
 
         async def applied_again() -> None:
-            again = await _deployment(kube, ns, name)
-            assert again["metadata"]["uid"] != deployment["metadata"]["uid"]
+            again = await _child(kube, ns, name, api, plural)
+            assert again["metadata"]["uid"] != child["metadata"]["uid"]
 
         await eventually(applied_again, timeout=30)
     assert failed, "the heal was not even tried: the test proves nothing"
@@ -144,6 +147,10 @@ async def test_a_lost_status_write_is_made_good_without_another_event(cluster: C
 
 
 async def _deployment(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
-    got = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
+    return await _child(kube, ns, name, "apps/v1", "deployments")
+
+
+async def _child(kube: ClusterClient, ns: str, name: str, api: str, plural: str) -> dict[str, Any]:
+    got = await kube.get(api, plural, ns, child_name(name, "vision"))
     assert got is not None
     return got

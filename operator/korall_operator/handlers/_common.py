@@ -83,8 +83,10 @@ async def report_spec_failure(
     logger: kopf.Logger,
     extra: Mapping[str, Any] | None = None,
     during: str | None = None,
+    warn: bool = True,
 ) -> None:
-    """A spec the operator cannot serve: Degraded status, a Warning Event, a log line; the handler then returns.
+    """A spec the operator cannot serve: Degraded status, a Warning Event and a log line (`warn`: not again for a
+    failure that is retried and found the same); the handler then returns.
 
     Through kopf's patch: this status depends on no Deployment, and the child watchers leave a spec failure alone
     (their own writes are conditional, so they cannot put an older view over it either). `extra`: more status
@@ -94,7 +96,8 @@ async def report_spec_failure(
     failure = failure_of(exc)
     patch.status.update(st.failed_status(generation=generation, failure=failure, previous=previous, during=during))
     patch.status.update(extra or {})
-    await warn_spec_failure(korall, body, exc, logger)
+    if warn:
+        await warn_spec_failure(korall, body, exc, logger)
 
 
 async def warn_spec_failure(korall: State, body: kopf.Body, exc: SpecError, logger: kopf.Logger) -> None:

@@ -1,4 +1,5 @@
-"""The parent's status follows its children: every change of a korall-managed Deployment or Pod updates it.
+"""The parent's status follows its children: every change of a korall-managed Deployment or Pod updates it, and a
+deleted child Service is applied again.
 
 Raw watch-event handlers (no state, no finalizer, nothing written on the children). They only say *which* parent
 to look at; follow.heal_or_refresh, which the resync loop shares, decides from the indexes what to do. So no single
@@ -14,7 +15,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from korall_operator.handlers._common import API, PLURALS, state
+from korall_operator.handlers._common import API, PLURALS, deleted, state
 from korall_operator.handlers.follow import heal_or_refresh
 from korall_operator.handlers.indexes import MANAGED, Indexes
 from korall_operator.k8s import ApiError
@@ -23,8 +24,8 @@ from korall_operator.observed import child_key
 ParentRef = tuple[str, str, str]  # kind, namespace, name
 
 
-def parent_of_deployment(body: Mapping[str, Any]) -> ParentRef | None:
-    """The korall CR that controls this Deployment (its controller ownerReference), if any."""
+def parent_of_child(body: Mapping[str, Any]) -> ParentRef | None:
+    """The korall CR that controls this Deployment or Service (its controller ownerReference), if any."""
     meta = body.get("metadata") or {}
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller") and ref.get("apiVersion") == API and ref.get("kind") in PLURALS:
@@ -54,7 +55,14 @@ async def _follow(memo: Any, parent: ParentRef | None, kwargs: dict[str, Any], l
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 async def deployment_changed(body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
-    await _follow(memo, parent_of_deployment(body), kwargs, logger)
+    await _follow(memo, parent_of_child(body), kwargs, logger)
+
+
+@kopf.on.event("", "v1", "services", labels=MANAGED, when=deleted)
+async def service_deleted(body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Only a deletion matters (nothing of a Service shows in the status). A Service whose labels someone changed
+    leaves the watch's label selector: the API server reports that as a deletion too, and the apply puts them back."""
+    await _follow(memo, parent_of_child(body), kwargs, logger)
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)

@@ -1,7 +1,7 @@
 """One parent, brought in line with what the indexes say: its status follows its children, a missing child or a
 changed CaptureProfile gets the parent reconciled again.
 
-Shared by the child watchers (children.py: a Deployment or Pod changed) and the resync loop (resync.py: every
+Shared by the child watchers (children.py: a Deployment, Service or Pod changed) and the resync loop (resync.py: every
 parent, periodically), so the outcome never depends on one watch event: whatever an event handler failed to do,
 the loop finds as drift and does. `drift()` is pure and decides; the rest does what it says.
 """
@@ -56,11 +56,16 @@ def drift(view: ParentView, indexes: Indexes) -> Drift | None:
         approvals = indexes.approvals_of(view.namespace, view.name)
         if attention(status, approvals, time.time()):
             return Drift.RECONCILE  # a rollout ended or ran out of time, a validation ended, an approval came
-        if any(r.state == "Running" and indexes.validation_outcome(view.namespace, r.job) for r in records(status)):
-            return Drift.RECONCILE  # a validation ended and its record was not written: the reconcile writes it
+        now = time.time()
+        for record in records(status):
+            if record.state == "Running" and (
+                indexes.validation_outcome(view.namespace, record.job)
+                or indexes.validation_job_gone(view.namespace, record, now)
+            ):
+                return Drift.RECONCILE  # a validation ended, or its Job is gone, unrecorded: the reconcile writes it
     deployment, problem = indexes.children(view.kind, view.namespace, view.name)
-    if status.get("specHash"):  # the spec asks for a child
-        if deployment is None:
+    if status.get("specHash"):  # the spec asks for children: a Deployment and its Service
+        if deployment is None or not indexes.has_service(view.kind, view.namespace, view.name):
             return Drift.RECONCILE
         if st.followed_status(status, deployment, NOUNS[view.kind], problem) is not None:
             return Drift.STATUS

@@ -1,7 +1,7 @@
 """kopf indexes: what the operator knows of the cluster, kept current by kopf's watches (relisted after any gap).
 
 Every status the operator writes and every drift the resync loop looks for is computed from these, in memory,
-without an API call: the child Deployments and the troubles of their Pods by parent, the parents themselves,
+without an API call: the child Deployments, Services and the troubles of their Pods by parent, the parents themselves,
 which InferenceModels use which CaptureProfile, and the ModelApprovals of each InferenceModel (the catalog's
 gate). Each index keeps a small view (observed.py), not whole bodies.
 
@@ -23,7 +23,7 @@ import kopf
 
 from korall_operator.camera_use import camera_in_use
 from korall_operator.catalog import Approval, Outcome, outcome_of_job, outcome_of_pod
-from korall_operator.catalog.records import slim_status
+from korall_operator.catalog.records import ValidationRecord, epoch, slim_status
 from korall_operator.handlers._common import API, CAPTURE_PROFILES, INFERENCE_MODELS, MODEL_APPROVALS
 from korall_operator.manifests import MANAGED_BY
 from korall_operator.manifests.validation import COMPONENT as VALIDATION_COMPONENT
@@ -76,6 +76,14 @@ def profile_ref(spec: Any) -> str | None:
 async def deployments_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]]:
     key = child_key(body)
     return {key: slim_deployment(body)} if key is not None else {}
+
+
+@kopf.index("", "v1", "services", labels=MANAGED)
+async def services_by_parent(body: kopf.Body, **_: Any) -> dict[ChildKey, str]:
+    """The child Services, by name only: that one exists is all the operator needs (a deleted one is applied
+    again, follow.drift)."""
+    key = child_key(body)
+    return {key: str((body.get("metadata") or {}).get("name"))} if key is not None else {}
 
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
@@ -136,6 +144,19 @@ async def validation_job_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, 
     return {(str(meta.get("namespace") or ""), str(meta.get("name"))): outcome} if outcome is not None else {}
 
 
+@kopf.index("batch", "v1", "jobs", labels=VALIDATION)
+async def validation_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, validation Job) -> its uid: which validation Jobs exist (a Running record whose Job is gone will
+    never hear an outcome: Indexes.validation_job_gone)."""
+    meta = body.get("metadata") or {}
+    return {(str(meta.get("namespace") or ""), str(meta.get("name"))): str(meta.get("uid"))}
+
+
+JOB_UNSEEN_GRACE_S = 60.0
+"""How long after a validation started its Job may still be unknown to the index (the Job's watch event may come
+after the status write that recorded it) before the validation counts as gone."""
+
+
 def first(index: kopf.Index[Any, Any], key: Any) -> Any | None:
     """The one value an index holds for a key (each parent has one child Deployment), or None."""
     store = index.get(key)
@@ -151,10 +172,12 @@ class Indexes:
     models: kopf.Index[ParentKey, ParentView]
     profiles: kopf.Index[ParentKey, ParentView]
     models_by_profile: kopf.Index[tuple[str, str], str]
-    # The catalog's: empty by default for callers that build the indexes themselves (tests of other concerns).
+    # Empty by default for callers that build the indexes themselves (tests of other concerns).
+    services: kopf.Index[ChildKey, str] = field(default_factory=lambda: cast(Any, {}))
     approvals: kopf.Index[tuple[str, str], Approval] = field(default_factory=lambda: cast(Any, {}))
     pod_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
     job_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
+    jobs: kopf.Index[tuple[str, str], str] | None = None  # None: not known (then no Job is ever taken for gone)
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
@@ -164,16 +187,34 @@ class Indexes:
             models=kwargs["inference_models"],
             profiles=kwargs["capture_profiles"],
             models_by_profile=kwargs["inference_models_by_capture_profile"],
+            services=kwargs["services_by_parent"],
             # The catalog's indexes: absent only where a caller builds the kwargs itself (a direct handler test);
             # kopf always passes every index to every handler.
             approvals=kwargs.get("approvals_by_model", {}),
             pod_outcomes=kwargs.get("validation_pod_outcomes", {}),
             job_outcomes=kwargs.get("validation_job_outcomes", {}),
+            jobs=kwargs.get("validation_jobs"),
         )
+
+    def has_service(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether the parent's child Service exists."""
+        return first(self.services, parent_key(kind, namespace, name)) is not None
 
     def validation_outcome(self, namespace: str, job: str) -> Outcome | None:
         """How a validation Job ended, as its pod (first) or the Job itself says; None while it runs."""
         return first(self.pod_outcomes, (namespace, job)) or first(self.job_outcomes, (namespace, job))
+
+    def validation_job_gone(self, namespace: str, record: ValidationRecord, now: float) -> bool:
+        """A Running validation whose Job no longer exists (deleted by someone, or never made) and which has no
+        outcome: it will never report. Not before JOB_UNSEEN_GRACE_S after it started (the watch may lag)."""
+        if self.jobs is None or record.state != "Running" or (namespace, record.job) in self.jobs:
+            return False
+        started = epoch(record.started_at)
+        return (
+            started is not None
+            and now > started + JOB_UNSEEN_GRACE_S
+            and not self.validation_outcome(namespace, record.job)
+        )
 
     def approvals_of(self, namespace: str, model: str) -> list[Approval]:
         """The ModelApprovals of an InferenceModel, oldest first."""

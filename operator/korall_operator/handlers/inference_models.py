@@ -146,8 +146,10 @@ async def _reconcile(
         return
     except (ApiError, aiohttp.ClientError) as e:  # the API server is unreachable or failing
         raise transient(e, "talking to the API server") from e
-    except LinkUnavailable as e:  # reported, and retried by kopf (a Secret created later, a rate limit)
-        await _report_failure(korall, body, patch, e.failure, admitted, generation, previous, seen, logger)
+    except LinkUnavailable as e:  # reported, and retried by kopf (a Secret created or fixed later, a rate limit)
+        # Warned once, not on every retry (30 s): the Degraded condition says it meanwhile.
+        warn = not _reported(previous, e.failure)
+        await _report_failure(korall, body, patch, e.failure, admitted, generation, previous, seen, logger, warn=warn)
         message = f"{e.failure.reason}: retrying in {e.retry_after_s:.0f} s"
         raise kopf.TemporaryError(message, delay=e.retry_after_s) from e
     except SpecError as e:
@@ -181,8 +183,11 @@ async def _report_failure(
     previous: dict[str, Any],
     seen: dict[str, Any],
     logger: kopf.Logger,
+    *,
+    warn: bool = True,
 ) -> None:
-    """A spec failure. Found before the gate ran (`lastFailure.during: spec`): only a change of the spec helps.
+    """A spec failure (`warn`: with a Warning Event). Found before the gate ran (`lastFailure.during: spec`): only a
+    change of the spec helps.
 
     Found while applying the model the gate admitted (`rollout`): when that is the model that served already, the
     failure is written with the gate's decision, so that what the catalog decided and recorded in this reconcile
@@ -194,7 +199,7 @@ async def _report_failure(
     if admitted is None or applied is None or serving is None or applied.key != serving.key:
         await report_spec_failure(
             korall, body, patch, exc, generation=generation, previous=previous, logger=logger, extra=seen,
-            during="spec" if admitted is None else "rollout",
+            during="spec" if admitted is None else "rollout", warn=warn,
         )  # fmt: skip
         return
 
@@ -211,7 +216,17 @@ async def _report_failure(
         await write_gated(korall, body, admitted, failed, seen)
     except (ApiError, aiohttp.ClientError) as e:
         raise transient(e, "writing the status") from e
-    await warn_spec_failure(korall, body, exc, logger)
+    if warn:
+        await warn_spec_failure(korall, body, exc, logger)
+
+
+def _reported(previous: Mapping[str, Any], failure: SpecError) -> bool:
+    """Whether the status already says this failure (Degraded, same reason and message)."""
+    degraded = st.condition(previous, st.DEGRADED) or {}
+    return degraded.get("status") == "True" and (degraded.get("reason"), degraded.get("message")) == (
+        failure.reason,
+        failure.message,
+    )
 
 
 async def _refresh_used_by(

@@ -43,8 +43,14 @@ ALLOWED_KEY = "KORALL_S3_ALLOWED"
 may create an InferenceModel may otherwise have any object those credentials reach downloaded)."""
 
 
+SECRET_FAILURES = frozenset({"S3CredentialsMissing", "S3CredentialsInvalid"})
+"""Failures a fix of the credentials Secret (or of the store's permissions) clears. The operator does not watch
+Secrets, so these are retried every `link_retry_s`, like a store that is unreachable."""
+
+
 class LinkUnavailable(Exception):
-    """No link for now, for a reason time may fix (rate limit, store unreachable, Secret missing)."""
+    """No link for now, for a reason time may fix (rate limit, store unreachable), or a fix of the credentials
+    Secret, which only trying again notices (SECRET_FAILURES)."""
 
     def __init__(self, failure: SpecError, retry_after_s: float) -> None:
         super().__init__(failure.message)
@@ -83,16 +89,16 @@ async def credentials(korall: State, model: InferenceModelSpec) -> tuple[S3Crede
     from korall_operator.presign import PresignError, credentials_from_secret
 
     name = model.model.s3_credentials or korall.settings.s3_credentials_secret
-    where = f"Secret {korall.settings.namespace}/{name}"
+    where = f"{korall.settings.namespace}/{name}"
     secret = await korall.kube.get("v1", "secrets", korall.settings.namespace, name)
     if secret is None:
-        failure = SpecError("S3CredentialsMissing", f"{where} does not exist: create it (docs/model-delivery.md)")
-        raise LinkUnavailable(failure, korall.settings.link_retry_s)
+        message = f"Secret {where} does not exist: create it (docs/model-delivery.md)"
+        raise LinkUnavailable(SpecError("S3CredentialsMissing", message), korall.settings.link_retry_s)
     data = secret.get("data") or {}
     try:
         creds = credentials_from_secret(where, data)
-    except PresignError as e:
-        raise SpecError(e.reason, e.message) from e
+    except PresignError as e:  # keys missing or unusable: tried again until the Secret is fixed
+        raise LinkUnavailable(SpecError(e.reason, e.message), korall.settings.link_retry_s) from e
     allowed = base64.b64decode(data[ALLOWED_KEY]).decode() if ALLOWED_KEY in data else ""
     return creds, [p.strip() for p in allowed.split(",") if p.strip()]
 
@@ -102,7 +108,8 @@ async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceMo
     that is not in S3 (one that left S3 loses its link in the status, and the renewal task stops looking at it).
     `check`: HEAD the object first (on a spec change, not on a re-sign).
 
-    Raises SpecError (Degraded until the spec or the Secret changes), LinkUnavailable (retried), ApiError.
+    Raises SpecError (Degraded until the spec changes), LinkUnavailable (retried: time or a fix of the credentials
+    Secret may clear it), ApiError.
     """
     link = await signed_link(korall, body, model, check=check)
     if link is None:
@@ -140,6 +147,8 @@ async def signed_link(
         failure = SpecError(e.reason, e.message)
         if e.temporary:
             raise LinkUnavailable(failure, e.retry_after_s or korall.settings.link_retry_s) from e
+        if e.reason in SECRET_FAILURES:  # refused keys, a region or endpoint boto3 refuses: the Secret may be fixed
+            raise LinkUnavailable(failure, korall.settings.link_retry_s) from e
         raise failure from e
 
 

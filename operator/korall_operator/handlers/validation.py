@@ -9,8 +9,13 @@ The outcome comes back from the pod watch the operator has anyway: when a valida
 validator's JSON termination message (or the failure of an init container, or a crash) becomes the record of that
 model in `status.validations`, an entry in `status.history` and an Event; then the InferenceModel is reconciled
 again, so the gate sees it (unless its spec failed before the gate: that reconcile would stop there again, and
-only warn again). A Job that fails with no pod to tell (its deadline) is recorded from the Job watch. A record is
-written once: the first outcome of a Running record wins, later ones find nothing Running to finish.
+only warn again). A Job that fails with no pod to tell (its deadline) is recorded from the Job watch, and so is one
+deleted before it told (an Error, ValidationJobGone; the resync loop finds one whose deletion it missed: follow.drift).
+A record is written once: the first outcome of a Running record wins, later ones find nothing Running to finish.
+
+A Job belongs to the InferenceModel that owns it (its controller ownerReference), never to another of the same name:
+an InferenceModel deleted and created again at once finds its predecessor's Job under the same name until the
+garbage collector removes it, and waits for that (`_own_job`) rather than take it.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ async def start_validation(
     try:
         created = await korall.kube.create("batch/v1", "jobs", namespace, job)
     except Conflict:  # this validation was started before (the reconcile ran again before its status write)
-        created = await korall.kube.get("batch/v1", "jobs", namespace, job_name) or job
+        created = await _own_job(korall, namespace, job_name, meta["uid"])
     except ApiError as e:
         if e.status in (400, 422):
             raise SpecError("ValidationJobRejected", f"the API server refused validation Job {job_name}: {e}") from e
@@ -100,6 +105,32 @@ async def start_validation(
     )
 
 
+OWNED_RETRY_S = 5
+"""Wait before trying again to create a validation Job whose name another InferenceModel's Job still holds."""
+
+
+async def _own_job(korall: State, namespace: str, job_name: str, uid: str) -> dict[str, Any]:
+    """The existing Job of this name, if this very InferenceModel (`uid`) owns it. One of the same name may be a
+    previous InferenceModel's, deleted and created again under the same name while the garbage collector has not
+    yet removed its Job (the name holds no uid): taking it would wait for a Job that is about to vanish. Then the
+    reconcile is retried until the old Job is gone."""
+    existing = await korall.kube.get("batch/v1", "jobs", namespace, job_name)
+    refs = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+    owner = next((str(r.get("uid")) for r in refs if r.get("controller")), None)
+    if existing is not None and owner == uid:
+        return existing
+    why = "was just deleted" if existing is None else f"belongs to another owner (uid {owner or 'none'}), likely a " \
+        "previous InferenceModel of this name that the garbage collector has not removed yet"  # fmt: skip
+    raise kopf.TemporaryError(
+        f"validation Job {job_name} {why}; creating it again in {OWNED_RETRY_S} s", delay=OWNED_RETRY_S
+    )
+
+
+def job_gone(job: str) -> Outcome:
+    """The outcome of a validation whose Job was deleted before it reported (by hand, or with its owner)."""
+    return Outcome("Error", "ValidationJobGone", f"Job {job} was deleted before it reported an outcome")
+
+
 @kopf.on.event("", "v1", "pods", labels=VALIDATION)
 async def validation_pod_changed(body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     annotations = (body.get("metadata") or {}).get("annotations") or {}
@@ -109,12 +140,19 @@ async def validation_pod_changed(body: kopf.Body, memo: Any, logger: kopf.Logger
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=VALIDATION)
-async def validation_job_changed(body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
+async def validation_job_changed(type: str, body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
+    """A Job that failed as a whole, or was deleted before its pod told how it ended (recorded for the
+    InferenceModel that owns it only: one of the same name may have been created again meanwhile)."""
+    meta = body.get("metadata") or {}
     outcome = outcome_of_job(body)
+    if outcome is None and type == "DELETED":
+        outcome = Indexes.of(kwargs).validation_outcome(str(meta.get("namespace")), str(meta.get("name")))
+        outcome = outcome or job_gone(str(meta.get("name")))
     if outcome is not None:
-        annotations = {**((body.get("metadata") or {}).get("annotations") or {})}
-        annotations.setdefault(JOB_ANNOTATION, (body.get("metadata") or {}).get("name"))
-        await _record(memo, body, annotations, outcome, kwargs, logger)
+        annotations = {**(meta.get("annotations") or {})}
+        annotations.setdefault(JOB_ANNOTATION, meta.get("name"))
+        owner = next((str(r.get("uid")) for r in meta.get("ownerReferences") or [] if r.get("controller")), "")
+        await _record(memo, body, annotations, outcome, kwargs, logger, owner_uid=owner)
 
 
 async def _record(
@@ -124,6 +162,7 @@ async def _record(
     outcome: Outcome,
     kwargs: dict[str, Any],
     logger: kopf.Logger,
+    owner_uid: str | None = None,
 ) -> None:
     name, job = annotations.get(MODEL_NAME_ANNOTATION), annotations.get(JOB_ANNOTATION)
     namespace = (body.get("metadata") or {}).get("namespace")
@@ -134,7 +173,7 @@ async def _record(
     if view is not None and _finished(view.status, job):
         return  # recorded already (the watch repeats a finished pod on every change and relist): no API call
     try:
-        await record_outcome(korall, namespace, name, job, outcome)
+        await record_outcome(korall, namespace, name, job, outcome, owner_uid=owner_uid)
     except (ApiError, aiohttp.ClientError) as e:  # the pod's next event, or the resync's relist, repeats it
         logger.warning(f"validation outcome of Job {job} not recorded yet: {e}")
 
@@ -143,9 +182,12 @@ def _finished(status: Mapping[str, Any], job: str) -> bool:
     return any(r.job == job and r.done for r in records(status))
 
 
-async def record_outcome(korall: State, namespace: str, name: str, job: str, outcome: Outcome) -> None:
+async def record_outcome(
+    korall: State, namespace: str, name: str, job: str, outcome: Outcome, *, owner_uid: str | None = None
+) -> None:
     """Finish the Running record of `job`: status.validations, status.history, an Event; then have the
-    InferenceModel reconciled (the gate may admit or refuse its model now)."""
+    InferenceModel reconciled (the gate may admit or refuse its model now). `owner_uid`: only if the
+    InferenceModel is that one (the Job's owner), not another created since under the same name."""
     key = ("InferenceModel", namespace, name)
     finished: dict[str, Any] = {}
 
@@ -165,7 +207,7 @@ async def record_outcome(korall: State, namespace: str, name: str, job: str, out
         return {"validations": with_record(status, record), "history": appended(status.get("history"), [entry])}
 
     async with korall.writers.exclusive(key):
-        result = await write_status(korall.kube, API, INFERENCE_MODELS, namespace, name, None, status_of)
+        result = await write_status(korall.kube, API, INFERENCE_MODELS, namespace, name, owner_uid, status_of)
         if result is not None:
             korall.writers.remember(key, result[0].get("status") or {}, result[1])
     if result is None:
@@ -184,10 +226,13 @@ async def record_outcome(korall: State, namespace: str, name: str, job: str, out
 
 
 def finish_known(status: Mapping[str, Any], indexes: Indexes, namespace: str, now: float) -> list[ValidationRecord]:
-    """The Running records whose outcome the indexes already know, finished (the reconcile writes them)."""
+    """The Running records whose outcome the indexes already know, or whose Job is gone, finished (the reconcile
+    writes them)."""
     out = []
     for record in records(status):
         outcome = indexes.validation_outcome(namespace, record.job) if record.state == "Running" else None
+        if outcome is None and indexes.validation_job_gone(namespace, record, now):
+            outcome = job_gone(record.job)
         if outcome is not None:
             out.append(outcome.finish(record, now))
     return out
