@@ -185,3 +185,59 @@ async def test_a_serving_object_gone_from_s3_is_not_warned_of_every_round_and_th
     await approve(cluster, im, new_sha, approver, ns)
     cleared = await serving(cluster, kube, ns, im, new_sha)
     assert cond(cleared, "Degraded")["status"] == "False"  # lastFailure stays, as after any recovery
+
+
+async def test_an_admitted_model_whose_object_is_gone_is_warned_of_once_and_rolls_out_when_it_is_back(
+    cluster: Cluster,
+    kube: ClusterClient,
+    s3: str,  # noqa: F811
+    nodes: Any,  # noqa: F811
+    approver: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The new model's object is deleted after its validation; the approval then admits it, and applying it fails
+    (ModelObjectNotFound). That decision is not written (the status would say it serves), so the resync loop asks
+    the catalog again every round: with a Warning each time, until the object came back. Warned once now."""
+    ns, im = cluster.namespace, new_name("s3late")
+    old_key, new_key = f"ssd/{im}-old.tflite", f"ssd/{im}-new.tflite"
+    new = tmp_path / "new.tflite"
+    new.write_bytes((MODELS / CPU_MODEL).read_bytes() + b"\0" * 16)
+    new_sha = hashlib.sha256(new.read_bytes()).hexdigest()
+    client = boto3.client(
+        "s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=old_key, Body=(MODELS / CPU_MODEL).read_bytes())
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=new_key, Body=new.read_bytes())
+    spec = {"stage": "production", "model": {"s3": f"s3://{BUCKET}/{old_key}", "sha256": CPU_SHA}}
+    body = {"apiVersion": API, "kind": "InferenceModel",
+            "metadata": {"name": im, "annotations": {"korall.io/requested-by": ADMIN}}, "spec": spec}  # fmt: skip
+    await kube.create(API, "inferencemodels", ns, body)
+    job = await eventually(lambda: running_validation(kube, ns, im, CPU_SHA), timeout=30)
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
+    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    await approve(cluster, im, CPU_SHA, approver, ns)
+    await serving(cluster, kube, ns, im, CPU_SHA)
+
+    change = {"spec": {"model": {"s3": f"s3://{BUCKET}/{new_key}", "sha256": new_sha}}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, change)
+    job = await eventually(lambda: running_validation(kube, ns, im, new_sha), timeout=30)
+    await end_validation(cluster, nodes, kube, ns, job, validator_result(new, new_sha))
+    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    await asyncio.to_thread(client.delete_object, Bucket=BUCKET, Key=new_key)
+    await approve(cluster, im, new_sha, approver, ns)
+
+    async def failed() -> None:
+        got = await get_im(kube, ns, im)
+        assert cond(got, "Degraded")["reason"] == "ModelObjectNotFound", got["status"]
+        assert got["status"]["activeModelSha256"] == CPU_SHA  # the old model's pods serve on
+
+    await eventually(failed, timeout=30)
+    await asyncio.sleep(3)
+    before = (await events_of(kube, ns, im))["ModelObjectNotFound"]["count"]
+    await asyncio.sleep(8)  # four rounds of the resync loop (every 2 s), each asking again
+    warned = (await events_of(kube, ns, im))["ModelObjectNotFound"]["count"]
+    assert warned == before <= 2, f"warned {warned} times for one failure ({before} before four resync rounds)"
+
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=new_key, Body=new.read_bytes())
+    back = await serving(cluster, kube, ns, im, new_sha)  # asked again each round: it rolls out once it can
+    assert cond(back, "Promoted")["status"] == "True"

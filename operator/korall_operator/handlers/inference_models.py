@@ -153,7 +153,10 @@ async def _reconcile(
         message = f"{e.failure.reason}: retrying in {e.retry_after_s:.0f} s"
         raise kopf.TemporaryError(message, delay=e.retry_after_s) from e
     except SpecError as e:
-        await _report_failure(korall, body, patch, e, admitted, generation, previous, seen, logger)
+        # The same failure of the same spec, found again (the resync loop asks a production model whose admitted
+        # model fails to apply every round): the Degraded condition says it already; no Warning each time.
+        warn = not (_reported(previous, e) and previous.get("observedGeneration") == generation)
+        await _report_failure(korall, body, patch, e, admitted, generation, previous, seen, logger, warn=warn)
         await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
         return
 
