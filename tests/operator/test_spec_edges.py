@@ -139,7 +139,9 @@ async def test_the_largest_spec_the_crds_admit_is_handled_once_and_served(
 
     im = await eventually(handled, timeout=30)
     assert len(im["metadata"]["annotations"][f"{KOPF_PREFIX}/last-handled-configuration"]) > 40_000
-    assert "lastFailure" not in im["status"], im["status"]
+    # No failure of the spec or its children. On the real tier the scheduler may already have refused the pod (no
+    # node has those 64 labels and those resources): that is the pod's failure, reported as such.
+    assert (im["status"].get("lastFailure") or {}).get("reason") in (None, "Unschedulable"), im["status"]
     deployment = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
     assert deployment is not None
     pod = deployment["spec"]["template"]["spec"]
