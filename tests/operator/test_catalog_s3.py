@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,46 @@ async def test_an_s3_model_is_validated_through_its_own_link_while_the_serving_o
     assert f"/{KEY}?" in await secret_link(kube, ns, link_secret_name(im))
 
 
+@dataclass(frozen=True)
+class TwoModels:
+    client: Any  # boto3's S3 client of the store
+    old_key: str
+    new_key: str
+    new: Path  # the second model's file
+    new_sha: str
+    job: str  # the second model's running validation
+
+
+async def _second_model_validating(
+    cluster: Cluster, kube: ClusterClient, store: str, fake_nodes: Any, approved_by: str, tmp_path: Path, im: str
+) -> TwoModels:
+    """A production model from S3, validated, approved and serving; then its spec moved to a second object (the
+    same network, another file: another sha256), whose validation is running."""
+    ns = cluster.namespace
+    old_key, new_key = f"ssd/{im}-old.tflite", f"ssd/{im}-new.tflite"
+    new = tmp_path / "new.tflite"
+    new.write_bytes((MODELS / CPU_MODEL).read_bytes() + b"\0" * 16)
+    new_sha = hashlib.sha256(new.read_bytes()).hexdigest()
+    client = boto3.client(
+        "s3", endpoint_url=store, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=old_key, Body=(MODELS / CPU_MODEL).read_bytes())
+    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=new_key, Body=new.read_bytes())
+    spec = {"stage": "production", "model": {"s3": f"s3://{BUCKET}/{old_key}", "sha256": CPU_SHA}}
+    body = {"apiVersion": API, "kind": "InferenceModel",
+            "metadata": {"name": im, "annotations": {"korall.io/requested-by": ADMIN}}, "spec": spec}  # fmt: skip
+    await kube.create(API, "inferencemodels", ns, body)
+    job = await eventually(lambda: running_validation(kube, ns, im, CPU_SHA), timeout=30)
+    await end_validation(cluster, fake_nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
+    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    await approve(cluster, im, CPU_SHA, approved_by, ns)
+    await serving(cluster, kube, ns, im, CPU_SHA)
+    change = {"spec": {"model": {"s3": f"s3://{BUCKET}/{new_key}", "sha256": new_sha}}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, change)
+    job = await eventually(lambda: running_validation(kube, ns, im, new_sha), timeout=30)
+    return TwoModels(client, old_key, new_key, new, new_sha, job)
+
+
 async def test_a_serving_object_gone_from_s3_is_not_warned_of_every_round_and_the_next_admitted_model_clears_it(
     cluster: Cluster,
     kube: ClusterClient,
@@ -139,28 +180,8 @@ async def test_a_serving_object_gone_from_s3_is_not_warned_of_every_round_and_th
     catalog again, and warn again, every round. The approval then admits the new model, whose rollout clears the
     failure."""
     ns, im = cluster.namespace, new_name("s3gone")
-    old_key, new_key = f"ssd/{im}-old.tflite", f"ssd/{im}-new.tflite"
-    new = tmp_path / "new.tflite"
-    new.write_bytes((MODELS / CPU_MODEL).read_bytes() + b"\0" * 16)  # the same network, another file (sha256)
-    new_sha = hashlib.sha256(new.read_bytes()).hexdigest()
-    client = boto3.client(
-        "s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
-    )
-    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=old_key, Body=(MODELS / CPU_MODEL).read_bytes())
-    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=new_key, Body=new.read_bytes())
-    spec = {"stage": "production", "model": {"s3": f"s3://{BUCKET}/{old_key}", "sha256": CPU_SHA}}
-    body = {"apiVersion": API, "kind": "InferenceModel",
-            "metadata": {"name": im, "annotations": {"korall.io/requested-by": ADMIN}}, "spec": spec}  # fmt: skip
-    await kube.create(API, "inferencemodels", ns, body)
-    job = await eventually(lambda: running_validation(kube, ns, im, CPU_SHA), timeout=30)
-    await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
-    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
-    await approve(cluster, im, CPU_SHA, approver, ns)
-    await serving(cluster, kube, ns, im, CPU_SHA)
-
-    change = {"spec": {"model": {"s3": f"s3://{BUCKET}/{new_key}", "sha256": new_sha}}}
-    await kube.merge_patch(API, "inferencemodels", ns, im, change)
-    job = await eventually(lambda: running_validation(kube, ns, im, new_sha), timeout=30)
+    two = await _second_model_validating(cluster, kube, s3, nodes, approver, tmp_path, im)
+    client, old_key, new, new_sha, job = two.client, two.old_key, two.new, two.new_sha, two.job
     await asyncio.to_thread(client.delete_object, Bucket=BUCKET, Key=old_key)
     await end_validation(cluster, nodes, kube, ns, job, validator_result(new, new_sha))
 
@@ -199,28 +220,8 @@ async def test_an_admitted_model_whose_object_is_gone_is_warned_of_once_and_roll
     (ModelObjectNotFound). That decision is not written (the status would say it serves), so the resync loop asks
     the catalog again every round: with a Warning each time, until the object came back. Warned once now."""
     ns, im = cluster.namespace, new_name("s3late")
-    old_key, new_key = f"ssd/{im}-old.tflite", f"ssd/{im}-new.tflite"
-    new = tmp_path / "new.tflite"
-    new.write_bytes((MODELS / CPU_MODEL).read_bytes() + b"\0" * 16)
-    new_sha = hashlib.sha256(new.read_bytes()).hexdigest()
-    client = boto3.client(
-        "s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
-    )
-    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=old_key, Body=(MODELS / CPU_MODEL).read_bytes())
-    await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=new_key, Body=new.read_bytes())
-    spec = {"stage": "production", "model": {"s3": f"s3://{BUCKET}/{old_key}", "sha256": CPU_SHA}}
-    body = {"apiVersion": API, "kind": "InferenceModel",
-            "metadata": {"name": im, "annotations": {"korall.io/requested-by": ADMIN}}, "spec": spec}  # fmt: skip
-    await kube.create(API, "inferencemodels", ns, body)
-    job = await eventually(lambda: running_validation(kube, ns, im, CPU_SHA), timeout=30)
-    await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
-    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
-    await approve(cluster, im, CPU_SHA, approver, ns)
-    await serving(cluster, kube, ns, im, CPU_SHA)
-
-    change = {"spec": {"model": {"s3": f"s3://{BUCKET}/{new_key}", "sha256": new_sha}}}
-    await kube.merge_patch(API, "inferencemodels", ns, im, change)
-    job = await eventually(lambda: running_validation(kube, ns, im, new_sha), timeout=30)
+    two = await _second_model_validating(cluster, kube, s3, nodes, approver, tmp_path, im)
+    client, new_key, new, new_sha, job = two.client, two.new_key, two.new, two.new_sha, two.job
     await end_validation(cluster, nodes, kube, ns, job, validator_result(new, new_sha))
     await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
     await asyncio.to_thread(client.delete_object, Bucket=BUCKET, Key=new_key)
