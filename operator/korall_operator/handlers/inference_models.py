@@ -47,10 +47,10 @@ from korall_operator.handlers.model_links import LinkUnavailable, ensure_link, l
 from korall_operator.handlers.promotion import Gated, gate, write_gated, write_held
 from korall_operator.k8s import ApiError
 from korall_operator.manifests import build_vision_deployment, build_vision_service, pod_template_hash
+from korall_operator.spec_checks import check_vision_spec
 from korall_operator.specs import (
     CaptureProfileSpec,
     SpecError,
-    check_vision_spec,
     parse_capture_profile,
     parse_inference_model,
 )

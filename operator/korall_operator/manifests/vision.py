@@ -34,7 +34,8 @@ from korall_operator.manifests.pod import (
 )
 from korall_operator.manifests.validation import self_test_wiring
 from korall_operator.settings import OperatorSettings
-from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec, check_vision_spec
+from korall_operator.spec_checks import check_vision_spec
+from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec
 
 
 def model_sha256(model: InferenceModelSpec, settings: OperatorSettings) -> str | None:
