@@ -109,9 +109,13 @@ def test_bad_queries_get_the_json_error_shape(scene_wav: tuple[Path, Scene]) -> 
             resp = client.get("/events", params=params)
             assert resp.status_code == 422, params
             assert resp.json()["error"]["code"] == "invalid_input"
+        # The stream and its place among live clients both read `type`: its error is said once, not twice.
+        stream = client.get("/events/stream", params={"type": "bogus"})
+        assert stream.status_code == 422
+        assert stream.json()["error"]["message"] == "query.type.0: Input should be 'silence', 'speech' or 'loud_noise'"
         missing = client.get("/nope")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-        assert 'korall_audio_http_errors_total{code="invalid_input"} 4.0' in client.get("/metrics").text
+        assert 'korall_audio_http_errors_total{code="invalid_input"} 5.0' in client.get("/metrics").text
 
 
 def test_a_missing_device_is_an_error_state_not_a_crash() -> None:

@@ -156,10 +156,10 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[str], None] | None 
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
+        parts: dict[str, None] = {}  # ordered and once each: a parameter shared with a dependency fails twice
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()))
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            parts[f"{where}: {err.get('msg', 'invalid')}"] = None
         return respond(request, 422, InvalidInput.code, "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
