@@ -61,6 +61,21 @@ def test_multipart_upload(client: TestClient, jpegs: dict[str, bytes]) -> None:
     assert r.json()["detections"][0]["label"] == "cup"
 
 
+def test_multipart_with_a_preamble_and_an_epilogue(client: TestClient, jpegs: dict[str, bytes]) -> None:
+    """RFC 2046 lets a multipart body start with text before its first delimiter and end with text after the
+    last; both are ignored (python-multipart alone refuses a preamble)."""
+    part = b'--XYZ\r\nContent-Disposition: form-data; name="file"; filename="c.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    body = b"This is a multi-part message in MIME format.\r\n" + part + jpegs["coffee"] + b"\r\n--XYZ--\r\nbye\r\n"
+    r = client.post("/infer", content=body, headers={"content-type": "multipart/form-data; boundary=XYZ"})
+    assert r.status_code == 200, r.text
+    assert r.json()["detections"][0]["label"] == "cup"
+    # A preamble with no delimiter after it is still no multipart body.
+    bad = client.post(
+        "/infer", content=b"preamble only\r\n--XY", headers={"content-type": "multipart/form-data; boundary=XYZ"}
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+
+
 def test_score_and_topk_overrides(client: TestClient, jpegs: dict[str, bytes]) -> None:
     many = client.post("/infer?score_th=0.1&topk=20", content=jpegs["coffee"]).json()["detections"]
     assert len(many) > 2

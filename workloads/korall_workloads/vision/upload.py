@@ -188,8 +188,19 @@ async def _read_multipart(body: bytes, boundary: bytes) -> bytes:
     return part.data
 
 
+def _without_preamble(body: bytes, boundary: bytes) -> bytes:
+    """`body` from its first delimiter on: RFC 2046 allows text before it (a preamble, which mail clients write),
+    and python-multipart refuses one. Without a delimiter the body is left as it is, for the parser to refuse."""
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        return body
+    at = body.find(b"\r\n" + delimiter)
+    return body[at + 2 :] if at >= 0 else body
+
+
 def _parse_multipart(body: bytes, boundary: bytes) -> _FilePart:
     part = _FilePart()
+    body = _without_preamble(body, boundary)
     try:
         parser = MultipartParser(
             boundary,
