@@ -4,7 +4,8 @@ Settings that matter for a long-running operator (see docs/operator-runtime.md):
 - watch timeouts: the server ends every watch after `watch_server_timeout_s` and the client gives up on a silent
   one after `watch_client_timeout_s`, so a watch stalled by a dead connection or a proxy is always renewed;
 - progress and diff-base in `kopf.korall.io/` annotations (not `status.kopf`), so the status holds only our fields;
-- only warnings and errors of kopf's own log become Events; our Normal Events are posted explicitly;
+- kopf's log lines never become Events (it would post a new Event for each retry of a temporary error); korall
+  posts its own, aggregated (events.py), and says a retried failure once, in a condition and one Warning;
 - no finalizers are needed (no delete handlers), so deleting a CR never waits for the operator;
 - three background tasks, started here and stopped at cleanup: the resync loop (resync.py), the re-signing of
   s3 models' links (model_links.py) and the alerting (alerting/service.py: alert mails from the resources'
@@ -61,7 +62,7 @@ def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None
     settings.watching.server_timeout = korall.watch_server_timeout_s
     settings.watching.client_timeout = korall.watch_client_timeout_s
     settings.watching.connect_timeout = korall.watch_connect_timeout_s
-    settings.posting.level = logging.WARNING
+    settings.posting.loggers = False  # kopf's default since 1.44; explicit, as the module docstring says why
     # One namespace: kopf would otherwise list and watch all namespaces to match its namespace patterns, which a
     # namespaced install is not allowed to (a 403 retried for about a minute, with nothing reconciled meanwhile).
     # Cluster-wide, scanning stays on, so that CRDs installed after the operator are still picked up.
