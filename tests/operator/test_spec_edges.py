@@ -148,3 +148,32 @@ async def test_the_largest_spec_the_crds_admit_is_handled_once_and_served(
     assert pod["nodeSelector"].items() >= LARGEST_NODE_SELECTOR.items()
     requests = pod["containers"][0]["resources"]["requests"]
     assert {k: str(v) for k, v in requests.items()} == {k: str(v) for k, v in LARGEST_RESOURCES.items()}
+
+
+async def test_a_large_note_of_the_users_own_is_not_recorded_again_by_kopf(
+    cluster: Cluster, kube: ClusterClient, operator: Any
+) -> None:
+    """A 150 KB annotation of a team's own (the API server takes 256 KB of annotations per object): kopf's record
+    of the handled CR holds only korall's labels and annotations, so it still fits beside the note. Recorded again
+    there, the note made the record too large to write, and kopf retried the CR for ever (on the real tier; the
+    emulator checks no size, so there the record is read)."""
+    ns, name = cluster.namespace, _name("noted")
+    note = "n" * 150_000
+    body = {
+        "apiVersion": API,
+        "kind": "InferenceModel",
+        "metadata": {"name": name, "annotations": {"example.com/notes": note}, "labels": {"team": "yard"}},
+        "spec": {"model": {"file": CPU_MODEL}},
+    }
+    await kube.create(API, "inferencemodels", ns, body)
+
+    async def recorded() -> str:
+        im = await get_im(kube, ns, name)
+        assert (im.get("status") or {}).get("observedGeneration") == 1, im.get("status")
+        record = (im["metadata"].get("annotations") or {}).get(f"{KOPF_PREFIX}/last-handled-configuration")
+        assert record is not None, "kopf has not recorded the handled spec"
+        return str(record)
+
+    record = await eventually(recorded, timeout=30)
+    assert CPU_MODEL in record and note not in record and "team" not in record
+    assert await kube.get("apps/v1", "deployments", ns, child_name(name, "vision")) is not None

@@ -36,6 +36,8 @@ from korall_operator.settings import OperatorSettings
 KOPF_PREFIX = f"kopf.{API_GROUP}"
 """kopf's own annotations (progress, diff-base, `kopf-managed`). Not `korall.io/` itself: kopf leaves every
 annotation under a prefix it manages out of the diff, and `korall.io/capture-profile-seen` must be seen."""
+KORALL_KEYS = f"{API_GROUP}/"
+"""The labels and annotations of a CR that its handlers read, and so the only ones in kopf's record of it."""
 
 
 class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -44,17 +46,29 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     kopf builds an object's essence (spec, labels, annotations) on every watch event of a resource with change
     handlers, by deep-copying the whole body and then dropping its status and most of its metadata. An
     InferenceModel's status (conditions, catalog, validations, history) and managedFields are most of it: that copy
-    was a tenth of the operator's CPU on a real cluster. This hands kopf the body without them; the essence is the
-    same (tests/operator/test_lifecycle.py compares the two).
+    was a tenth of the operator's CPU on a real cluster. This hands kopf the body without them.
+
+    Of the labels and annotations, only korall's own (`korall.io/...`) are kept: they are the only ones the
+    handlers read (a requester, a poke). kopf records the essence in an annotation of the CR, and the API server
+    takes at most 256 KB of annotations per object: a CR's other labels and annotations (a team's notes, another
+    tool's records; kopf itself leaves out only kubectl's last-applied copy) were recorded a second time, and a
+    150 KB note made the record too large to write, so kopf retried the CR for ever. A change of them no longer
+    runs the handlers, which never read them. Otherwise the essence is kopf's (tests/operator/test_lifecycle.py).
     """
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
         if extra_fields:  # a handler watches fields outside the spec: kopf's own way
             return super().build(body=body, extra_fields=extra_fields)
         meta = body.get("metadata") or {}
-        kept = {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta}
+        kept: dict[str, Any] = {k: _korall_only(meta[k]) for k in ("labels", "annotations") if meta.get(k)}
+        if "ownerReferences" in meta:
+            kept["ownerReferences"] = meta["ownerReferences"]
         lean = {**{k: v for k, v in body.items() if k not in ("status", "metadata")}, "metadata": kept}
         return super().build(body=kopf.Body(cast(kopf.RawBody, lean)))
+
+
+def _korall_only(keys: Any) -> dict[str, Any]:
+    return {k: v for k, v in keys.items() if k.startswith(KORALL_KEYS)}
 
 
 def configure(settings: kopf.OperatorSettings, korall: OperatorSettings) -> None:
