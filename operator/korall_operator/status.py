@@ -173,6 +173,11 @@ def _rollout_fields(
         ready = _condition(READY, False, rollout.failure.reason, rollout.failure.message, previous, generation)
         progressing = _condition(PROGRESSING, False, rollout.failure.reason, progress, previous, generation)
         degraded = _condition(DEGRADED, True, rollout.failure.reason, rollout.failure.message, previous, generation)
+    elif rollout.complete and rollout.desired == 0:  # ready as a Deployment of 0 replicas is Available: on purpose
+        message = "replicas is 0: no pod runs" + (f"; {rollout.model} runs once it is raised" if rollout.model else "")
+        ready = _condition(READY, True, "ScaledToZero", message, previous, generation)
+        progressing = _condition(PROGRESSING, False, "RolloutComplete", progress, previous, generation)
+        degraded = _condition(DEGRADED, False, "AsExpected", f"the {noun} is scaled to zero", previous, generation)
     elif rollout.complete:
         message = f"{progress}" + (f"; serving {rollout.model}" if rollout.model else "")
         ready = _condition(READY, True, "Available", message, previous, generation)

@@ -42,6 +42,18 @@ def test_ready_needs_the_expected_template_observed_and_all_replicas_ready() -> 
         assert "activeModel" not in got
 
 
+def test_zero_replicas_is_ready_and_says_no_pod_runs() -> None:
+    """Ready as a Deployment of 0 replicas is Available (nothing is wrong, nothing to wait for), but the message
+    must not claim that a model serves."""
+    scaled = deployment(observedGeneration=2, updatedReplicas=0, readyReplicas=0, replicas=0)
+    scaled["spec"]["replicas"] = 0
+    status = st.reconciled_status(generation=5, expected_hash="h1", deployment=scaled, previous=None)
+    assert conds(status)[st.READY] == ("True", "ScaledToZero")
+    assert conds(status)[st.DEGRADED] == ("False", "AsExpected")
+    ready = next(c for c in status["conditions"] if c["type"] == st.READY)
+    assert ready["message"].startswith("replicas is 0: no pod runs") and "serving" not in ready["message"]
+
+
 def test_progress_deadline_is_degraded() -> None:
     stuck = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "timed out"}
     got = st.reconciled_status(
