@@ -171,6 +171,27 @@ async def test_ready_deployment_gives_ready_condition(cluster: Cluster, kube: Cl
     await eventually(lambda: has_event(kube, ns, name, "RolloutComplete"))
 
 
+async def test_zero_replicas_is_ready_and_says_no_pod_runs(cluster: Cluster, kube: ClusterClient) -> None:
+    """On the real tier the Deployment controller observes the Deployment of 0 replicas; on the emulator the test
+    plays it."""
+    ns, name = cluster.namespace, _name("zero")
+    await kube.create(API, "inferencemodels", ns, inference_model(name, replicas=0))
+    deployment = await eventually(lambda: vision_deployment(kube, ns, name))
+    assert deployment["spec"]["replicas"] == 0
+    if cluster.is_emulated:
+        await _write_deployment_status(kube, ns, deployment, observedGeneration=deployment["metadata"]["generation"])
+
+    async def scaled_to_zero() -> dict[str, Any]:
+        got = await get_im(kube, ns, name)
+        assert cond(got, "Ready")["status"] == "True", got.get("status")
+        return got
+
+    im = await eventually(scaled_to_zero, timeout=30)
+    assert cond(im, "Ready")["reason"] == "ScaledToZero"
+    assert cond(im, "Ready")["message"].startswith("replicas is 0: no pod runs"), cond(im, "Ready")
+    assert cond(im, "Degraded")["status"] == "False" and im["status"]["readyReplicas"] == 0
+
+
 async def test_failed_rollout_gives_degraded(cluster: Cluster, kube: ClusterClient) -> None:
     emulator_only(cluster, "the test writes a ProgressDeadlineExceeded Deployment condition")
     ns, name = cluster.namespace, _name("stuck")
