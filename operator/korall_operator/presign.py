@@ -12,7 +12,7 @@ process leads at a time under kopf's peering) and counts every outcome in promet
 `check_object` is the one call that talks to S3: a HEAD with the operator's credentials, so that wrong
 credentials or a missing object become a clear condition before any pod is made.
 
-Not wired into the handlers yet: see docs/model-delivery.md, "How it fits".
+When to sign, and when a link signed before is reused, is the handlers' business (handlers/model_links.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Production models from S3: the validation Job gets a link of its own, and the serving model keeps its link.
+"""Production models from S3: the validation Job gets a link of its own, and the serving model keeps its link; and
+a model's link is reused by its reconciles while it is fresh (these links live 600 s, the default).
 
 The S3 store is moto's server, the operator signs with boto3 (the fixtures of test_model_delivery.py). The Job's
 link, from the Secret the operator writes for it (owned by the Job), is followed by the real downloader
@@ -41,10 +42,26 @@ from catalog_helpers import (
 )
 from catalog_helpers import name as new_name
 from cluster_helpers import API, Cluster, ClusterClient, eventually, running_operator
-from korall_operator.manifests import LINK_KEY, link_secret_name
+from korall_operator.manifests import (
+    LINK_CREDENTIALS_ANNOTATION,
+    LINK_EXPIRES_ANNOTATION,
+    LINK_KEY,
+    LINK_OBJECT_ANNOTATION,
+    link_secret_name,
+)
 from korall_operator.manifests.validation import validation_link_secret
 from test_catalog import approver, nodes  # noqa: F401  (fixtures)
-from test_model_delivery import BUCKET, CREDENTIALS_NAMESPACE, KEY, credentials, s3  # noqa: F401  (fixtures)
+from test_model_delivery import (  # noqa: F401  (fixtures)
+    BUCKET,
+    CREDENTIALS_NAMESPACE,
+    KEY,
+    SHA,
+    credentials,
+    link_of,
+    reconciled,
+    s3,
+    signings,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -242,3 +259,55 @@ async def test_an_admitted_model_whose_object_is_gone_is_warned_of_once_and_roll
     await asyncio.to_thread(client.put_object, Bucket=BUCKET, Key=new_key, Body=new.read_bytes())
     back = await serving(cluster, kube, ns, im, new_sha)  # asked again each round: it rolls out once it can
     assert cond(back, "Promoted")["status"] == "True"
+
+
+async def test_a_burst_of_reconciles_reuses_the_link_and_a_new_object_or_new_keys_are_signed_at_once(
+    cluster: Cluster,
+    kube: ClusterClient,
+    s3: str,  # noqa: F811
+    credentials: str,  # noqa: F811
+    signings: list[tuple[str, str, float]],  # noqa: F811
+) -> None:
+    """Eight reconciles of one model in a few seconds (spec edits that leave its model alone), more than
+    linkRatePerModel (6 a minute) allows signings: one signing, the same link throughout, no LinkRateLimited. Then
+    another object, another credentials Secret and rotated keys in that Secret are each signed at the reconcile that
+    sees them (the operator does not watch Secrets: the spec edit after the rotation is that reconcile)."""
+    ns, name = cluster.namespace, new_name("burst")
+    ours = lambda: [s[1] for s in signings if s[0] == f"{ns}/{name}"]  # noqa: E731
+    body = {"apiVersion": API, "kind": "InferenceModel", "metadata": {"name": name},
+            "spec": {"replicas": 0, "model": {"s3": f"s3://{BUCKET}/{KEY}", "sha256": SHA}}}  # fmt: skip
+    await kube.create(API, "inferencemodels", ns, body)
+    first = await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    for i in range(8):
+        im = await reconciled(kube, ns, name, {"scoreThreshold": 0.41 + i / 100})
+        assert cond(im, "Degraded")["status"] == "False", im["status"]
+    assert ours() == [f"s3://{BUCKET}/{KEY}"]
+    assert await link_of(kube, ns, name) == first
+    assert "LinkRateLimited" not in await events_of(kube, ns, name)
+    secret = await kube.get("v1", "secrets", ns, link_secret_name(name))
+    assert secret is not None
+    assert secret["metadata"]["annotations"][LINK_OBJECT_ANNOTATION] == f"s3://{BUCKET}/{KEY}"
+    assert secret["metadata"]["annotations"][LINK_CREDENTIALS_ANNOTATION] == f"{CREDENTIALS_NAMESPACE}/{credentials}"
+    assert secret["metadata"]["annotations"][LINK_EXPIRES_ANNOTATION] == im["status"]["modelLink"]["expiresAt"]
+
+    other = f"ssd/{name}.tflite"
+    store = boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="k",
+                         aws_secret_access_key="s")  # fmt: skip
+    await asyncio.to_thread(store.copy_object, Bucket=BUCKET, Key=other, CopySource={"Bucket": BUCKET, "Key": KEY})
+    await reconciled(kube, ns, name, {"model": {"s3": f"s3://{BUCKET}/{other}"}})
+    assert f"/{BUCKET}/{other}?" in await link_of(kube, ns, name)
+
+    keys = f"keys-{name}"
+    data = {"AWS_ACCESS_KEY_ID": "other-key", "AWS_SECRET_ACCESS_KEY": "other-secret"}
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    await kube.create("v1", "secrets", CREDENTIALS_NAMESPACE, {"metadata": {"name": keys}, "data": encoded})
+    try:
+        await reconciled(kube, ns, name, {"model": {"s3Credentials": keys}})
+        assert "X-Amz-Credential=other-key%2F" in await link_of(kube, ns, name)
+        rotated = {"AWS_ACCESS_KEY_ID": base64.b64encode(b"rotated-key").decode()}
+        await kube.merge_patch("v1", "secrets", CREDENTIALS_NAMESPACE, keys, {"data": rotated})
+        await reconciled(kube, ns, name, {"scoreThreshold": 0.5})
+        assert "X-Amz-Credential=rotated-key%2F" in await link_of(kube, ns, name)
+    finally:
+        await kube.delete("v1", "secrets", CREDENTIALS_NAMESPACE, keys)
+    assert ours() == [f"s3://{BUCKET}/{KEY}"] + [f"s3://{BUCKET}/{other}"] * 3

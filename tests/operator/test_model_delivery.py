@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,36 @@ def operator(cluster: Cluster, s3: str, credentials: str) -> Iterator[Any]:
     }
     with running_operator(cluster.namespace, cluster.operator_kubeconfig or cluster.kubeconfig, env=env) as runner:
         yield runner
+
+
+@pytest.fixture
+def signings(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]:
+    """Every link the operator signs during the test, as (model, s3 URI, when): the real LinkIssuer.issue, watched
+    (the operator runs in this process). A link reused costs no signing, so it is not here."""
+    from korall_operator.presign import LinkIssuer
+
+    seen: list[tuple[str, str, float]] = []
+    issue = LinkIssuer.issue
+
+    def watched(self: LinkIssuer, model: str, s3_uri: str, credentials: Any) -> Any:
+        link = issue(self, model, s3_uri, credentials)
+        seen.append((model, s3_uri, time.time()))
+        return link
+
+    monkeypatch.setattr(LinkIssuer, "issue", watched)
+    return seen
+
+
+async def reconciled(kube: ClusterClient, ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The model once the operator has reconciled this change of its spec (status.observedGeneration)."""
+    generation = (await kube.merge_patch(API, "inferencemodels", ns, name, {"spec": spec}))["metadata"]["generation"]
+
+    async def seen() -> dict[str, Any]:
+        im = await kube.get(API, "inferencemodels", ns, name)
+        assert im is not None and (im.get("status") or {}).get("observedGeneration") == generation, im
+        return im
+
+    return await eventually(seen, timeout=30)
 
 
 def s3_model(name: str, **model: Any) -> dict[str, Any]:
@@ -309,15 +340,15 @@ async def test_a_renewal_cannot_put_back_the_link_of_the_object_the_spec_left(
     held, release, renewals = threading.Event(), threading.Event(), []
     sign = model_links.ensure_link
 
-    async def held_renewal(korall: Any, body: Any, model: Any, *, check: bool) -> dict[str, Any]:
+    async def held_renewal(korall: Any, body: Any, model: Any, **how: bool) -> dict[str, Any]:
         if body["metadata"]["name"] != name:
-            return await sign(korall, body, model, check=check)
+            return await sign(korall, body, model, **how)
         renewals.append(model.model.s3)
         if len(renewals) > 1:
             return {"modelLink": None}  # skipped: the renewal round takes it for a model that left S3
         held.set()
         await asyncio.to_thread(release.wait, 30)
-        return await sign(korall, body, model, check=check)
+        return await sign(korall, body, model, **how)
 
     await kube.create(API, "inferencemodels", ns, s3_model(name))
     await eventually(lambda: link_of(kube, ns, name), timeout=30)
@@ -337,3 +368,39 @@ async def test_a_renewal_cannot_put_back_the_link_of_the_object_the_spec_left(
     await asyncio.sleep(2)  # whatever the held renewal was still to write has been written
     assert renewals[0] == f"s3://{BUCKET}/{KEY}"
     assert f"/{BUCKET}/{other}?" in await link_of(kube, ns, name), "the renewal put the old object's link back"
+
+
+async def test_a_reconcile_reuses_a_fresh_link_and_signs_anew_once_half_its_lifetime_is_gone(
+    cluster: Cluster, kube: ClusterClient, signings: list[tuple[str, str, float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only reconciles sign this model's link here: the renewal task's call is patched away for it (as in the test
+    above; the reconcile's own call is not patched). A reconcile within half the link's lifetime (5 s of 10) writes
+    the link signed first; one after that signs a new one, by the rule the renewal task signs by."""
+    from korall_operator.handlers import model_links
+
+    ns, name = cluster.namespace, f"reuse-{secrets.token_hex(2)}"
+    renew = model_links.ensure_link
+
+    async def no_renewal(korall: Any, body: Any, model: Any, **how: bool) -> dict[str, Any]:
+        if body["metadata"]["name"] == name:
+            return {"modelLink": None}  # skipped: the renewal round takes it for a model that left S3
+        return await renew(korall, body, model, **how)
+
+    monkeypatch.setattr(model_links, "ensure_link", no_renewal)
+    body = s3_model(name)
+    body["spec"]["replicas"] = 0  # no pods: only the link matters
+    await kube.create(API, "inferencemodels", ns, body)
+    first = await eventually(lambda: link_of(kube, ns, name), timeout=30)
+    first_expiry = (await reconciled(kube, ns, name, {}))["status"]["modelLink"]["expiresAt"]  # no change: its status
+    ours = [s for s in signings if s[0] == f"{ns}/{name}"]
+    assert len(ours) == 1, ours
+    await reconciled(kube, ns, name, {"scoreThreshold": 0.41})
+    assert await link_of(kube, ns, name) == first
+    assert [s for s in signings if s[0] == f"{ns}/{name}"] == ours, "a fresh link was signed again"
+
+    await asyncio.sleep(max(0.0, ours[0][2] + 5.5 - time.time()))  # past half the link's lifetime
+    im = await reconciled(kube, ns, name, {"scoreThreshold": 0.42})
+    again = [s for s in signings if s[0] == f"{ns}/{name}"]
+    assert len(again) == 2, again
+    assert await link_of(kube, ns, name) != first
+    assert im["status"]["modelLink"]["expiresAt"] > first_expiry, "the status still shows the first link"

@@ -51,6 +51,8 @@ class State:
     events: EventRecorder = field(init=False)
     link_issuer: Any = None
     """presign.LinkIssuer, made on the first s3 model (handlers/model_links.py): boto3 is imported then only."""
+    issued_links: Any = None
+    """model_links.IssuedLinks: the link signed last for each s3 model, reused while fresh; made on first use."""
 
     def __post_init__(self) -> None:
         self.events = EventRecorder(self.kube)

@@ -139,7 +139,7 @@ async def _reconcile(
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
         # An s3 model's link Secret exists before the pod that mounts it (model_links.py).
-        seen.update(await ensure_link(korall, body, model, check=True))
+        seen.update(await ensure_link(korall, body, model, check=True, reuse=True))
         applied = await apply_children(korall.kube, "vision Deployment or Service", service, deployment)
     except NamespaceGoing:
         logger.info(f"namespace {namespace} is being deleted; nothing to reconcile")

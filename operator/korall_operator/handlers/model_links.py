@@ -3,9 +3,11 @@
 The reconcile handler calls `ensure_link` before it applies the Deployment (so the pod finds its link Secret):
 it reads the credentials Secret in the operator's own namespace (the only Secret the operator reads), checks the
 object exists (a HEAD: wrong credentials or a missing object become a clear condition before any pod is made),
-signs a GET link and writes it into the model's link Secret. One task for the operator (`keep_links_fresh`)
-signs each link again once half its lifetime is gone: a pod that restarts, or is rescheduled an hour
-later, reads a valid link. Issuance is rate-limited per model and overall (presign.LinkIssuer, `limits`).
+and writes a GET link into the model's link Secret: the link it signed last for the same source while more than
+half its lifetime is left (`IssuedLinks`), else a new one. One task for the operator (`keep_links_fresh`) signs
+each link again once half its lifetime is gone (`RENEW_AT`, the same rule): a pod that restarts, or is
+rescheduled an hour later, reads a valid link. Signing is rate-limited per model and overall (presign.LinkIssuer,
+`limits`); a reused link costs none of it, so a burst of reconciles of one model is never `LinkRateLimited`.
 
 boto3 is imported on the first s3 model only (presign.py): an operator without S3 models does not pay its
 memory (about 40 MB).
@@ -20,7 +22,7 @@ import datetime
 import fnmatch
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -31,7 +33,16 @@ from korall_operator.handlers._common import API, INFERENCE_MODELS, State, trans
 from korall_operator.handlers._status_writes import write_status
 from korall_operator.handlers.indexes import Indexes
 from korall_operator.k8s import ApiError
-from korall_operator.manifests import LINK_KEY, link_secret_name, owner_reference, workload_labels
+from korall_operator.link_reuse import RENEW_AT, IssuedLinks, LinkSource
+from korall_operator.manifests import (
+    LINK_CREDENTIALS_ANNOTATION,
+    LINK_EXPIRES_ANNOTATION,
+    LINK_KEY,
+    LINK_OBJECT_ANNOTATION,
+    link_secret_name,
+    owner_reference,
+    workload_labels,
+)
 from korall_operator.specs import InferenceModelSpec, SpecError, parse_inference_model
 
 if TYPE_CHECKING:
@@ -84,8 +95,16 @@ def issuer(korall: State) -> LinkIssuer:
     return korall.link_issuer
 
 
-async def credentials(korall: State, model: InferenceModelSpec) -> tuple[S3Credentials, list[str]]:
-    """The model's S3 credentials from the Secret in the operator's namespace, and its allowed patterns."""
+def issued_links(korall: State) -> IssuedLinks:
+    """The operator's links signed last (link_reuse.py), made on first use."""
+    if korall.issued_links is None:
+        korall.issued_links = IssuedLinks()
+    return korall.issued_links
+
+
+async def credentials(korall: State, model: InferenceModelSpec) -> tuple[S3Credentials, list[str], str]:
+    """The model's S3 credentials from the Secret in the operator's namespace, its allowed patterns, and the
+    Secret's namespace/name."""
     from korall_operator.presign import PresignError, credentials_from_secret
 
     name = model.model.s3_credentials or korall.settings.s3_credentials_secret
@@ -100,22 +119,55 @@ async def credentials(korall: State, model: InferenceModelSpec) -> tuple[S3Crede
     except PresignError as e:  # keys missing or unusable: tried again until the Secret is fixed
         raise LinkUnavailable(SpecError(e.reason, e.message), korall.settings.link_retry_s) from e
     allowed = base64.b64decode(data[ALLOWED_KEY]).decode() if ALLOWED_KEY in data else ""
-    return creds, [p.strip() for p in allowed.split(",") if p.strip()]
+    return creds, [p.strip() for p in allowed.split(",") if p.strip()], where
 
 
-async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool) -> dict:
-    """Sign a link for an s3 model and write its Secret; returns the status fields: `modelLink`, None for a model
-    that is not in S3 (one that left S3 loses its link in the status, and the renewal task stops looking at it).
-    `check`: HEAD the object first (on a spec change, not on a re-sign).
+async def ensure_link(
+    korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool, reuse: bool
+) -> dict:
+    """Write an s3 model's link into its Secret; returns the status fields: `modelLink`, None for a model that is
+    not in S3 (one that left S3 loses its link in the status, and the renewal task stops looking at it).
+
+    `check`: HEAD the object first. A reconcile does, also when it reuses the link: what people expect of
+    `kubectl get im` is that a deleted object or refused keys show as Degraded at the model's next reconcile, not
+    only at the next signing (up to half the link's lifetime later) or when a pod fails to download. A HEAD is one
+    S3 request, not a signing: it costs no rate-limit budget. A renewal does not: it only replaces a link that its
+    reconcile checked.
+
+    `reuse`: keep the link signed last for the same `LinkSource` while more than `RENEW_AT` of its lifetime is left
+    (a reconcile); the renewal task asks at `RENEW_AT` and signs anew. A changed spec (object, credentials Secret)
+    or rotated keys in the Secret (read at every reconcile) are another source: signed anew at once. Keys rotated
+    while no reconcile runs are used from the next renewal on, at most half a lifetime later (the operator does
+    not watch Secrets); a link signed with the old keys stays valid until it expires unless those keys are revoked,
+    in which case the downloader retries as soon as the Secret holds the new link.
+    The link Secret is applied either way: one its owner deleted or changed by hand is put back.
 
     Raises SpecError (Degraded until the spec changes), LinkUnavailable (retried: time or a fix of the credentials
     Secret may clear it), ApiError.
     """
-    link = await signed_link(korall, body, model, check=check)
-    if link is None:
-        return {"modelLink": None}
     meta = body["metadata"]
-    secret = link_secret(body, link_secret_name(meta["name"]), {LINK_KEY: link.url}, korall.settings.vision_image)
+    key = (meta["namespace"], meta["name"])
+    links = issued_links(korall)
+    uri = model.model.s3
+    if uri is None:
+        links.forget(key)
+        return {"modelLink": None}
+    creds, where = await _allowed_credentials(korall, model, uri)
+    if check:
+        await _presign(korall, lambda s: s.check_object(uri, creds))
+    source, now = LinkSource(uri, where, creds), time.time()
+    link = links.reusable(key, meta["uid"], source, now) if reuse else None
+    if link is None:
+        link = await _presign(korall, lambda s: s.issue(f"{key[0]}/{key[1]}", uri, creds))
+        links.remember(key, meta["uid"], source, link, now)
+    annotations = {
+        LINK_OBJECT_ANNOTATION: uri,
+        LINK_CREDENTIALS_ANNOTATION: where,
+        LINK_EXPIRES_ANNOTATION: _iso(link.expires_at),
+    }
+    secret = link_secret(
+        body, link_secret_name(meta["name"]), {LINK_KEY: link.url}, korall.settings.vision_image, annotations
+    )
     await korall.kube.apply(secret)
     return {"modelLink": {"issuedAt": _iso(link.issued_at), "expiresAt": _iso(link.expires_at)}}
 
@@ -123,26 +175,38 @@ async def ensure_link(korall: State, body: Mapping[str, Any], model: InferenceMo
 async def signed_link(
     korall: State, body: Mapping[str, Any], model: InferenceModelSpec, *, check: bool, purpose: str = ""
 ) -> Any:
-    """A presigned link (presign.Link) of an s3 model, or None for a model that is not in S3; see ensure_link.
+    """A new presigned link (presign.Link) of an s3 model, or None for a model that is not in S3; see ensure_link.
     `purpose` (a validation Job) counts its links apart from the serving model's in the per-model rate limit."""
     uri = model.model.s3
     if uri is None:
         return None
-    from korall_operator.presign import PresignError
-
     meta = body["metadata"]
-    creds, allowed = await credentials(korall, model)
+    creds, _ = await _allowed_credentials(korall, model, uri)
+    if check:
+        await _presign(korall, lambda s: s.check_object(uri, creds))
+    key = f"{meta['namespace']}/{meta['name']}" + (f"/{purpose}" if purpose else "")
+    return await _presign(korall, lambda s: s.issue(key, uri, creds))
+
+
+async def _allowed_credentials(korall: State, model: InferenceModelSpec, uri: str) -> tuple[S3Credentials, str]:
+    """The model's credentials and their Secret's namespace/name; S3ObjectNotAllowed when the Secret's
+    KORALL_S3_ALLOWED patterns leave `uri` out."""
+    creds, allowed, where = await credentials(korall, model)
     if allowed and not any(fnmatch.fnmatchcase(uri, pattern) for pattern in allowed):
         raise SpecError(
             "S3ObjectNotAllowed",
             f"{uri} is outside what its credentials Secret allows ({ALLOWED_KEY}: {', '.join(allowed)})",
         )
+    return creds, where
+
+
+async def _presign(korall: State, call: Callable[[LinkIssuer], Any]) -> Any:
+    """`call` (a HEAD or a signing) on a worker thread, its PresignError as SpecError or LinkUnavailable."""
+    from korall_operator.presign import PresignError
+
     links = issuer(korall)
     try:
-        if check:
-            await asyncio.to_thread(links.check_object, uri, creds)
-        key = f"{meta['namespace']}/{meta['name']}" + (f"/{purpose}" if purpose else "")
-        return await asyncio.to_thread(links.issue, key, uri, creds)
+        return await asyncio.to_thread(call, links)
     except PresignError as e:
         failure = SpecError(e.reason, e.message)
         if e.temporary:
@@ -152,8 +216,15 @@ async def signed_link(
         raise failure from e
 
 
-def link_secret(owner: Mapping[str, Any], name: str, links: Mapping[str, str], image: str) -> dict[str, Any]:
-    """A Secret holding presigned links under the given keys, owned by `owner` (deleted with it)."""
+def link_secret(
+    owner: Mapping[str, Any],
+    name: str,
+    links: Mapping[str, str],
+    image: str,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Secret holding presigned links under the given keys, owned by `owner` (deleted with it). `annotations` say
+    what a person reading the Secret cannot see in a link without decoding it (the operator never reads them)."""
     meta = owner["metadata"]
     parent = meta.get("labels", {}).get("app.kubernetes.io/instance") if owner.get("kind") == "Job" else meta["name"]
     return {
@@ -163,6 +234,7 @@ def link_secret(owner: Mapping[str, Any], name: str, links: Mapping[str, str], i
             "name": name,
             "namespace": meta["namespace"],
             "labels": workload_labels(str(parent or meta["name"]), "vision", image, {}),
+            **({"annotations": dict(annotations)} if annotations else {}),
             "ownerReferences": [owner_reference(owner)],
         },
         "type": "Opaque",
@@ -183,12 +255,12 @@ def _epoch(text: str | None) -> float | None:
 
 
 def renewal_in(status: Mapping[str, Any], now: float) -> float | None:
-    """Seconds until the link should be signed again (half its lifetime), or None when there is no link yet."""
+    """Seconds until the link should be signed again (`RENEW_AT` of its lifetime), or None when there is no link."""
     link = status.get("modelLink") or {}
     issued, expires = _epoch(link.get("issuedAt")), _epoch(link.get("expiresAt"))
     if issued is None or expires is None:
         return None
-    return issued + (expires - issued) / 2 - now
+    return issued + (expires - issued) * RENEW_AT - now
 
 
 def _applied(spec: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,7 +314,7 @@ async def _renew(korall: State, namespace: str, name: str, now: float) -> float:
             if body is None or body["metadata"].get("deletionTimestamp") or (renewal_in(status, now) or 0.0) > 0:
                 return 0.0  # gone, going, or renewed meanwhile (the index lagged, or a reconcile signed it)
             model = parse_inference_model(_applied(body.get("spec") or {}, status))
-            fields = await ensure_link(korall, body, model, check=False)
+            fields = await ensure_link(korall, body, model, check=False, reuse=False)
             if fields["modelLink"] is None:
                 return 0.0  # no longer in S3; the reconcile has taken its link away
             await _write_link_status(korall, body, fields)

@@ -20,7 +20,13 @@ Handlers pass `owner=body`; kopf.adopt is not needed (it would also copy the own
 
 from korall_operator.manifests.audio import build_audio_deployment, build_audio_service
 from korall_operator.manifests.devices import CAMERA_RESOURCES_ANNOTATION
-from korall_operator.manifests.model_delivery import LINK_KEY, link_secret_name
+from korall_operator.manifests.model_delivery import (
+    LINK_CREDENTIALS_ANNOTATION,
+    LINK_EXPIRES_ANNOTATION,
+    LINK_KEY,
+    LINK_OBJECT_ANNOTATION,
+    link_secret_name,
+)
 from korall_operator.manifests.naming import (
     CAPTURE_PROFILE_LABEL,
     INFERENCE_MODEL_LABEL,
@@ -46,7 +52,10 @@ __all__ = [
     "CAMERA_RESOURCES_ANNOTATION",
     "CAPTURE_PROFILE_LABEL",
     "INFERENCE_MODEL_LABEL",
+    "LINK_CREDENTIALS_ANNOTATION",
+    "LINK_EXPIRES_ANNOTATION",
     "LINK_KEY",
+    "LINK_OBJECT_ANNOTATION",
     "MANAGED_BY",
     "MODEL_ANNOTATION",
     "MODEL_SHA256_ANNOTATION",

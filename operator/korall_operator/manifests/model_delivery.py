@@ -34,6 +34,10 @@ from korall_operator.specs import InferenceModelSpec
 
 FETCH_CONTAINER = "model-fetch"
 LINK_KEY = "url"
+# On the link Secret, for people (the operator writes them, never reads them): what its link is signed for, until when.
+LINK_OBJECT_ANNOTATION = "korall.io/link-object"
+LINK_CREDENTIALS_ANNOTATION = "korall.io/link-credentials"
+LINK_EXPIRES_ANNOTATION = "korall.io/link-expires-at"
 LINK_DIR = "/var/run/korall/model-link"
 HEADERS_DIR = "/var/run/korall/model-headers"
 HEADERS_FILE = "headers"
