@@ -395,12 +395,18 @@ async def test_a_reconcile_reuses_a_fresh_link_and_signs_anew_once_half_its_life
     ours = [s for s in signings if s[0] == f"{ns}/{name}"]
     assert len(ours) == 1, ours
     await reconciled(kube, ns, name, {"scoreThreshold": 0.41})
-    assert await link_of(kube, ns, name) == first
-    assert [s for s in signings if s[0] == f"{ns}/{name}"] == ours, "a fresh link was signed again"
+    # Reconciled within half the lifetime, it must reuse. On a machine so loaded that the reconcile came later,
+    # it signed anew (by the same rule), and the rest of the test goes on from that link.
+    reused = time.time() < ours[0][2] + 5.0
+    if reused:
+        assert await link_of(kube, ns, name) == first
+        assert [s for s in signings if s[0] == f"{ns}/{name}"] == ours, "a fresh link was signed again"
+    ours = [s for s in signings if s[0] == f"{ns}/{name}"]
+    first = await link_of(kube, ns, name)
 
-    await asyncio.sleep(max(0.0, ours[0][2] + 5.5 - time.time()))  # past half the link's lifetime
+    await asyncio.sleep(max(0.0, ours[-1][2] + 5.5 - time.time()))  # past half the link's lifetime
     im = await reconciled(kube, ns, name, {"scoreThreshold": 0.42})
     again = [s for s in signings if s[0] == f"{ns}/{name}"]
-    assert len(again) == 2, again
+    assert len(again) == len(ours) + 1, again
     assert await link_of(kube, ns, name) != first
     assert im["status"]["modelLink"]["expiresAt"] > first_expiry, "the status still shows the first link"
