@@ -26,9 +26,11 @@ from catalog_helpers import (
     broken_model,
     cond,
     deployment_sha,
+    end_pod,
     end_validation,
     events_of,
     get_im,
+    job_pod,
     kubectl_korall,
     model_body,
     name,
@@ -317,7 +319,11 @@ async def test_a_model_created_again_waits_for_its_predecessors_validation_job_t
     """An InferenceModel deleted and created again at once finds its predecessor's validation Job under the same
     name (the name holds no uid) until the garbage collector removes it: it must not take that Job for its own (it
     would wait, up to the validation timeout, for a Job about to vanish), but start its own once the old one is
-    gone. A finalizer on the old Job stands in for the collector's lag."""
+    gone. A finalizer on the old Job stands in for the collector's lag.
+
+    Nor does a pod of the old Job speak for the new one: the collector removes a Job before its pods, and a pod that
+    is killed ends Failed. Its controlling owner is the old Job's uid, and the new record takes only its own Job's
+    outcome (a finalizer keeps that pod, bound to no node, as long as the test needs it)."""
     import asyncio
 
     if not cluster.is_emulated:
@@ -327,7 +333,7 @@ async def test_a_model_created_again_waits_for_its_predecessors_validation_job_t
     first = await kube.create(API, "inferencemodels", ns, body)
     await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
     job = await running_validation(kube, ns, im, CPU_SHA)
-    await kube.merge_patch("batch/v1", "jobs", ns, job, {"metadata": {"finalizers": ["example.com/hold"]}})
+    held = await kube.merge_patch("batch/v1", "jobs", ns, job, {"metadata": {"finalizers": ["example.com/hold"]}})
     await kube.delete(API, "inferencemodels", ns, im)
 
     async def old_job_held() -> None:
@@ -353,6 +359,26 @@ async def test_a_model_created_again_waits_for_its_predecessors_validation_job_t
     await eventually(own_job, timeout=30)
     obj = await promoted(kube, ns, im, "PendingValidation")
     assert [r["state"] for r in obj["status"]["validations"]] == ["Running"]
+
+    new_job = await kube.get("batch/v1", "jobs", ns, job)
+    assert new_job is not None
+    leftover = job_pod(new_job, f"{job}-old", job_uid=held["metadata"]["uid"])
+    leftover["metadata"]["finalizers"] = ["example.com/hold"]
+    leftover["spec"] = {**leftover["spec"], "nodeName": "gone-node"}  # no scheduler, and no fake node, touches it
+    await kube.create("v1", "pods", ns, leftover)
+    try:
+        await end_pod(kube, ns, leftover["metadata"]["name"], 143)  # killed: ValidatorCrashed, were it taken
+        await asyncio.sleep(3)  # its event handled, and a round of the resync loop (every 2 s) over the indexes
+        (record,) = (await promoted(kube, ns, im, "PendingValidation"))["status"]["validations"]
+        assert (record["state"], record["job"]) == ("Running", job), record
+
+        await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
+        passed = await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+        (record,) = passed["status"]["validations"]
+        assert (record["state"], record["jobUid"]) == ("Passed", new_job["metadata"]["uid"]), record
+    finally:
+        await kube.merge_patch("v1", "pods", ns, leftover["metadata"]["name"], {"metadata": {"finalizers": None}})
+        await kube.delete("v1", "pods", ns, leftover["metadata"]["name"])
 
 
 async def test_a_validation_whose_job_is_deleted_is_an_error_at_once(

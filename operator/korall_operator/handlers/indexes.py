@@ -128,7 +128,8 @@ async def approvals_by_model(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict
 
 @kopf.index("", "v1", "pods", labels=VALIDATION)
 async def validation_pod_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
-    """(namespace, validation Job) -> how its pod ended; only pods that have ended are kept."""
+    """(namespace, validation Job) -> how its pods ended (each outcome names its Job's uid); only pods that have
+    ended are kept."""
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     job = annotations.get(JOB_ANNOTATION)
@@ -200,20 +201,27 @@ class Indexes:
         """Whether the parent's child Service exists."""
         return first(self.services, parent_key(kind, namespace, name)) is not None
 
-    def validation_outcome(self, namespace: str, job: str) -> Outcome | None:
-        """How a validation Job ended, as its pod (first) or the Job itself says; None while it runs."""
-        return first(self.pod_outcomes, (namespace, job)) or first(self.job_outcomes, (namespace, job))
+    def validation_outcome(self, namespace: str, job: str, job_uid: str = "") -> Outcome | None:
+        """How validation Job `job` ended, as its pod (first) or the Job itself says; None while it runs. With
+        `job_uid`, only that Job's: a pod left over from a predecessor's Job of the same name says nothing of it."""
+        for index in (self.pod_outcomes, self.job_outcomes):
+            found = next((o for o in index.get((namespace, job)) or () if not job_uid or o.job_uid == job_uid), None)
+            if found is not None:
+                return found
+        return None
 
     def validation_job_gone(self, namespace: str, record: ValidationRecord, now: float) -> bool:
         """A Running validation whose Job no longer exists (deleted by someone, or never made) and which has no
         outcome: it will never report. Not before JOB_UNSEEN_GRACE_S after it started (the watch may lag)."""
-        if self.jobs is None or record.state != "Running" or (namespace, record.job) in self.jobs:
+        if self.jobs is None or record.state != "Running":
+            return False
+        if any(record.is_of(uid) for uid in self.jobs.get((namespace, record.job)) or ()):
             return False
         started = epoch(record.started_at)
         return (
             started is not None
             and now > started + JOB_UNSEEN_GRACE_S
-            and not self.validation_outcome(namespace, record.job)
+            and not self.validation_outcome(namespace, record.job, record.job_uid)
         )
 
     def approvals_of(self, namespace: str, model: str) -> list[Approval]:
