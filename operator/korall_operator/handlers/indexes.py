@@ -153,6 +153,30 @@ async def validation_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], st
     return {(str(meta.get("namespace") or ""), str(meta.get("name"))): str(meta.get("uid"))}
 
 
+@dataclass(frozen=True)
+class RunningJob:
+    """A validation Job that has not ended: what is needed to stop it once a newer spec supersedes it."""
+
+    name: str
+    uid: str
+    sha256: str
+
+
+@kopf.index("batch", "v1", "jobs", labels=VALIDATION)
+async def running_validation_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], RunningJob]:
+    """(namespace, owner's uid) -> the validation Jobs of an InferenceModel that run: no Complete or Failed
+    condition, not being deleted."""
+    meta = body.get("metadata") or {}
+    owner = next((str(r.get("uid")) for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ended = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+    if owner is None or ended or meta.get("deletionTimestamp"):
+        return {}
+    job = RunningJob(str(meta.get("name")), str(meta.get("uid")), str((meta.get("annotations") or {}).get(
+        SHA256_ANNOTATION, "")))  # fmt: skip
+    return {(str(meta.get("namespace") or ""), owner): job}
+
+
 JOB_UNSEEN_GRACE_S = 60.0
 """How long after a validation started its Job may still be unknown to the index (the Job's watch event may come
 after the status write that recorded it) before the validation counts as gone."""
@@ -179,6 +203,7 @@ class Indexes:
     pod_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
     job_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
     jobs: kopf.Index[tuple[str, str], str] | None = None  # None: not known (then no Job is ever taken for gone)
+    running_jobs: kopf.Index[tuple[str, str], RunningJob] = field(default_factory=lambda: cast(Any, {}))
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
@@ -195,6 +220,7 @@ class Indexes:
             pod_outcomes=kwargs.get("validation_pod_outcomes", {}),
             job_outcomes=kwargs.get("validation_job_outcomes", {}),
             jobs=kwargs.get("validation_jobs"),
+            running_jobs=kwargs.get("running_validation_jobs", {}),
         )
 
     def has_service(self, kind: str, namespace: str, name: str) -> bool:
@@ -222,6 +248,15 @@ class Indexes:
             started is not None
             and now > started + JOB_UNSEEN_GRACE_S
             and not self.validation_outcome(namespace, record.job, record.job_uid)
+        )
+
+    def superseded_validation_jobs(self, namespace: str, owner_uid: str, keep: str | None) -> list[RunningJob]:
+        """The validation Jobs of an InferenceModel that still run (their pod has not ended either), other than
+        `keep`, the Job of the validation its spec asks for now: a newer spec has made them pointless."""
+        jobs = self.running_jobs.get((namespace, owner_uid)) or ()
+        return sorted(
+            (j for j in jobs if j.name != keep and not self.validation_outcome(namespace, j.name, j.uid)),
+            key=lambda j: j.name,
         )
 
     def approvals_of(self, namespace: str, model: str) -> list[Approval]:

@@ -109,6 +109,36 @@ async def start_validation(
     )
 
 
+SUPERSEDED_RETRY_S = 5
+"""Wait before a reconcile that could not delete a superseded validation Job is tried again."""
+
+
+async def stop_superseded(
+    korall: State, body: Mapping[str, Any], jobs: Mapping[str, str], sha256: str, config: str
+) -> None:
+    """Delete the validation Jobs (name -> the sha256 they validate) of models the spec no longer asks for, with
+    their pods (Background propagation: a Job's own default orphans them, and they would run on), each with a
+    Normal Event. Only Jobs this InferenceModel owns; one already gone is not mentioned."""
+    meta = body["metadata"]
+    failed = []
+    for job, job_sha in sorted(jobs.items()):
+        try:
+            deleted = await korall.kube.delete_owned("batch/v1", "jobs", meta["namespace"], job, meta["uid"])
+        except (ApiError, aiohttp.ClientError) as e:
+            failed.append(f"{job}: {e}")
+            continue
+        if deleted:
+            other = "" if job_sha != sha256 else f" under other validation settings ({config})"
+            message = (f"validation of model {job_sha[:12]} stopped, Job {job} deleted with its pod: the spec now "
+                       f"asks for model {sha256[:12]}{other}; its outcome is not recorded")  # fmt: skip
+            await korall.events.record(body, "Normal", "ValidationSuperseded", message)
+    if failed:
+        raise kopf.TemporaryError(
+            f"superseded validation Jobs not deleted yet ({'; '.join(failed)}); retrying in {SUPERSEDED_RETRY_S} s",
+            delay=SUPERSEDED_RETRY_S,
+        )
+
+
 OWNED_RETRY_S = 5
 """Wait before trying again to create a validation Job whose name another InferenceModel's Job still holds."""
 
