@@ -12,6 +12,8 @@ again, so the gate sees it (unless its spec failed before the gate: that reconci
 only warn again). A Job that fails with no pod to tell (its deadline) is recorded from the Job watch, and so is one
 deleted before it told (an Error, ValidationJobGone; the resync loop finds one whose deletion it missed: follow.drift).
 A record is written once: the first outcome of a Running record wins, later ones find nothing Running to finish.
+That is also how a validation a newer spec superseded stays unrecorded: the gate's status write drops its Running
+record, then `stop_superseded` deletes its Job with its pod (handlers/promotion.py).
 
 A Job belongs to the InferenceModel that owns it (its controller ownerReference), never to another of the same name:
 an InferenceModel deleted and created again at once finds its predecessor's Job under the same name until the
