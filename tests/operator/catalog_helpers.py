@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster_helpers import API, Cluster, ClusterClient, cond, eventually, get_im
+from korall_operator.catalog.outcomes import JOB_UID_LABEL
 from korall_operator.manifests import MODEL_SHA256_ANNOTATION, child_name
 from korall_operator.manifests.validation import JOB_ANNOTATION
 
@@ -98,16 +99,31 @@ async def end_validation(cluster: Cluster, nodes: Any, kube: ClusterClient, ns: 
 
         nodes.fail(f"^{ns}/{job}-", SUCCEEDED if passed else FAILED, result)
         return
-    template = (await kube.get("batch/v1", "jobs", ns, job) or {})["spec"]["template"]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": f"{job}-x1"},
-           "spec": template["spec"]}  # fmt: skip
+    pod = job_pod(await kube.get("batch/v1", "jobs", ns, job) or {}, f"{job}-x1")
     assert pod["metadata"]["annotations"][JOB_ANNOTATION] == job
     await kube.create("v1", "pods", ns, pod)
-    ended = {"exitCode": 0 if passed else 1, "reason": "Completed" if passed else "Error", "message": result}
-    status = {"phase": "Succeeded" if passed else "Failed",
+    await end_pod(kube, ns, pod["metadata"]["name"], 0 if passed else 1, result)
+
+
+def job_pod(job: dict[str, Any], name: str, job_uid: str | None = None) -> dict[str, Any]:
+    """A pod of the Job as the Job controller makes it: its template, owned by the Job (`job_uid`: another Job's of
+    the same name, a predecessor's), with the controller's labels."""
+    template, uid = job["spec"]["template"], job_uid or job["metadata"]["uid"]
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": uid,
+             "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+    labels = {**template["metadata"]["labels"], JOB_UID_LABEL: uid, "batch.kubernetes.io/job-name": owner["name"]}
+    meta = {**template["metadata"], "name": name, "labels": labels, "ownerReferences": [owner]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
+
+
+async def end_pod(kube: ClusterClient, ns: str, pod: str, code: int, message: str = "", reason: str = "") -> None:
+    """Write the status of a validation pod that ended (exit `code`, `message` its termination message), as the
+    kubelet does."""
+    ended = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"), "message": message}
+    status = {"phase": "Succeeded" if code == 0 else "Failed",
               "containerStatuses": [{"name": "validate", "ready": False, "restartCount": 0,
                                      "state": {"terminated": ended}}]}  # fmt: skip
-    await kube.merge_patch_status("v1", "pods", ns, pod["metadata"]["name"], status)
+    await kube.merge_patch_status("v1", "pods", ns, pod, status)
 
 
 async def serving(cluster: Cluster, kube: ClusterClient, ns: str, im: str, sha: str, timeout: float = 60) -> dict:  # noqa: ASYNC109

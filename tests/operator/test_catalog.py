@@ -26,9 +26,11 @@ from catalog_helpers import (
     broken_model,
     cond,
     deployment_sha,
+    end_pod,
     end_validation,
     events_of,
     get_im,
+    job_pod,
     kubectl_korall,
     model_body,
     name,
@@ -317,7 +319,11 @@ async def test_a_model_created_again_waits_for_its_predecessors_validation_job_t
     """An InferenceModel deleted and created again at once finds its predecessor's validation Job under the same
     name (the name holds no uid) until the garbage collector removes it: it must not take that Job for its own (it
     would wait, up to the validation timeout, for a Job about to vanish), but start its own once the old one is
-    gone. A finalizer on the old Job stands in for the collector's lag."""
+    gone. A finalizer on the old Job stands in for the collector's lag.
+
+    Nor does a pod of the old Job speak for the new one: the collector removes a Job before its pods, and a pod that
+    is killed ends Failed. Its controlling owner is the old Job's uid, and the new record takes only its own Job's
+    outcome (a finalizer keeps that pod, bound to no node, as long as the test needs it)."""
     import asyncio
 
     if not cluster.is_emulated:
@@ -327,7 +333,7 @@ async def test_a_model_created_again_waits_for_its_predecessors_validation_job_t
     first = await kube.create(API, "inferencemodels", ns, body)
     await eventually(lambda: promoted(kube, ns, im, "PendingValidation"))
     job = await running_validation(kube, ns, im, CPU_SHA)
-    await kube.merge_patch("batch/v1", "jobs", ns, job, {"metadata": {"finalizers": ["example.com/hold"]}})
+    held = await kube.merge_patch("batch/v1", "jobs", ns, job, {"metadata": {"finalizers": ["example.com/hold"]}})
     await kube.delete(API, "inferencemodels", ns, im)
 
     async def old_job_held() -> None:
@@ -354,6 +360,26 @@ async def test_a_model_created_again_waits_for_its_predecessors_validation_job_t
     obj = await promoted(kube, ns, im, "PendingValidation")
     assert [r["state"] for r in obj["status"]["validations"]] == ["Running"]
 
+    new_job = await kube.get("batch/v1", "jobs", ns, job)
+    assert new_job is not None
+    leftover = job_pod(new_job, f"{job}-old", job_uid=held["metadata"]["uid"])
+    leftover["metadata"]["finalizers"] = ["example.com/hold"]
+    leftover["spec"] = {**leftover["spec"], "nodeName": "gone-node"}  # no scheduler, and no fake node, touches it
+    await kube.create("v1", "pods", ns, leftover)
+    try:
+        await end_pod(kube, ns, leftover["metadata"]["name"], 143)  # killed: ValidatorCrashed, were it taken
+        await asyncio.sleep(3)  # its event handled, and a round of the resync loop (every 2 s) over the indexes
+        (record,) = (await promoted(kube, ns, im, "PendingValidation"))["status"]["validations"]
+        assert (record["state"], record["job"]) == ("Running", job), record
+
+        await end_validation(cluster, nodes, kube, ns, job, validator_result(MODELS / CPU_MODEL, CPU_SHA))
+        passed = await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+        (record,) = passed["status"]["validations"]
+        assert (record["state"], record["jobUid"]) == ("Passed", new_job["metadata"]["uid"]), record
+    finally:
+        await kube.merge_patch("v1", "pods", ns, leftover["metadata"]["name"], {"metadata": {"finalizers": None}})
+        await kube.delete("v1", "pods", ns, leftover["metadata"]["name"])
+
 
 async def test_a_validation_whose_job_is_deleted_is_an_error_at_once(
     cluster: Cluster, kube: ClusterClient, nodes: Any
@@ -371,3 +397,89 @@ async def test_a_validation_whose_job_is_deleted_is_an_error_at_once(
     assert (record["state"], record["reason"], record["job"]) == ("Error", "ValidationJobGone", job), record
     assert job in cond(held, "Promoted")["message"] and "ValidationJobGone" in cond(held, "Promoted")["message"]
     assert (await events_of(kube, ns, im))["ValidationError"]["type"] == "Warning"
+
+
+async def test_a_validation_the_spec_no_longer_asks_for_is_stopped_and_never_recorded(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, request: pytest.FixtureRequest
+) -> None:
+    """Quick model changes: each new model, or the same one under other validation settings, supersedes the one
+    under validation, whose Job ran on to its end (a node's CPU held, maybe its TPU) and then recorded its outcome.
+    Its Job is deleted with its pods (Background propagation: the pods go too, on the real garbage collector), an
+    Event says so, and nothing of it is recorded: neither its deletion (ValidationJobGone) nor its killed pod (held
+    here by a finalizer, so that its last status can be written as the kubelet would). A deleted InferenceModel's
+    Job and pods go by their owner references."""
+    import asyncio
+
+    if not cluster.is_emulated:
+        request.getfixturevalue("garbage_collection")
+    ns, im = cluster.namespace, name("quick")
+    await kube.create(API, "inferencemodels", ns, model_body(im, "production", {"file": CPU_MODEL}))
+    first = await eventually(lambda: running_validation(kube, ns, im, CPU_SHA))
+    killed = await _pod_of(cluster, kube, ns, first)
+    await kube.merge_patch("v1", "pods", ns, killed, {"metadata": {"finalizers": ["example.com/hold"]}})
+    try:
+        # The same model under other validation settings (a golden set of its own): the first Job is superseded.
+        golden = {"spec": {"validation": {"goldenSet": {"configMap": "yard-golden"}}}}
+        await kube.merge_patch(API, "inferencemodels", ns, im, golden)
+
+        async def second_started() -> str:
+            job = await running_validation(kube, ns, im, CPU_SHA)
+            assert job != first
+            return job
+
+        second = await eventually(second_started)
+        said = await eventually(lambda: _has(kube, ns, im, "ValidationSuperseded"))
+        message = said["ValidationSuperseded"]["message"]
+        assert f"Job {first} deleted with its pod" in message and "under other validation settings" in message
+        second_pods = [await _pod_of(cluster, kube, ns, second)]
+        # Another model: the second Job is superseded too.
+        tpu = {"spec": {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu"}}
+        await kube.merge_patch(API, "inferencemodels", ns, im, tpu)
+        third = await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
+
+        async def stopped() -> None:
+            for job in (first, second):
+                assert await kube.get("batch/v1", "jobs", ns, job) is None, job
+            assert [p for p in second_pods if await kube.get("v1", "pods", ns, p)] == []  # its pod went with it
+            pod = await kube.get("v1", "pods", ns, killed)
+            assert pod is not None and pod["metadata"].get("deletionTimestamp"), pod  # held by the test only
+
+        await eventually(stopped, timeout=30)
+        await end_pod(kube, ns, killed, 143)  # what the kubelet reports of a killed validator: were it taken, an Error
+        await asyncio.sleep(3)  # its event handled, and a round of the resync loop (every 2 s) over the indexes
+        obj = await promoted(kube, ns, im, "PendingValidation")
+        assert [(r["job"], r["state"]) for r in obj["status"]["validations"]] == [(third, "Running")]
+        assert not [e for e in obj["status"]["history"] if e["event"].startswith("Validation")], obj["status"]
+        superseded = (await events_of(kube, ns, im))["ValidationSuperseded"]
+        assert (superseded["type"], superseded["count"]) == ("Normal", 2), superseded
+        assert f"Job {second} deleted with its pod: the spec now asks for model {TPU_SHA[:12]}" in superseded["message"]
+        assert await kube.get("batch/v1", "jobs", ns, third) is not None
+    finally:
+        await kube.merge_patch("v1", "pods", ns, killed, {"metadata": {"finalizers": None}})
+
+    # The InferenceModel deleted: its running validation Job and the Job's pod go with it (owner references).
+    third_pod = await _pod_of(cluster, kube, ns, third)
+    await kube.delete(API, "inferencemodels", ns, im)
+
+    async def collected() -> None:
+        assert await kube.get("batch/v1", "jobs", ns, third) is None
+        assert await kube.get("v1", "pods", ns, third_pod) is None
+
+    await eventually(collected, timeout=60)
+
+
+async def _pod_of(cluster: Cluster, kube: ClusterClient, ns: str, job: str) -> str:
+    """The name of the running pod of validation Job `job`: the Job controller's on the real control plane, or
+    (the emulator runs no controllers) one written by the test as the Job controller and a kubelet would."""
+    if cluster.is_emulated:
+        pod = job_pod(await kube.get("batch/v1", "jobs", ns, job) or {}, f"{job}-x0")
+        await kube.create("v1", "pods", ns, pod)
+        await kube.merge_patch_status("v1", "pods", ns, pod["metadata"]["name"], {"phase": "Running"})
+        return str(pod["metadata"]["name"])
+
+    async def made() -> str:
+        (pod,) = await kube.list("v1", "pods", ns, f"batch.kubernetes.io/job-name={job}")
+        assert pod["status"].get("phase") == "Running", pod["status"]
+        return str(pod["metadata"]["name"])
+
+    return await eventually(made, timeout=30)

@@ -289,6 +289,29 @@ def test_the_result_keeps_per_image_outcomes_and_how_many_were_left_out() -> Non
     assert outcome.images == [{"image": "chelsea.jpg", "passed": False}, {"omitted": 2}]
 
 
+def test_an_outcome_is_of_the_job_that_controls_the_pod_and_a_record_takes_only_its_own_jobs() -> None:
+    """A pod of a predecessor's Job of the same name (a model deleted and created again) says nothing of the new
+    Job: outcomes carry their Job's uid, from the pod's controller ownerReference, else the Job controller's label
+    (kept on an orphaned pod)."""
+    from korall_operator.catalog.outcomes import JOB_UID_LABEL
+    from korall_operator.catalog.records import ValidationRecord
+    from korall_operator.handlers.indexes import Indexes
+
+    ended = pod(main={"terminated": {"exitCode": 1, "message": result("Failed")}}, phase="Failed")
+    owner = {"kind": "Job", "name": "j", "uid": "old", "controller": True}
+    owned = {**ended, "metadata": {"ownerReferences": [owner], "labels": {JOB_UID_LABEL: "ignored"}}}
+    orphan = {**ended, "metadata": {"labels": {JOB_UID_LABEL: "older"}}}
+    assert [outcome_of_pod(p, B).job_uid for p in (owned, orphan, ended)] == ["old", "older", ""]  # type: ignore[union-attr]
+    outcome = outcome_of_pod(owned, B)
+    indexes = Indexes({}, {}, {}, {}, {}, pod_outcomes={("ns", "j"): [outcome]})  # type: ignore[arg-type]
+    assert indexes.validation_outcome("ns", "j", "old") == outcome
+    assert indexes.validation_outcome("ns", "j", "new") is None
+    mine = ValidationRecord(B, "c", "Running", "j", 1, "2026-01-01T00:00:00Z", job_uid="new")
+    assert not mine.is_of("old") and mine.is_of("new")
+    assert ValidationRecord.from_status(mine.as_status()) == mine  # the uid is kept in the status
+    assert ValidationRecord(B, "c", "Running", "j", 1, "").is_of("old")  # recorded before uids were: as before
+
+
 def test_a_job_that_ran_out_of_time_is_an_error() -> None:
     failed = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
                                          "message": "Job was active longer than specified deadline"}]}}  # fmt: skip

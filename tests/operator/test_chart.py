@@ -184,7 +184,7 @@ def test_rbac_is_least_privilege(tools_bin: Path) -> None:
         ("korall.io", "captureprofiles"): ["get", "list", "patch", "watch"],
         ("korall.io", "inferencemodels/status"): ["patch"],
         ("korall.io", "modelapprovals"): ["get", "list", "watch"],
-        ("batch", "jobs"): ["create", "get", "list", "watch"],
+        ("batch", "jobs"): ["create", "delete", "get", "list", "watch"],
         ("korall.io", "captureprofiles/status"): ["patch"],
         ("apps", "deployments"): ["create", "delete", "get", "list", "patch", "watch"],
         ("", "services"): ["create", "delete", "get", "list", "patch", "watch"],

@@ -372,6 +372,16 @@ def test_configurable_tpu_resource_and_no_node_label() -> None:
     limits = container(dep)["resources"]["limits"]
     assert limits == {"example.com/edgetpu": "1"}
     assert "affinity" not in pod(dep)
+    # Without the label the operator requires nothing of it: a nodeSelector on korall.io/tpu is the user's alone.
+    pci_selector = tpu_model("usb", nodeSelector={"korall.io/tpu": "pci"})
+    unlabelled = build_vision_deployment("m", "ns", pci_selector, None, settings(tpu_node_label=""))
+    assert pod(unlabelled)["nodeSelector"] == {"korall.io/tpu": "pci"}
+
+
+def test_a_node_selector_that_agrees_with_the_tpu_interface_is_kept() -> None:
+    dep = build_vision_deployment("m", "ns", tpu_model("pci", nodeSelector={"korall.io/tpu": "pci"}), None, settings())
+    assert pod(dep)["nodeSelector"] == {"korall.io/tpu": "pci"}  # narrower than the affinity: labelled nodes only
+    assert "affinity" in pod(dep)
 
 
 def test_user_resources_are_kept_and_the_tpu_limit_added() -> None:
@@ -540,7 +550,26 @@ def test_audio_builder_refuses_a_video_profile() -> None:
             "video-on-b",
             {},
             "NodeSelectorConflict",
-            "'a'",
+            "the InferenceModel's nodeSelector requires 'a', but the CaptureProfile's nodeSelector (where its camera "
+            "is) requires 'b'",
+        ),
+        # The TPU interface the operator requires (by node affinity) against the model's own nodeSelector, and
+        # against its camera's: both sides and how to fix either are named (the scheduler's Unschedulable was not).
+        (
+            {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu", "nodeSelector": {"korall.io/tpu": "pci"}},
+            None,
+            {},
+            "NodeSelectorConflict",
+            "node label 'korall.io/tpu': the InferenceModel's nodeSelector requires 'pci', but tpuInterface usb (the "
+            "default) requires 'usb' (or no such label): no node can satisfy both; change or remove 'korall.io/tpu' "
+            "in the InferenceModel's nodeSelector, or set the InferenceModel's tpuInterface",
+        ),
+        (
+            {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu", "tpuInterface": "pci"},
+            "video-on-usb-tpu",
+            {"tpu_node_label": "example.com/tpu"},
+            "NodeSelectorConflict",
+            "requires 'usb', but tpuInterface pci requires 'pci' (or no such label)",
         ),
     ],
 )
@@ -552,6 +581,8 @@ def test_specs_only_the_operator_can_refuse(
         cap = microphone()
     elif capture == "video-on-b":
         cap = camera(nodeSelector={"kubernetes.io/hostname": "b"})
+    elif capture == "video-on-usb-tpu":
+        cap = camera(nodeSelector={"example.com/tpu": "usb"})
     with pytest.raises(SpecError) as err:
         build_vision_deployment("m", "ns", parse_inference_model(model), cap, settings(**overrides))
     assert err.value.reason == reason

@@ -251,6 +251,13 @@ async def _settled(kube: ClusterClient, ns: str, name: str) -> None:
             "Edge TPU",
             id="cpu-model-on-tpu",
         ),
+        pytest.param(  # the TPU interface (default usb) the operator requires against the model's nodeSelector
+            {"model": {"file": TPU_MODEL}, "accelerator": "edgetpu", "nodeSelector": {"korall.io/tpu": "pci"}},
+            "NodeSelectorConflict",  # the scheduler's Unschedulable, on a real cluster, before it was checked
+            {"tpuInterface": "pci"},
+            "the InferenceModel's nodeSelector requires 'pci', but tpuInterface usb (the default) requires 'usb'",
+            id="tpu-interface-against-node-selector",
+        ),
         pytest.param(
             {"scoreThreshold": 7, "topK": 0},
             "InvalidSpec",

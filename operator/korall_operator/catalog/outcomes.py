@@ -6,6 +6,9 @@ there, from the pod watch it has anyway. A pod can also end without that word: a
 failed (`ModelDownloadFailed: <Reason>: ...`), a validator killed (OOMKilled) or evicted; and a Job can fail with
 no pod to tell (its activeDeadlineSeconds). Each becomes an outcome: `Failed` when the model itself was found
 wrong (a download whose bytes do not match the sha256 is a model found wrong), `Error` when it could not be judged.
+
+Each outcome names the Job it is of by uid (`job_uid`: a pod's controlling owner): a name is not enough, since a Job
+of the same name may be a predecessor's (an InferenceModel deleted and created again), whose pods can outlive it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Outcome:
     duration_s: float | None = None
     checks: dict[str, Any] = field(default_factory=dict)
     images: list[dict[str, Any]] = field(default_factory=list)
+    job_uid: str = ""  # the Job it is the outcome of ("" when not known)
 
     def finish(self, record: ValidationRecord, now: float) -> ValidationRecord:
         return replace(
@@ -77,8 +81,27 @@ def _terminated(container: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return state.get("terminated") or None
 
 
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+"""The Job controller's label on each pod of a Job: the Job's uid (kept on a pod orphaned from its Job)."""
+
+
+def controlling_job_uid(pod: Mapping[str, Any]) -> str:
+    """The uid of the Job a pod belongs to: its controller ownerReference of kind Job, else the Job controller's
+    label (an orphaned pod keeps it); "" for a pod no Job made."""
+    meta = pod.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "Job":
+            return str(ref.get("uid") or "")
+    return str((meta.get("labels") or {}).get(JOB_UID_LABEL) or "")
+
+
 def outcome_of_pod(pod: Mapping[str, Any], sha256: str | None = None) -> Outcome | None:
-    """The outcome a validation pod reports once it has ended; None while it has not."""
+    """The outcome a validation pod reports once it has ended, of the Job that controls it; None while it runs."""
+    outcome = _ended_pod(pod, sha256)
+    return replace(outcome, job_uid=controlling_job_uid(pod)) if outcome is not None else None
+
+
+def _ended_pod(pod: Mapping[str, Any], sha256: str | None) -> Outcome | None:
     status = pod.get("status") or {}
     for init in status.get("initContainerStatuses") or []:
         ended = _terminated(init) or ((init.get("lastState") or {}).get("terminated") or None)
@@ -118,9 +141,11 @@ def outcome_of_pod(pod: Mapping[str, Any], sha256: str | None = None) -> Outcome
 
 def outcome_of_job(job: Mapping[str, Any]) -> Outcome | None:
     """A Job that failed as a whole (its deadline passed, its pod gone); None otherwise (its pod tells the rest)."""
+    uid = str((job.get("metadata") or {}).get("uid") or "")
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Failed" and cond.get("status") == "True":
             reason = str(cond.get("reason") or "JobFailed")
             message = str(cond.get("message") or "the validation Job failed")
-            return Outcome("Error", "ValidationTimedOut" if reason == "DeadlineExceeded" else reason, message)
+            word = "ValidationTimedOut" if reason == "DeadlineExceeded" else reason
+            return Outcome("Error", word, message, job_uid=uid)
     return None

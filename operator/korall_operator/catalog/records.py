@@ -135,10 +135,16 @@ class ValidationRecord:
     checks: dict[str, Any] = field(default_factory=dict)
     images: list[dict[str, Any]] = field(default_factory=list)
     timeout_s: float | None = None  # the Job's activeDeadlineSeconds
+    job_uid: str = ""  # the Job's uid: only its own outcome finishes the record ("": written before it was kept)
 
     @property
     def done(self) -> bool:
         return self.state != "Running"
+
+    def is_of(self, job_uid: str) -> bool:
+        """Whether an outcome of the Job with this uid is this record's (a record that does not know its Job's uid
+        takes any Job's of its name, as before it was kept)."""
+        return not self.job_uid or self.job_uid == job_uid
 
     def overdue(self, now: float) -> bool:
         """Still Running well past its Job's deadline (VALIDATION_GRACE_S more): it will not report any more."""
@@ -158,6 +164,7 @@ class ValidationRecord:
         optional = {
             "finishedAt": self.finished_at, "durationSeconds": self.duration_s, "reason": self.reason,
             "message": self.message, "checks": self.checks, "images": self.images, "timeoutSeconds": self.timeout_s,
+            "jobUid": self.job_uid,
         }  # fmt: skip
         out.update({k: v for k, v in optional.items() if v not in ("", None, {}, [])})
         return out
@@ -183,6 +190,7 @@ class ValidationRecord:
             checks=dict(value.get("checks") or {}),
             images=list(value.get("images") or []),
             timeout_s=float(timeout) if isinstance(timeout, int | float) else None,
+            job_uid=str(value.get("jobUid") or ""),
         )
 
 
@@ -224,7 +232,7 @@ def slim_status(status: Mapping[str, Any]) -> dict[str, Any]:
     follow-ups. A thousand models hold a thousand of these."""
     out = {k: v for k, v in status.items() if k != "history"}
     if isinstance(status.get("validations"), list):
-        keep = ("sha256", "config", "state", "job", "generation", "startedAt", "timeoutSeconds")
+        keep = ("sha256", "config", "state", "job", "jobUid", "generation", "startedAt", "timeoutSeconds")
         out["validations"] = [{k: v[k] for k in keep if k in v} for v in status["validations"] if isinstance(v, dict)]
     catalog = status.get("catalog")
     if isinstance(catalog, Mapping):

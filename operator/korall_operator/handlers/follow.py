@@ -59,7 +59,7 @@ def drift(view: ParentView, indexes: Indexes) -> Drift | None:
         now = time.time()
         for record in records(status):
             if record.state == "Running" and (
-                indexes.validation_outcome(view.namespace, record.job)
+                indexes.validation_outcome(view.namespace, record.job, record.job_uid)
                 or indexes.validation_job_gone(view.namespace, record, now)
             ):
                 return Drift.RECONCILE  # a validation ended, or its Job is gone, unrecorded: the reconcile writes it

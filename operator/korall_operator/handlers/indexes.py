@@ -128,7 +128,8 @@ async def approvals_by_model(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict
 
 @kopf.index("", "v1", "pods", labels=VALIDATION)
 async def validation_pod_outcomes(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Outcome]:
-    """(namespace, validation Job) -> how its pod ended; only pods that have ended are kept."""
+    """(namespace, validation Job) -> how its pods ended (each outcome names its Job's uid); only pods that have
+    ended are kept."""
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     job = annotations.get(JOB_ANNOTATION)
@@ -150,6 +151,30 @@ async def validation_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], st
     never hear an outcome: Indexes.validation_job_gone)."""
     meta = body.get("metadata") or {}
     return {(str(meta.get("namespace") or ""), str(meta.get("name"))): str(meta.get("uid"))}
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A validation Job that has not ended: what is needed to stop it once a newer spec supersedes it."""
+
+    name: str
+    uid: str
+    sha256: str
+
+
+@kopf.index("batch", "v1", "jobs", labels=VALIDATION)
+async def running_validation_jobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], RunningJob]:
+    """(namespace, owner's uid) -> the validation Jobs of an InferenceModel that run: no Complete or Failed
+    condition, not being deleted."""
+    meta = body.get("metadata") or {}
+    owner = next((str(r.get("uid")) for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ended = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+    if owner is None or ended or meta.get("deletionTimestamp"):
+        return {}
+    job = RunningJob(str(meta.get("name")), str(meta.get("uid")), str((meta.get("annotations") or {}).get(
+        SHA256_ANNOTATION, "")))  # fmt: skip
+    return {(str(meta.get("namespace") or ""), owner): job}
 
 
 JOB_UNSEEN_GRACE_S = 60.0
@@ -178,6 +203,7 @@ class Indexes:
     pod_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
     job_outcomes: kopf.Index[tuple[str, str], Outcome] = field(default_factory=lambda: cast(Any, {}))
     jobs: kopf.Index[tuple[str, str], str] | None = None  # None: not known (then no Job is ever taken for gone)
+    running_jobs: kopf.Index[tuple[str, str], RunningJob] = field(default_factory=lambda: cast(Any, {}))
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
@@ -194,26 +220,43 @@ class Indexes:
             pod_outcomes=kwargs.get("validation_pod_outcomes", {}),
             job_outcomes=kwargs.get("validation_job_outcomes", {}),
             jobs=kwargs.get("validation_jobs"),
+            running_jobs=kwargs.get("running_validation_jobs", {}),
         )
 
     def has_service(self, kind: str, namespace: str, name: str) -> bool:
         """Whether the parent's child Service exists."""
         return first(self.services, parent_key(kind, namespace, name)) is not None
 
-    def validation_outcome(self, namespace: str, job: str) -> Outcome | None:
-        """How a validation Job ended, as its pod (first) or the Job itself says; None while it runs."""
-        return first(self.pod_outcomes, (namespace, job)) or first(self.job_outcomes, (namespace, job))
+    def validation_outcome(self, namespace: str, job: str, job_uid: str = "") -> Outcome | None:
+        """How validation Job `job` ended, as its pod (first) or the Job itself says; None while it runs. With
+        `job_uid`, only that Job's: a pod left over from a predecessor's Job of the same name says nothing of it."""
+        for index in (self.pod_outcomes, self.job_outcomes):
+            found = next((o for o in index.get((namespace, job)) or () if not job_uid or o.job_uid == job_uid), None)
+            if found is not None:
+                return found
+        return None
 
     def validation_job_gone(self, namespace: str, record: ValidationRecord, now: float) -> bool:
         """A Running validation whose Job no longer exists (deleted by someone, or never made) and which has no
         outcome: it will never report. Not before JOB_UNSEEN_GRACE_S after it started (the watch may lag)."""
-        if self.jobs is None or record.state != "Running" or (namespace, record.job) in self.jobs:
+        if self.jobs is None or record.state != "Running":
+            return False
+        if any(record.is_of(uid) for uid in self.jobs.get((namespace, record.job)) or ()):
             return False
         started = epoch(record.started_at)
         return (
             started is not None
             and now > started + JOB_UNSEEN_GRACE_S
-            and not self.validation_outcome(namespace, record.job)
+            and not self.validation_outcome(namespace, record.job, record.job_uid)
+        )
+
+    def superseded_validation_jobs(self, namespace: str, owner_uid: str, keep: str | None) -> list[RunningJob]:
+        """The validation Jobs of an InferenceModel that still run (their pod has not ended either), other than
+        `keep`, the Job of the validation its spec asks for now: a newer spec has made them pointless."""
+        jobs = self.running_jobs.get((namespace, owner_uid)) or ()
+        return sorted(
+            (j for j in jobs if j.name != keep and not self.validation_outcome(namespace, j.name, j.uid)),
+            key=lambda j: j.name,
         )
 
     def approvals_of(self, namespace: str, model: str) -> list[Approval]:

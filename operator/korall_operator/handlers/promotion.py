@@ -5,6 +5,11 @@ spec to build the Deployment from: the spec itself when its model is admitted, e
 model's gated fields (so the Deployment keeps its model while the new one waits), else nothing (no model admitted
 yet). The status fields it adds (`catalog`, `history`, `validations`) are computed from the parent as freshly read
 inside the status write, so the history is only ever appended to and a validation recorded meanwhile is kept.
+
+A validation of a model the spec no longer asks for (another sha256, or other validation settings: a newer spec
+superseded it) is stopped: its Running record is dropped in that status write, then its Job is deleted with its
+pod (`announce`, after the write: an outcome that comes later finds no Running record to finish, so none is ever
+recorded). A validation that had ended before is recorded as usual.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from korall_operator.catalog import (
     decide,
     gated_part,
     history_entry,
+    record_for,
     validation_config,
     with_record,
 )
@@ -34,7 +40,7 @@ from korall_operator.catalog.records import records
 from korall_operator.handlers._common import API, INFERENCE_MODELS, State
 from korall_operator.handlers._status_writes import write_status
 from korall_operator.handlers.indexes import Indexes
-from korall_operator.handlers.validation import EVENT_OF, finish_known, start_validation
+from korall_operator.handlers.validation import EVENT_OF, finish_known, start_validation, stop_superseded
 from korall_operator.manifests.vision import model_sha256
 from korall_operator.specs import InferenceModelSpec, parse_inference_model
 
@@ -44,10 +50,14 @@ class Gated:
     decision: Decision
     applied: InferenceModelSpec | None  # what the Deployment is built from; None: nothing admitted yet
     records: list[ValidationRecord]  # to write: a started Job's, an overdue one's, outcomes the indexes knew
+    superseded: dict[str, str] = field(default_factory=dict)
+    """Validation Jobs to stop after the status write (name -> the sha256 it validates): those the indexes know to
+    run besides the one the spec asks for, and those of the Running records the write dropped."""
     finished_now: list[ValidationRecord] = field(default_factory=list)  # those the last status write finished
 
     def status_fields(self, parent_status: Mapping[str, Any]) -> dict[str, Any]:
-        """status.catalog, the history with this decision's entries appended, the validations it recorded."""
+        """status.catalog, the history with this decision's entries appended, the validations it recorded, without
+        the Running ones the spec no longer asks for (their Jobs are added to `superseded`)."""
         now = time.time()
         running = {r.job for r in records(parent_status) if r.state == "Running"}
         status: dict[str, Any] = dict(parent_status)
@@ -64,6 +74,11 @@ class Gated:
                 ref = ModelRef(record.sha256, cat["source"] if known else "", cat["stage"] if known else "", {})
                 history.insert(0, history_entry(f"Validation{record.state}", ref, now, validation=record.state,
                                                 message=f"{record.reason}: {record.message}"))  # fmt: skip
+        desired = (self.decision.catalog["sha256"], self.decision.catalog["config"])
+        stopped = [r for r in records(status) if r.state == "Running" and (r.sha256, r.config) != desired]
+        if stopped:
+            status["validations"] = [r.as_status() for r in records(status) if r not in stopped]
+            self.superseded.update({r.job: r.sha256 for r in stopped})
         fields: dict[str, Any] = {"catalog": self.decision.catalog}
         if history:
             fields["history"] = appended(parent_status.get("history"), history)
@@ -72,6 +87,10 @@ class Gated:
         return fields
 
     async def announce(self, korall: State, body: Mapping[str, Any]) -> None:
+        """After the status write: stop the superseded validations (raises kopf.TemporaryError when one could not
+        be deleted: the reconcile is retried, and finds its Job again), then the Events."""
+        cat = self.decision.catalog
+        await stop_superseded(korall, body, self.superseded, cat["sha256"], cat["config"])
         for record in self.finished_now:
             type_, reason = EVENT_OF[record.state]
             message = f"model {record.sha256[:12]} (Job {record.job}): {record.reason}: {record.message}"
@@ -119,6 +138,10 @@ async def gate(
                                            message=message))  # fmt: skip
     if decision.start_validation:
         pending.append(await start_validation(korall, body, model, sha, config, generation))
+    # The Job of the validation the spec asks for now runs on; any other of this model's is superseded.
+    wanted = pending[-1] if decision.start_validation else record_for(status, sha, config)
+    keep = wanted.job if wanted is not None and wanted.state == "Running" else None
+    superseded = {j.name: j.sha256 for j in indexes.superseded_validation_jobs(namespace, meta["uid"], keep)}
     applied = None
     if decision.applied is not None:
         # The spec as it stands only when it is what the gate admitted, stage included (the same model moved to
@@ -127,7 +150,7 @@ async def gate(
         applied = model if same else parse_inference_model(
             applied_spec(dump, decision.applied)
         )  # fmt: skip
-    return Gated(decision, applied, pending)
+    return Gated(decision, applied, pending, superseded)
 
 
 async def write_held(korall: State, body: Mapping[str, Any], gated: Gated, generation: int, extra: Mapping) -> None:

@@ -12,10 +12,15 @@ again, so the gate sees it (unless its spec failed before the gate: that reconci
 only warn again). A Job that fails with no pod to tell (its deadline) is recorded from the Job watch, and so is one
 deleted before it told (an Error, ValidationJobGone; the resync loop finds one whose deletion it missed: follow.drift).
 A record is written once: the first outcome of a Running record wins, later ones find nothing Running to finish.
+That is also how a validation a newer spec superseded stays unrecorded: the gate's status write drops its Running
+record, then `stop_superseded` deletes its Job with its pod (handlers/promotion.py).
 
 A Job belongs to the InferenceModel that owns it (its controller ownerReference), never to another of the same name:
 an InferenceModel deleted and created again at once finds its predecessor's Job under the same name until the
-garbage collector removes it, and waits for that (`_own_job`) rather than take it.
+garbage collector removes it, and waits for that (`_own_job`) rather than take it. Likewise a record takes only the
+outcome of its own Job, by uid (`jobUid`, kept when the Job is created): a pod's controlling owner must be that Job,
+since a pod of the predecessor's Job can outlive it (the collector removes a Job before its pods, and a pod that is
+killed ends Failed).
 """
 
 from __future__ import annotations
@@ -102,7 +107,38 @@ async def start_validation(
         generation=generation,
         started_at=now_iso(time.time()),
         timeout_s=float(korall.settings.validation_timeout_s),
+        job_uid=str(created.get("metadata", {}).get("uid") or ""),
     )
+
+
+SUPERSEDED_RETRY_S = 5
+"""Wait before a reconcile that could not delete a superseded validation Job is tried again."""
+
+
+async def stop_superseded(
+    korall: State, body: Mapping[str, Any], jobs: Mapping[str, str], sha256: str, config: str
+) -> None:
+    """Delete the validation Jobs (name -> the sha256 they validate) of models the spec no longer asks for, with
+    their pods (Background propagation: a Job's own default orphans them, and they would run on), each with a
+    Normal Event. Only Jobs this InferenceModel owns; one already gone is not mentioned."""
+    meta = body["metadata"]
+    failed = []
+    for job, job_sha in sorted(jobs.items()):
+        try:
+            deleted = await korall.kube.delete_owned("batch/v1", "jobs", meta["namespace"], job, meta["uid"])
+        except (ApiError, aiohttp.ClientError) as e:
+            failed.append(f"{job}: {e}")
+            continue
+        if deleted:
+            other = "" if job_sha != sha256 else f" under other validation settings ({config})"
+            message = (f"validation of model {job_sha[:12]} stopped, Job {job} deleted with its pod: the spec now "
+                       f"asks for model {sha256[:12]}{other}; its outcome is not recorded")  # fmt: skip
+            await korall.events.record(body, "Normal", "ValidationSuperseded", message)
+    if failed:
+        raise kopf.TemporaryError(
+            f"superseded validation Jobs not deleted yet ({'; '.join(failed)}); retrying in {SUPERSEDED_RETRY_S} s",
+            delay=SUPERSEDED_RETRY_S,
+        )
 
 
 OWNED_RETRY_S = 5
@@ -126,16 +162,17 @@ async def _own_job(korall: State, namespace: str, job_name: str, uid: str) -> di
     )
 
 
-def job_gone(job: str) -> Outcome:
+def job_gone(job: str, job_uid: str = "") -> Outcome:
     """The outcome of a validation whose Job was deleted before it reported (by hand, or with its owner)."""
-    return Outcome("Error", "ValidationJobGone", f"Job {job} was deleted before it reported an outcome")
+    message = f"Job {job} was deleted before it reported an outcome"
+    return Outcome("Error", "ValidationJobGone", message, job_uid=job_uid)
 
 
 @kopf.on.event("", "v1", "pods", labels=VALIDATION)
 async def validation_pod_changed(body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     outcome = outcome_of_pod(body, annotations.get(SHA256_ANNOTATION))
-    if outcome is not None:
+    if outcome is not None:  # recorded only on the record of the Job that controls the pod (outcome.job_uid)
         await _record(memo, body, annotations, outcome, kwargs, logger)
 
 
@@ -146,8 +183,8 @@ async def validation_job_changed(type: str, body: kopf.Body, memo: Any, logger: 
     meta = body.get("metadata") or {}
     outcome = outcome_of_job(body)
     if outcome is None and type == "DELETED":
-        outcome = Indexes.of(kwargs).validation_outcome(str(meta.get("namespace")), str(meta.get("name")))
-        outcome = outcome or job_gone(str(meta.get("name")))
+        namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid") or "")
+        outcome = Indexes.of(kwargs).validation_outcome(namespace, name, uid) or job_gone(name, uid)
     if outcome is not None:
         annotations = {**(meta.get("annotations") or {})}
         annotations.setdefault(JOB_ANNOTATION, meta.get("name"))
@@ -185,15 +222,18 @@ def _finished(status: Mapping[str, Any], job: str) -> bool:
 async def record_outcome(
     korall: State, namespace: str, name: str, job: str, outcome: Outcome, *, owner_uid: str | None = None
 ) -> None:
-    """Finish the Running record of `job`: status.validations, status.history, an Event; then have the
-    InferenceModel reconciled (the gate may admit or refuse its model now). `owner_uid`: only if the
-    InferenceModel is that one (the Job's owner), not another created since under the same name."""
+    """Finish the Running record of `job` if the outcome is of its Job (`outcome.job_uid`): status.validations,
+    status.history, an Event; then have the InferenceModel reconciled (the gate may admit or refuse its model now).
+    `owner_uid`: only if the InferenceModel is that one (the Job's owner), not another created since under the
+    same name."""
     key = ("InferenceModel", namespace, name)
     finished: dict[str, Any] = {}
 
     async def status_of(parent: Mapping[str, Any]) -> dict[str, Any] | None:
         status = parent.get("status") or {}
-        running = next((r for r in records(status) if r.job == job and r.state == "Running"), None)
+        running = next(
+            (r for r in records(status) if r.job == job and r.state == "Running" and r.is_of(outcome.job_uid)), None
+        )
         if running is None:
             return None
         record = outcome.finish(running, time.time())
@@ -230,9 +270,10 @@ def finish_known(status: Mapping[str, Any], indexes: Indexes, namespace: str, no
     writes them)."""
     out = []
     for record in records(status):
-        outcome = indexes.validation_outcome(namespace, record.job) if record.state == "Running" else None
+        running = record.state == "Running"
+        outcome = indexes.validation_outcome(namespace, record.job, record.job_uid) if running else None
         if outcome is None and indexes.validation_job_gone(namespace, record, now):
-            outcome = job_gone(record.job)
+            outcome = job_gone(record.job, record.job_uid)
         if outcome is not None:
             out.append(outcome.finish(record, now))
     return out

@@ -18,7 +18,6 @@ from typing import Any
 
 from korall_operator.manifests.naming import Manifest, object_metadata, selector_labels, stamp
 from korall_operator.settings import OperatorSettings
-from korall_operator.specs import SpecError
 
 USB_BUS_PATH = "/dev/bus/usb"
 PCI_APEX_PATH = "/dev/apex_0"
@@ -33,22 +32,6 @@ def env_list(pairs: Mapping[str, Any]) -> list[dict[str, str]]:
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         out.append({"name": key, "value": text})
     return out
-
-
-def merge_node_selectors(*selectors: tuple[str, Mapping[str, str]]) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    origin: dict[str, str] = {}
-    for where, selector in selectors:
-        for key, value in selector.items():
-            if key in merged and merged[key] != value:
-                raise SpecError(
-                    "NodeSelectorConflict",
-                    f"nodeSelector {key!r} is {merged[key]!r} in {origin[key]} but {value!r} in {where}: "
-                    "no node can satisfy both; make them agree",
-                )
-            merged[key] = value
-            origin[key] = where
-    return merged
 
 
 def probes(port_name: str) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from korall_operator.manifests.naming import (
 from korall_operator.manifests.pod import (
     deployment_manifest,
     env_list,
-    merge_node_selectors,
     probes,
     security_context,
     service_manifest,
@@ -34,7 +33,7 @@ from korall_operator.manifests.pod import (
 )
 from korall_operator.manifests.validation import self_test_wiring
 from korall_operator.settings import OperatorSettings
-from korall_operator.spec_checks import check_vision_spec
+from korall_operator.spec_checks import check_vision_spec, vision_node_selector
 from korall_operator.specs import CaptureProfileSpec, InferenceModelSpec
 
 
@@ -118,7 +117,6 @@ def build_vision_deployment(
     volumes += access.volumes
     mounts += access.mounts
 
-    capture_selector: dict[str, str] = {}
     if capture is not None and capture.video is not None:
         video = capture.video
         # A source from a Secret (credentials in the URL) is never seen here: it names no device to mount.
@@ -137,11 +135,8 @@ def build_vision_deployment(
             }
         )
         devices += camera_devices(devices_of_source(source), settings)
-        capture_selector = dict(capture.node_selector)
 
-    node_selector = merge_node_selectors(
-        ("the InferenceModel", model.node_selector), ("the CaptureProfile", capture_selector)
-    )
+    node_selector = vision_node_selector(model, capture, settings)
     devices.add_to(resources)
     volumes += devices.volumes
     mounts += devices.mounts
