@@ -94,8 +94,14 @@ async def test_create_gives_tpu_pinned_deployment_service_and_status(cluster: Cl
         created["metadata"]["uid"],
         True,
     )
-    service = await kube.get("v1", "services", ns, child_name(name, "vision"))
-    assert service is not None and service["spec"]["ports"][0]["port"] == 5052
+
+    async def vision_service() -> dict[str, Any]:  # applied beside the Deployment, so it may come a moment later
+        got = await kube.get("v1", "services", ns, child_name(name, "vision"))
+        assert got is not None, "no vision Service yet"
+        return got
+
+    service = await eventually(vision_service)
+    assert service["spec"]["ports"][0]["port"] == 5052
 
     im = await eventually(lambda: observed(kube, ns, name))
     assert im["status"]["specHash"] == template_hash(deployment)
