@@ -63,6 +63,13 @@ async def vision_deployment(kube: ClusterClient, ns: str, name: str) -> dict[str
     return deployment
 
 
+async def vision_service(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
+    """Applied beside the Deployment (not before it), the Service may be stored a moment after it."""
+    service = await kube.get("v1", "services", ns, child_name(name, "vision"))
+    assert service is not None, "no vision Service yet"
+    return service
+
+
 async def observed(kube: ClusterClient, ns: str, name: str, generation: int | None = None) -> dict[str, Any]:
     """The InferenceModel once the operator has reconciled its current (or the given) generation."""
     im = await get_im(kube, ns, name)
@@ -94,13 +101,7 @@ async def test_create_gives_tpu_pinned_deployment_service_and_status(cluster: Cl
         created["metadata"]["uid"],
         True,
     )
-
-    async def vision_service() -> dict[str, Any]:  # applied beside the Deployment, so it may come a moment later
-        got = await kube.get("v1", "services", ns, child_name(name, "vision"))
-        assert got is not None, "no vision Service yet"
-        return got
-
-    service = await eventually(vision_service)
+    service = await eventually(lambda: vision_service(kube, ns, name))
     assert service["spec"]["ports"][0]["port"] == 5052
 
     im = await eventually(lambda: observed(kube, ns, name))
@@ -412,8 +413,7 @@ async def test_delete_cascades_to_children(
     ns, name = cluster.namespace, _name("gone")
     created = await kube.create(API, "inferencemodels", ns, inference_model(name))
     deployment = await eventually(lambda: vision_deployment(kube, ns, name))
-    service = await kube.get("v1", "services", ns, child_name(name, "vision"))
-    assert service is not None
+    service = await eventually(lambda: vision_service(kube, ns, name))
     for child in (deployment, service):
         (ref,) = child["metadata"]["ownerReferences"]
         assert ref["uid"] == created["metadata"]["uid"] and ref["controller"] and ref["blockOwnerDeletion"]
