@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from korall_operator.catalog import Promotion, promotion_of
+from korall_operator.catalog import SCALED_TO_ZERO, Promotion, promotion_of
 from korall_operator.manifests import MODEL_ANNOTATION, MODEL_SHA256_ANNOTATION, pod_template_hash
 from korall_operator.observed import PodProblem
 
@@ -175,7 +175,7 @@ def _rollout_fields(
         degraded = _condition(DEGRADED, True, rollout.failure.reason, rollout.failure.message, previous, generation)
     elif rollout.complete and rollout.desired == 0:  # ready as a Deployment of 0 replicas is Available: on purpose
         message = "replicas is 0: no pod runs" + (f"; {rollout.model} runs once it is raised" if rollout.model else "")
-        ready = _condition(READY, True, "ScaledToZero", message, previous, generation)
+        ready = _condition(READY, True, SCALED_TO_ZERO, message, previous, generation)
         progressing = _condition(PROGRESSING, False, "RolloutComplete", progress, previous, generation)
         degraded = _condition(DEGRADED, False, "AsExpected", f"the {noun} is scaled to zero", previous, generation)
     elif rollout.complete:

@@ -275,6 +275,34 @@ async def test_the_catalog_records_the_served_spec_whole_and_labels_production_o
     assert again["status"]["catalog"]["serving"]["spec"]["model"]["url"].endswith("/b.tflite")
 
 
+async def test_a_node_selector_at_odds_with_the_held_back_tpu_interface_says_it_waits_for_the_new_model(
+    cluster: Cluster, kube: ClusterClient, nodes: Any
+) -> None:
+    """A serving model promoted to production and moved to a PCI TPU in one edit (tpuInterface and nodeSelector,
+    which agree): while it waits for validation the Deployment keeps the admitted model's tpuInterface (a gated
+    field), and the nodeSelector (not one) applies at once: no node can take both. The failure must say so, not
+    tell the user to set the tpuInterface the spec already sets, and the Deployment keeps serving as it was."""
+    ns, im = cluster.namespace, name("moved")
+    await kube.create(API, "inferencemodels", ns, model_body(im, "test", {"file": TPU_MODEL}, accelerator="edgetpu"))
+    await serving(cluster, kube, ns, im, TPU_SHA)
+    move = {"stage": "production", "tpuInterface": "pci", "nodeSelector": {"korall.io/tpu": "pci"}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": move})
+
+    async def held() -> dict[str, Any]:
+        obj = await promoted(kube, ns, im, "PendingValidation")
+        assert cond(obj, "Degraded")["reason"] == "NodeSelectorConflict", obj["status"]
+        return obj
+
+    degraded = cond(await eventually(held), "Degraded")["message"]
+    assert (
+        f"model {TPU_SHA[:12]} serves with the accelerator and tpuInterface it was admitted with until this spec's "
+        f"model {TPU_SHA[:12]} is admitted (PendingValidation), while the nodeSelector applies at once" in degraded
+    ), degraded
+    assert "clears once it is admitted" in degraded, degraded
+    deployment = await kube.get("apps/v1", "deployments", ns, child_name(im, "vision"))
+    assert deployment is not None and "nodeSelector" not in deployment["spec"]["template"]["spec"]
+
+
 async def test_a_spec_failure_is_reported_once_whatever_the_catalog_has_pending(
     cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str
 ) -> None:

@@ -201,6 +201,28 @@ def test_a_rollout_whose_apply_failed_is_rolled_back_saying_why_not_that_its_pod
     )
 
 
+def test_a_model_admitted_at_zero_replicas_is_not_last_good_and_its_deadline_starts_when_pods_are_asked_for() -> None:
+    """replicas 0 is Ready (ScaledToZero) with the admitted model's sha256 as activeModelSha256, but no pod of it has
+    ever been ready: it must not become lastGood (scaled up, a model that never starts would have nothing to roll
+    back to), and its rollout must not be rolled back at the deadline while no pod is asked for."""
+    approve = (Approval("x", "yard", B, "bob"),)
+    status: dict[str, Any] = serving_ready({"catalog": {"serving": ref(A).as_status()}}, A)
+    status = after(status, decide(inputs(ref(B), status)), record(B, "Passed"))
+    zero = {"type": "Ready", "status": "True", "reason": "ScaledToZero"}
+    status = after(status, decide(inputs(ref(B), status, approvals=approve, now=T0)))
+    status = {**status, "activeModelSha256": B, "conditions": [zero]}  # B's Deployment, at 0 replicas
+    assert not attention(status, [], T0 + 1) and not attention(status, [], T0 + 600)
+    idle = decide(inputs(ref(B), status, approvals=approve, now=T0 + 600))
+    assert idle.catalog["lastGood"]["sha256"] == A and idle.promotion.promoted
+    assert idle.catalog["rollout"]["since"] == now_iso(T0 + 600)  # the deadline counts from the pods asked for
+    status = after(status, idle)
+    # Raised to 1 at T0 + 600 (that reconcile ran the gate above); its pod never gets ready: rolled back to A.
+    status = {**status, "conditions": [{"type": "Ready", "status": "False", "reason": "RollingOut"}]}
+    assert not attention(status, [], T0 + 650) and attention(status, [], T0 + 661)
+    rolled = decide(inputs(ref(B), status, approvals=approve, now=T0 + 661))
+    assert rolled.promotion.reason == "RolledBack" and rolled.applied is not None and rolled.applied.sha256 == A
+
+
 def test_a_completed_rollout_becomes_the_last_good_model() -> None:
     status: dict[str, Any] = {"catalog": {"serving": ref(A).as_status(), "rollout": {
         "key": ref(A).key, "sha256": A, "since": now_iso(T0), "deadlineSeconds": 60}}}  # fmt: skip

@@ -12,6 +12,7 @@ decide. docs/catalog.md describes the whole path.
 from korall_operator.catalog.gate import (
     POLICIES,
     REQUESTER_ANNOTATION,
+    SCALED_TO_ZERO,
     Decision,
     GateInputs,
     Promotion,
@@ -40,6 +41,7 @@ __all__ = [
     "HISTORY_LIMIT",
     "POLICIES",
     "REQUESTER_ANNOTATION",
+    "SCALED_TO_ZERO",
     "Approval",
     "Decision",
     "GateInputs",

@@ -105,10 +105,27 @@ class Decision:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
+SCALED_TO_ZERO = "ScaledToZero"
+"""The Ready reason of a Deployment of 0 replicas (status.py): Ready, yet no pod of its model has run."""
+
+
+def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+
+
+def scaled_to_zero(status: Mapping[str, Any]) -> bool:
+    """Whether the model's Deployment asks for no pod: its rollout can neither complete nor run out of time."""
+    ready = _ready(status)
+    return ready.get("status") == "True" and ready.get("reason") == SCALED_TO_ZERO
+
+
 def rollout_complete(status: Mapping[str, Any], serving: ModelRef | Mapping[str, Any]) -> bool:
-    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    """Whether the serving model's pods are all ready: it becomes the last good model. Not at 0 replicas: a model
+    admitted then has never run a pod, and taken for good it would leave nothing to roll back to once scaled up."""
     sha = serving.sha256 if isinstance(serving, ModelRef) else serving.get("sha256")
-    return ready.get("status") == "True" and status.get("activeModelSha256") == sha
+    return (
+        _ready(status).get("status") == "True" and status.get("activeModelSha256") == sha and not scaled_to_zero(status)
+    )
 
 
 def decide(i: GateInputs) -> Decision:
@@ -141,6 +158,8 @@ def decide(i: GateInputs) -> Decision:
     if rollout is not None and (serving is None or rollout.get("key") != serving.key):
         rollout = None  # about a model no longer admitted
     if rollout is not None and serving is not None:
+        if scaled_to_zero(i.status):  # no pod is asked for: the deadline counts from the reconcile that raises them
+            rollout["since"] = now_iso(i.now)
         deadline = (epoch(rollout.get("since")) or i.now) + float(rollout.get("deadlineSeconds") or 300)
         if rollout_complete(i.status, serving):
             rollout = None
@@ -295,7 +314,8 @@ def attention(status: Mapping[str, Any], approvals: Sequence[Approval], now: flo
     if isinstance(rollout, Mapping) and serving.get("key") and rollout.get("key") == serving.get("key"):
         if rollout_complete(status, serving):
             return True
-        if now >= (epoch(rollout.get("since")) or now) + float(rollout.get("deadlineSeconds") or 300):
+        late = now >= (epoch(rollout.get("since")) or now) + float(rollout.get("deadlineSeconds") or 300)
+        if late and not scaled_to_zero(status):
             return True
     promotion = promotion_of(status)
     sha, config = cat.get("sha256"), cat.get("config")

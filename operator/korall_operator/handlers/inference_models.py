@@ -134,8 +134,13 @@ async def _reconcile(
             await write_held(korall, body, gated, generation, seen)
             await _refresh_used_by(korall, indexes, namespace, ref, kwargs, logger)
             return
-        model, admitted = gated.applied, gated
-        deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
+        held_back, model, admitted = gated.applied is not model, gated.applied, gated
+        try:
+            deployment = build_vision_deployment(name, namespace, model, capture, korall.settings, owner=body)
+        except SpecError as e:
+            if held_back and e.reason == "NodeSelectorConflict":
+                raise _held_back_conflict(e, gated) from e
+            raise
         service = build_vision_service(name, namespace, korall.settings, owner=body)
         expected = pod_template_hash(deployment) or ""
         # An s3 model's link Secret exists before the pod that mounts it (model_links.py).
@@ -221,6 +226,22 @@ async def _report_failure(
         raise transient(e, "writing the status") from e
     if warn:
         await warn_spec_failure(korall, body, exc, logger)
+
+
+def _held_back_conflict(e: SpecError, gated: Gated) -> SpecError:
+    """A NodeSelectorConflict of the Deployment of a model that serves while the spec's own waits: the spec passed
+    check_vision_spec, so the conflict is between the admitted model's gated fields (its tpuInterface, held back with
+    it) and the spec's nodeSelector (not gated: it applies at once). Said so, instead of only asking for the
+    tpuInterface the spec already sets; the old Deployment serves on unchanged meanwhile."""
+    serving, cat = gated.decision.applied, gated.decision.catalog
+    assert serving is not None  # held back: a model serves
+    return SpecError(
+        e.reason,
+        f"{e.message}. The spec itself agrees: model {serving.short} serves with the accelerator and tpuInterface "
+        f"it was admitted with until this spec's model {cat['shortSha']} is admitted "
+        f"({gated.decision.promotion.reason}), while the nodeSelector applies at once; this clears once it is "
+        "admitted (or set the nodeSelector back until then)",
+    )
 
 
 def _reported(previous: Mapping[str, Any], failure: SpecError) -> bool:
