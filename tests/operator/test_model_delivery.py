@@ -24,8 +24,9 @@ import boto3
 import httpx
 import pytest
 from cluster_helpers import API, Cluster, ClusterClient, cond, eventually, has_event, running_operator
+from korall_contract import VisionEnv
 from korall_operator.manifests import LINK_KEY, child_name, link_secret_name
-from s3_servers import moto_s3
+from s3_servers import ExpiringLinkFront, moto_s3
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
@@ -410,3 +411,33 @@ async def test_a_reconcile_reuses_a_fresh_link_and_signs_anew_once_half_its_life
     assert len(again) == len(ours) + 1, again
     assert await link_of(kube, ns, name) != first
     assert im["status"]["modelLink"]["expiresAt"] > first_expiry, "the status still shows the first link"
+
+
+async def test_a_store_that_does_not_answer_for_a_while_blocks_no_edit_of_a_model_with_a_fresh_link(
+    cluster: Cluster, kube: ClusterClient, s3: str
+) -> None:
+    """The model's credentials Secret points at a front of the store that then answers 503 to everything (S3's
+    ServiceUnavailable). An edit of the threshold rolls out on the fresh link, instead of waiting (Degraded
+    S3Unreachable) for the store; a new model, which has no link yet, still says the store is unreachable."""
+    ns, name, secret = cluster.namespace, f"blip-{secrets.token_hex(2)}", f"front-{secrets.token_hex(2)}"
+    with ExpiringLinkFront(s3) as front:
+        data = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": front.endpoint}
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        await kube.create("v1", "secrets", CREDENTIALS_NAMESPACE, {"metadata": {"name": secret}, "data": encoded})
+        body = s3_model(name, s3Credentials=secret)
+        body["spec"]["replicas"] = 0  # no pods: the Deployment's template is what matters
+        await kube.create(API, "inferencemodels", ns, body)
+        await eventually(lambda: link_of(kube, ns, name), timeout=30)
+        front.down = True
+        im = await reconciled(kube, ns, name, {"scoreThreshold": 0.41})
+        assert cond(im, "Degraded")["status"] == "False", im["status"]
+
+        async def rolled_out() -> None:
+            container = (await _deployment(kube, ns, name))["spec"]["template"]["spec"]["containers"][0]
+            assert {e["name"]: e.get("value") for e in container["env"]}[VisionEnv.SCORE_TH] == "0.41"
+
+        await eventually(rolled_out, timeout=30)
+        newcomer = f"{name}-new"
+        await kube.create(API, "inferencemodels", ns, s3_model(newcomer, s3Credentials=secret))
+        im = await eventually(lambda: degraded(kube, ns, newcomer, "S3Unreachable"), timeout=30)
+        assert cond(im, "Degraded")["message"].endswith(": 503"), cond(im, "Degraded")  # a HEAD's answer has no body

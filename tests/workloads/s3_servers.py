@@ -6,6 +6,7 @@ expiry, though: it serves an expired link forever. `ExpiringLinkFront` is the th
 that one check: an HTTP proxy in front of moto that refuses a SigV4 query link once X-Amz-Date + X-Amz-Expires
 has passed, with S3's own answer (403, <Code>AccessDenied</Code><Message>Request has expired</Message>), and
 passes everything else through to moto unchanged. It checks nothing else (moto does not verify signatures).
+With `down` set it plays a store that does not answer for a while: every request gets S3's 503 ServiceUnavailable.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class ExpiringLinkFront:
         self.upstream = urlsplit(upstream)
         self.refused = 0
         self.forwarded = 0
+        self.down = False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,6 +92,9 @@ class ExpiringLinkFront:
         self._httpd.server_close()
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        if self.down:
+            self._answer(h, 503, b"<Error><Code>ServiceUnavailable</Code><Message>Try again.</Message></Error>")
+            return
         query = parse_qs(urlsplit(h.path).query)
         if "X-Amz-Date" in query and "X-Amz-Expires" in query:
             signed = dt.datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
@@ -97,16 +102,19 @@ class ExpiringLinkFront:
             now = dt.datetime.now(dt.UTC)
             if now > signed + dt.timedelta(seconds=expires):
                 self.refused += 1
-                body = _expired_body(expires, signed + dt.timedelta(seconds=expires), now)
-                h.send_response(403)
-                h.send_header("Content-Type", "application/xml")
-                h.send_header("Content-Length", str(len(body)))
-                h.end_headers()
-                if h.command != "HEAD":
-                    h.wfile.write(body)
+                self._answer(h, 403, _expired_body(expires, signed + dt.timedelta(seconds=expires), now))
                 return
         self.forwarded += 1
         self._forward(h)
+
+    @staticmethod
+    def _answer(h: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/xml")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
 
     def _forward(self, h: BaseHTTPRequestHandler) -> None:
         conn = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=30)

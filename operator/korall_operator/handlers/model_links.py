@@ -132,7 +132,8 @@ async def ensure_link(
     `kubectl get im` is that a deleted object or refused keys show as Degraded at the model's next reconcile, not
     only at the next signing (up to half the link's lifetime later) or when a pod fails to download. A HEAD is one
     S3 request, not a signing: it costs no rate-limit budget. A renewal does not: it only replaces a link that its
-    reconcile checked.
+    reconcile checked. A store that does not answer the HEAD (S3Unreachable) blocks the reconcile only when there
+    is no fresh link to reuse.
 
     `reuse`: keep the link signed last for the same `LinkSource` while more than `RENEW_AT` of its lifetime is left
     (a reconcile); the renewal task asks at `RENEW_AT` and signs anew. A changed spec (object, credentials Secret)
@@ -153,10 +154,17 @@ async def ensure_link(
         links.forget(key)
         return {"modelLink": None}
     creds, where = await _allowed_credentials(korall, model, uri)
-    if check:
-        await _presign(korall, lambda s: s.check_object(uri, creds))
     source, now = LinkSource(uri, where, creds), time.time()
     link = links.reusable(key, meta["uid"], source, now) if reuse else None
+    if check:
+        try:
+            await _presign(korall, lambda s: s.check_object(uri, creds))
+        except LinkUnavailable as e:
+            # A store that does not answer for a moment says nothing about the object: with a fresh link for it,
+            # an unrelated edit (a threshold) rolls out instead of waiting for the store. Refused keys still stop.
+            if link is None or e.failure.reason != "S3Unreachable":
+                raise
+            logger.warning(f"{key[0]}/{key[1]}: {e.failure.message}; the fresh link of {uri} is kept meanwhile")
     if link is None:
         link = await _presign(korall, lambda s: s.issue(f"{key[0]}/{key[1]}", uri, creds))
         links.remember(key, meta["uid"], source, link, now)
