@@ -44,6 +44,16 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
+def reply_xml(h: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """An S3-style XML answer of the test servers (no body to a HEAD, as HTTP wants)."""
+    h.send_response(status)
+    h.send_header("Content-Type", "application/xml")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)
+
+
 def _expired_body(expires: int, expired_at: dt.datetime, now: dt.datetime) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -93,7 +103,7 @@ class ExpiringLinkFront:
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         if self.down:
-            self._answer(h, 503, b"<Error><Code>ServiceUnavailable</Code><Message>Try again.</Message></Error>")
+            reply_xml(h, 503, b"<Error><Code>ServiceUnavailable</Code><Message>Try again.</Message></Error>")
             return
         query = parse_qs(urlsplit(h.path).query)
         if "X-Amz-Date" in query and "X-Amz-Expires" in query:
@@ -102,19 +112,10 @@ class ExpiringLinkFront:
             now = dt.datetime.now(dt.UTC)
             if now > signed + dt.timedelta(seconds=expires):
                 self.refused += 1
-                self._answer(h, 403, _expired_body(expires, signed + dt.timedelta(seconds=expires), now))
+                reply_xml(h, 403, _expired_body(expires, signed + dt.timedelta(seconds=expires), now))
                 return
         self.forwarded += 1
         self._forward(h)
-
-    @staticmethod
-    def _answer(h: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", "application/xml")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(body)
 
     def _forward(self, h: BaseHTTPRequestHandler) -> None:
         conn = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=30)

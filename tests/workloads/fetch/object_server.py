@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from s3_servers import reply_xml
+
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -109,10 +111,10 @@ class ObjectServer:
             h.end_headers()
             return None
         if status is not None:
-            return self._reply(h, status[0], status[1])
+            return reply_xml(h, status[0], status[1])
         body = self.objects.get(path)
         if body is None:
-            return self._reply(
+            return reply_xml(
                 h, 404, b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
             )
         size = body.stat().st_size if isinstance(body, Path) else len(body)
@@ -179,11 +181,3 @@ class ObjectServer:
             h.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
         if finish:
             h.wfile.write(b"0\r\n\r\n")
-
-    @staticmethod
-    def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", "application/xml")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
