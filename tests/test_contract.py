@@ -214,9 +214,8 @@ def test_the_model_cache_bounds_the_chart_admits_are_the_downloaders() -> None:
     model = parse_inference_model({"model": {"url": "https://models.example/m.tflite", "sha256": "ab" * 32}})
     for size, keep in [(0, MODEL_CACHE_KEEP_S_RANGE[0]), (MODEL_CACHE_MAX_BYTES_LIMIT, MODEL_CACHE_KEEP_S_RANGE[1])]:
         operator = OperatorSettings(model_cache_max_bytes=size, model_cache_keep_s=keep)
-        (init,) = build_vision_deployment("m", "ns", model, None, operator)["spec"]["template"]["spec"][
-            "initContainers"
-        ]
+        pod = build_vision_deployment("m", "ns", model, None, operator)["spec"]["template"]["spec"]
+        init = pod["initContainers"][0]  # the download (the sidecar after it reads no budget)
         env = {e["name"]: e["value"] for e in init["env"]}
         fetch = FetchSettings.model_validate(env)
         assert (fetch.cache_max_bytes, fetch.cache_keep_s) == (size, keep)

@@ -51,6 +51,10 @@ DEFAULT_TPU_RESOURCE: Final = "coral.ai/tpu"
 FETCH_MODULE: Final = "korall_workloads.fetch"
 """The model downloader in the vision image: the init container runs `python -m korall_workloads.fetch`."""
 
+MODEL_HOLD_MODULE: Final = "korall_workloads.fetch.hold"
+"""The vision pod's sidecar (`python -m korall_workloads.fetch.hold`): holds the pod's model in the node cache for
+the pod's whole life, across restarts of the vision container. Reads FetchEnv.MODEL_CACHE_DIR and MODEL_SHA256."""
+
 DEFAULT_MODEL_CACHE_DIR: Final = "/var/lib/korall/models"
 """Node-local, content-addressed model cache; a model lives at `<dir>/sha256/<hex digest>`."""
 
@@ -104,6 +108,7 @@ __all__ = [
     "MODEL_CACHE_MAX_BYTES_LIMIT",
     "MODEL_DOWNLOAD_FAILED",
     "MODEL_FETCHED",
+    "MODEL_HOLD_MODULE",
     "SPOOL_DIR_IN_POD",
     "VALIDATE_MODULE",
     "VALIDATION_RESULT_SCHEMA",

@@ -108,7 +108,8 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
 
     - a container or init container waiting for a reason in STUCK_WAITING (with its last exit, if it ran);
     - an init container that exited non-zero: its termination message names the reason when it starts with a
-      CamelCase word and a colon (`ModelDownloadFailed: ...`, as korall's init containers write it);
+      CamelCase word and a colon (`ModelDownloadFailed: ...`, as korall's init containers write it); a native
+      sidecar (`model-hold`) is judged as a container is;
     - the scheduler's Unschedulable, with its message (`0/3 nodes are available: 3 Insufficient coral.ai/tpu`);
     - a container that was ready and lost its readiness while it kept running (lost_readiness): the camera or the
       microphone of a capture pod.
@@ -118,9 +119,13 @@ def pod_problem(pod: Mapping[str, Any]) -> PodProblem | None:
     name = str(meta.get("name", "?"))
     if meta.get("deletionTimestamp"):
         return None
+    # A native sidecar (an init container with restartPolicy Always: the model's hold) runs for the pod's life: it is
+    # judged like a container, by its state now, never by an exit it has restarted from.
+    sidecars = {c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []
+                if c.get("restartPolicy") == "Always"}  # fmt: skip
     for key, kind in (("initContainerStatuses", "init container"), ("containerStatuses", "container")):
         for container in status.get(key) or []:
-            problem = _container_problem(container, kind)
+            problem = _container_problem(container, "container" if container.get("name") in sidecars else kind)
             if problem is not None:
                 reason, message = problem
                 return PodProblem(name, reason, f"pod {name}: {message}")

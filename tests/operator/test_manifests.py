@@ -14,7 +14,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from korall_contract import AUDIO_PORT, VISION_PORT, AudioEnv, HttpEnv, VisionEnv, env_names
+from korall_contract import AUDIO_PORT, MODEL_HOLD_MODULE, VISION_PORT, AudioEnv, HttpEnv, VisionEnv, env_names
 from korall_operator.manifests import (
     SPEC_HASH_ANNOTATION,
     STAGE_LABEL,
@@ -727,7 +727,7 @@ def remote_model(**model: Any) -> InferenceModelSpec:
 def test_an_s3_model_is_downloaded_by_an_init_container_through_its_link_secret_into_the_node_cache() -> None:
     dep = build_vision_deployment("yard", "ns", remote_model(s3="s3://models/ssd.tflite"), None, settings())
     k8s_valid(dep)
-    (init,) = pod(dep)["initContainers"]
+    init, hold = pod(dep)["initContainers"]
     init_env = {e["name"]: e["value"] for e in init["env"]}
     assert init["command"] == ["python", "-m", "korall_workloads.fetch"] and init["image"] == container(dep)["image"]
     assert init_env["MODEL_SHA256"] == S3_SHA and init_env["MODEL_URL_FILE"] == "/var/run/korall/model-link/url"
@@ -752,6 +752,16 @@ def test_an_s3_model_is_downloaded_by_an_init_container_through_its_link_secret_
     assert (
         annotations["korall.io/model"] == "s3://models/ssd.tflite" and annotations["korall.io/model-sha256"] == S3_SHA
     )
+    # After the download, a native sidecar holds the model in the node cache for the pod's life (the vision
+    # container holds it only while it runs): the same image, the contract's module, the same model and cache,
+    # read-only, as the pod's user.
+    assert hold["name"] == "model-hold" and hold["restartPolicy"] == "Always" and hold["image"] == init["image"]
+    assert hold["command"] == ["python", "-m", MODEL_HOLD_MODULE]
+    hold_env = {e["name"]: e["value"] for e in hold["env"]}
+    assert hold_env == {"MODEL_SHA256": S3_SHA, "MODEL_CACHE_DIR": init_env["MODEL_CACHE_DIR"]}
+    assert hold["volumeMounts"] == [{"name": "model-cache", "mountPath": init_env["MODEL_CACHE_DIR"], "readOnly": True}]
+    assert "runAsUser" not in hold["securityContext"] and hold["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert hold["resources"]["limits"]["memory"] == "32Mi"
 
 
 def test_a_url_model_names_its_url_and_its_header_secret_and_runs_as_the_pod_user_without_a_node_cache() -> None:
@@ -766,6 +776,7 @@ def test_a_url_model_names_its_url_and_its_header_secret_and_runs_as_the_pod_use
     assert volumes["model-headers"]["secret"]["items"] == [{"key": "auth", "path": "headers"}]
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
     assert "runAsUser" not in init["securityContext"]  # an emptyDir is the pod's: no root needed
+    # and no other pod collects in it: no sidecar holds the model (`(init,)` above: the download only)
 
 
 def test_a_new_sha256_rolls_out_and_a_resigned_link_does_not() -> None:

@@ -155,7 +155,7 @@ async def test_an_s3_model_gets_a_link_the_downloader_fetches_it_through_and_a_p
     deployment = await kube.get("apps/v1", "deployments", ns, child_name(name, "vision"))
     assert deployment is not None
     pod = deployment["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["initContainers"]] == ["model-fetch"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-fetch", "model-hold"]  # the download, the hold
     assert {"name": "model-link", "secret": {"secretName": link_secret_name(name), "defaultMode": 0o440}} in [
         {k: v for k, v in volume.items() if k in ("name", "secret")} for volume in pod["volumes"]
     ]

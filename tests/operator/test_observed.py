@@ -56,3 +56,45 @@ def test_a_pod_not_ready_since_before_its_container_started_is_still_starting() 
     deleting = pod(**kwargs)  # type: ignore[arg-type]
     deleting["metadata"]["deletionTimestamp"] = "2025-06-01T10:06:00Z"
     assert pod_problem(deleting) is None
+
+
+def with_init_containers(
+    base: dict[str, Any], *statuses: tuple[str, dict[str, Any], dict[str, Any], int]
+) -> dict[str, Any]:
+    """`base` with init containers (name, state, lastState, restarts); `model-hold` is a native sidecar, as built."""
+    base["spec"]["initContainers"] = [
+        {"name": name, **({"restartPolicy": "Always"} if name == "model-hold" else {})} for name, *_ in statuses
+    ]
+    base["status"]["initContainerStatuses"] = [
+        {"name": name, "state": state, "lastState": last, "restartCount": restarts}
+        for name, state, last, restarts in statuses
+    ]
+    return base
+
+
+FETCHED = ("model-fetch", {"terminated": {"exitCode": 0, "reason": "Completed"}}, {}, 0)
+NOT_CACHED = "ModelNotCached: sha256:abab... is not held in the node's model cache: ..."
+
+
+def test_the_model_hold_sidecar_is_judged_by_its_state_now_as_a_container_is() -> None:
+    ready = {"ready_since": "2025-06-01T10:00:05Z", "started": "2025-06-01T10:00:00Z", "ready": True}
+    failed_once = {"terminated": {"exitCode": 1, "reason": "Error", "message": NOT_CACHED}}
+    # It failed once and runs again: nothing is wrong now (an init container's exit would still be reported).
+    running = ("model-hold", {"running": {"startedAt": "2025-06-01T10:00:00Z"}}, failed_once, 1)
+    assert pod_problem(with_init_containers(pod(**ready), FETCHED, running)) is None  # type: ignore[arg-type]
+    # It keeps failing: the kubelet's back-off, with its last exit's line.
+    back_off = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}
+    looping = ("model-hold", back_off, failed_once, 3)
+    problem = pod_problem(with_init_containers(pod(**ready), FETCHED, looping))  # type: ignore[arg-type]
+    assert problem is not None and problem.reason == "CrashLoopBackOff"
+    assert "container model-hold: CrashLoopBackOff" in problem.message and NOT_CACHED in problem.message
+    assert "restarted 3 times, last exit 1" in problem.message
+    # An ordinary init container that failed and runs again is still reported by its failure (unchanged).
+    retrying = (
+        "model-fetch",
+        {"running": {}},
+        {"terminated": {"exitCode": 3, "message": "ModelDownloadFailed: NotFound: x"}},
+        1,
+    )
+    problem = pod_problem(with_init_containers(pod(**ready), retrying))  # type: ignore[arg-type]
+    assert problem is not None and problem.reason == "ModelDownloadFailed"

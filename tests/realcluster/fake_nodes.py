@@ -293,6 +293,8 @@ class FakeNodes:
                 state = waiting(CRASH_LOOP, c)
                 last = {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "finishedAt": _now()}}
                 init_statuses.append(_container(c, False, restarts, state, last))
+            elif c.get("restartPolicy") == "Always":  # a native sidecar: it keeps running beside the containers
+                init_statuses.append(_container(c, True, 0, running(c), {}, started=True))
             else:
                 done = {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": started}}
                 init_statuses.append(_container(c, False, 0, done, {}))

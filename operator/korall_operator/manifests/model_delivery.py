@@ -16,8 +16,11 @@ Where the link comes from:
   the model's namespace, mounted as a file (the operator never reads it).
 
 The cache is a hostPath (`settings.model_cache_host_path`, default /var/lib/korall/models): one download per node
-and model. The kubelet creates it owned by root, so the init container runs as uid 0 with every capability
-dropped (the owner may write; nothing else); with the cache disabled (an emptyDir) it runs as the pod's user.
+and model, kept within a budget by the downloaders, which never remove a model a process holds. A serving pod
+holds its model with a native sidecar (`model-hold`, after the download) for its whole life, so a restart of the
+vision container never leaves the model unheld. The kubelet creates the cache folder owned by root, so the
+download runs as uid 0 with every capability dropped (the owner may write; nothing else); with the cache disabled
+(an emptyDir, the pod's own) it runs as the pod's user, and no sidecar is needed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from korall_contract import DEFAULT_MODEL_CACHE_DIR, FETCH_MODULE, FetchEnv, VisionEnv
+from korall_contract import DEFAULT_MODEL_CACHE_DIR, FETCH_MODULE, MODEL_HOLD_MODULE, FetchEnv, VisionEnv
 
 from korall_operator.manifests.naming import child_name
 from korall_operator.manifests.pod import env_list
@@ -33,6 +36,7 @@ from korall_operator.settings import OperatorSettings
 from korall_operator.specs import InferenceModelSpec
 
 FETCH_CONTAINER = "model-fetch"
+HOLD_CONTAINER = "model-hold"
 LINK_KEY = "url"
 # On the link Secret, for people (the operator writes them, never reads them): what its link is signed for, until when.
 LINK_OBJECT_ANNOTATION = "korall.io/link-object"
@@ -51,6 +55,9 @@ class ModelDelivery:
     volumes: list[dict[str, Any]]
     mounts: list[dict[str, Any]]  # of the vision container
     env: dict[str, Any] = field(default_factory=dict)  # of the vision container
+    # Native sidecars of a serving pod (after init_containers): the hold of the model in a node cache. A Job's pod
+    # runs once and never restarts a container, so validation Jobs take init_containers only.
+    sidecars: list[dict[str, Any]] = field(default_factory=list)
 
 
 def link_secret_name(name: str) -> str:
@@ -119,9 +126,33 @@ def model_delivery(
         "terminationMessagePolicy": "File",
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }
+    cache_mount = {"name": "model-cache", "mountPath": DEFAULT_MODEL_CACHE_DIR, "readOnly": True}
     return ModelDelivery(
         init_containers=[init],
         volumes=volumes,
-        mounts=[{"name": "model-cache", "mountPath": DEFAULT_MODEL_CACHE_DIR, "readOnly": True}],
+        mounts=[cache_mount],
         env={VisionEnv.MODEL_PATH: cached_model_path(source.sha256), VisionEnv.MODEL_SHA256: source.sha256},
+        sidecars=[_hold_sidecar(source.sha256, cache_mount, settings)] if settings.model_cache_host_path else [],
     )
+
+
+def _hold_sidecar(sha256: str, cache_mount: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The native sidecar that holds the model in the node's cache for the pod's life (korall_workloads.fetch.hold):
+    the vision container holds it only while it runs, so without this a collection by another pod's downloader
+    could remove it while that container restarts. Only for a node cache: an emptyDir is the pod's own."""
+    return {
+        "name": HOLD_CONTAINER,
+        "image": settings.vision_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", MODEL_HOLD_MODULE],
+        "restartPolicy": "Always",  # a sidecar: runs beside the vision container until the pod ends
+        "env": env_list({FetchEnv.MODEL_SHA256: sha256, FetchEnv.MODEL_CACHE_DIR: DEFAULT_MODEL_CACHE_DIR}),
+        "volumeMounts": [dict(cache_mount)],
+        "securityContext": {  # the pod's user: reading the lock file is all it does
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePolicy": "File",
+        "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+    }

@@ -153,7 +153,9 @@ def build_vision_deployment(
     env.update(events.env)
     volumes += events.volumes
     mounts += events.mounts
-    init_containers = (delivery.init_containers if delivery is not None else []) + events.init_containers
+    # The download, then the sidecar holding its model in the node cache (it starts once the download is done).
+    init_containers = [*delivery.init_containers, *delivery.sidecars] if delivery is not None else []
+    init_containers += events.init_containers
     # The golden set the pod runs once before it reports ready (catalog: a model that sees nothing never serves).
     self_test = self_test_wiring(model, settings)
     if self_test is not None:
