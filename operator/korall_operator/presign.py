@@ -238,6 +238,7 @@ class LinkIssuer:
         self._overall: RateLimitItem = parse(settings.rate_overall)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._limit_lock = threading.Lock()
+        self._linked: set[str] = set()  # the models this issuer signed for (a few bytes each)
         self._clients: dict[S3Credentials, Any] = {}
         self._clients_lock = threading.Lock()
 
@@ -263,12 +264,21 @@ class LinkIssuer:
         return PresignedLink(url=url, issued_at=now, expires_at=now + self.settings.link_ttl_s)
 
     def _admit(self, model: str) -> None:
-        """Take one link from both windows, or refuse without taking any (test both, then hit both)."""
+        """Take one link from both windows, or refuse without taking any (test both, then hit both).
+
+        A model's first link from this issuer is not refused by the overall window (it still counts in it): an
+        operator that starts (an upgrade, a restart) signs once for every s3 model it resumes, and with more
+        models than the overall rate, the rest were `LinkRateLimited` (Degraded, with a Warning) for a minute.
+        What the overall limit is for, a flapping spec or a loop that signs again and again, is limited as before.
+        """
         with self._limit_lock:
+            first = model not in self._linked
             for item, scope, ids in (
                 (self._per_model, "model", ("model", model)),
                 (self._overall, "overall", ("overall",)),
             ):
+                if scope == "overall" and first:
+                    continue
                 if not self._limiter.test(item, *ids):
                     self.metrics.links.labels(f"rate_limited_{scope}").inc()
                     reset = self._limiter.get_window_stats(item, *ids).reset_time
@@ -282,6 +292,7 @@ class LinkIssuer:
                     )
             self._limiter.hit(self._per_model, "model", model)
             self._limiter.hit(self._overall, "overall")
+            self._linked.add(model)
 
     # ---------------------------------------------------------------------------------------------- checking
 

@@ -311,3 +311,21 @@ def test_the_rate_limit_refuses_a_burst_per_model_and_overall_and_counts_it() ->
         return registry.get_sample_value("korall_operator_model_links_total", {"outcome": outcome})
 
     assert (count("issued"), count("rate_limited_model"), count("rate_limited_overall")) == (5.0, 2.0, 1.0)
+
+
+def test_a_models_first_link_is_not_refused_by_the_overall_limit_so_a_restart_signs_every_model_once() -> None:
+    """An operator that starts signs once for every s3 model it resumes: with more models than the overall rate,
+    the rest were LinkRateLimited for a minute. A model's first link now passes the overall window (and counts in
+    it); what comes after is limited as before."""
+    registry = CollectorRegistry()
+    links = LinkIssuer(
+        PresignSettings(endpoint_url="http://127.0.0.1:9", rate_per_model="3/minute", rate_overall="2/minute"),
+        registry=registry,
+    )
+    for n in range(5):  # five models resumed, over the overall rate of two
+        links.issue(f"ns/model-{n}", "s3://models/a.tflite", CREDS)
+    with pytest.raises(PresignError) as err:  # a second link of one of them: the overall window is full
+        links.issue("ns/model-0", "s3://models/a.tflite", CREDS)
+    assert err.value.reason == "LinkRateLimited" and "the overall limit of 2/minute" in err.value.message
+    assert registry.get_sample_value("korall_operator_model_links_total", {"outcome": "issued"}) == 5.0
+    assert registry.get_sample_value("korall_operator_model_links_total", {"outcome": "rate_limited_overall"}) == 1.0
