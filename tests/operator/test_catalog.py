@@ -240,6 +240,74 @@ async def _quiet(kube: ClusterClient, ns: str, im: str, seconds: float) -> None:
     await promoted(kube, ns, im, "RolledBack")
 
 
+async def test_a_rollout_outlasted_by_a_typo_in_another_field_is_judged_from_the_fix_and_not_rolled_back(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str
+) -> None:
+    """A production model rolls out; before its pods are ready, an edit of another field fails before the gate (a
+    CaptureProfile that does not exist): nothing is applied, and the status stops following the pods, which then
+    get ready. The typo is fixed after the rollout's deadline: the model whose pods ran ready all along must stay,
+    not be rolled back (its deadline counts from the reconcile that applies the fixed spec)."""
+    import asyncio
+
+    ns, im = cluster.namespace, name("typo")
+    deadline_s = 12
+    body = model_body(im, "demo", {"file": CPU_MODEL}, validation={"rolloutDeadlineSeconds": deadline_s})
+    await kube.create(API, "inferencemodels", ns, body)
+    await serving(cluster, kube, ns, im, CPU_SHA)  # the last good model
+    rule = None
+    if nodes is not None:  # the new model's pods run, not ready yet (the emulator has no pods: nothing is ready)
+        from fake_nodes import NOT_READY
+
+        rule = nodes.fail(f"^{ns}/{im}-vision-", NOT_READY, annotations={"korall.io/model-sha256": TPU_SHA})
+    try:
+        change = {"spec": {"stage": "production", "model": {"file": TPU_MODEL}, "accelerator": "edgetpu"}}
+        await kube.merge_patch(API, "inferencemodels", ns, im, change)
+        job = await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
+        result = validator_result(MODELS / TPU_MODEL, TPU_SHA, accelerator="edgetpu")
+        await end_validation(cluster, nodes, kube, ns, job, result)
+        await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+        await approve(cluster, im, TPU_SHA, approver, ns)
+
+        async def rolling_out() -> None:
+            assert await deployment_sha(kube, ns, im) == TPU_SHA
+
+        await eventually(rolling_out, timeout=30)
+        admitted_at = asyncio.get_running_loop().time()
+        typo = {"spec": {"captureProfileRef": {"name": name("nowhere")}}}
+        await kube.merge_patch(API, "inferencemodels", ns, im, typo)
+
+        async def failed() -> None:
+            obj = await get_im(kube, ns, im)
+            assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"], obj["status"]
+            assert cond(obj, "Degraded")["reason"] == "CaptureProfileNotFound", obj["status"]
+            assert obj["status"]["catalog"]["rollout"] is not None  # still rolling out: no pod was ready
+
+        await eventually(failed, timeout=30)
+    finally:
+        if rule is not None:
+            nodes.clear(rule)  # the pods get ready meanwhile
+    if cluster.is_emulated:  # play the Deployment controller: the new model's pods are ready
+        deployment = await kube.get("apps/v1", "deployments", ns, child_name(im, "vision"))
+        assert deployment is not None
+        replicas = deployment["spec"]["replicas"]
+        await kube.merge_patch_status("apps/v1", "deployments", ns, deployment["metadata"]["name"], {
+            "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
+            "updatedReplicas": replicas, "readyReplicas": replicas})  # fmt: skip
+    await asyncio.sleep(max(0.0, admitted_at + deadline_s + 2 - asyncio.get_running_loop().time()))
+    assert await deployment_sha(kube, ns, im) == TPU_SHA
+
+    await kube.merge_patch(API, "inferencemodels", ns, im, {"spec": {"captureProfileRef": None}})  # fixed
+    kept = await serving(cluster, kube, ns, im, TPU_SHA)
+    assert kept["status"]["catalog"].get("rolledBack") is None, kept["status"]["catalog"]
+
+    async def last_good() -> None:
+        catalog = (await get_im(kube, ns, im))["status"]["catalog"]
+        assert catalog["lastGood"]["sha256"] == TPU_SHA and catalog.get("rollout") is None, catalog
+
+    await eventually(last_good, timeout=30)
+    assert "RolledBack" not in await events_of(kube, ns, im)
+
+
 async def test_the_catalog_records_the_served_spec_whole_and_labels_production_only_once_admitted(
     cluster: Cluster, kube: ClusterClient, nodes: Any
 ) -> None:

@@ -201,6 +201,33 @@ def test_a_rollout_whose_apply_failed_is_rolled_back_saying_why_not_that_its_pod
     )
 
 
+def test_a_rollout_is_not_rolled_back_for_a_spec_failure_of_another_field_that_outlasted_its_deadline() -> None:
+    """While a production model rolls out, an edit of a field the gate does not hold back (a nodeSelector) fails
+    before the gate (`during: spec`): nothing is applied, the status stops following the pods, and the gate does
+    not run until the spec is fixed. Fixed after the deadline, the model whose pods ran ready all along must not be
+    rolled back: its deadline counts from the reconcile that applies the fixed spec."""
+    approve = (Approval("x", "yard", B, "bob"),)
+    status: dict[str, Any] = serving_ready({"catalog": {"serving": ref(A).as_status()}}, A)
+    status = after(status, decide(inputs(ref(B), status)), record(B, "Passed"))
+    status = after(status, decide(inputs(ref(B), status, approvals=approve, now=T0)))  # B admitted, rolling out
+    typo = {"reason": "NodeSelectorConflict", "message": "...", "during": "spec"}
+    failed = {**status, "specHash": None, "lastFailure": typo, "conditions": [{"type": "Ready", "status": "False"}]}
+    fixed = decide(inputs(ref(B), failed, approvals=approve, now=T0 + 600, generation=3))  # ten deadlines later
+    assert fixed.promotion.reason == "Promoted" and fixed.applied is not None and fixed.applied.sha256 == B
+    assert fixed.catalog["rolledBack"] is None and fixed.catalog["rollout"]["since"] == now_iso(T0 + 600)
+    assert "RolledBack" not in [r for _, r, _ in fixed.events]
+    following = serving_ready(after(failed, fixed), B)  # the status follows the pods again: ready
+    assert attention(following, [], T0 + 601)
+    done = decide(inputs(ref(B), following, approvals=approve, now=T0 + 601, generation=3))
+    assert done.catalog["lastGood"]["sha256"] == B and done.catalog["rollout"] is None
+    # Not ready within the deadline counted from the fix: rolled back as ever.
+    not_ready = {**after(failed, fixed), "specHash": "h2", "conditions": [{"type": "Ready", "status": "False"}]}
+    late = decide(inputs(ref(B), not_ready, approvals=approve, now=T0 + 600 + 61, generation=3))
+    assert (
+        late.promotion.reason == "RolledBack" and "was not ready 60 s after its rollout began" in late.promotion.message
+    )
+
+
 def test_a_model_admitted_at_zero_replicas_is_not_last_good_and_its_deadline_starts_when_pods_are_asked_for() -> None:
     """replicas 0 is Ready (ScaledToZero) with the admitted model's sha256 as activeModelSha256, but no pod of it has
     ever been ready: it must not become lastGood (scaled up, a model that never starts would have nothing to roll
