@@ -178,6 +178,24 @@ async def test_a_first_production_model_runs_nothing_until_it_is_admitted(
     await serving(cluster, kube, ns, im, CPU_SHA)
 
 
+async def _production_tpu_model_rolling_out(
+    cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str, ns: str, im: str
+) -> None:
+    """Move a serving model to production on an Edge TPU: validated, approved, and its Deployment rolling it out."""
+    change = {"spec": {"stage": "production", "model": {"file": TPU_MODEL}, "accelerator": "edgetpu"}}
+    await kube.merge_patch(API, "inferencemodels", ns, im, change)
+    job = await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
+    result = validator_result(MODELS / TPU_MODEL, TPU_SHA, accelerator="edgetpu")
+    await end_validation(cluster, nodes, kube, ns, job, result)
+    await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
+    await approve(cluster, im, TPU_SHA, approver, ns)
+
+    async def rolling_out() -> None:
+        assert await deployment_sha(kube, ns, im) == TPU_SHA
+
+    await eventually(rolling_out, timeout=30)
+
+
 async def test_a_production_model_whose_pods_never_get_ready_is_rolled_back_until_the_spec_changes(
     cluster: Cluster, kube: ClusterClient, nodes: Any, approver: str
 ) -> None:
@@ -193,18 +211,7 @@ async def test_a_production_model_whose_pods_never_get_ready_is_rolled_back_unti
         rule = nodes.fail(f"^{ns}/{im}-vision-", CRASH_LOOP, "self-test on golden set failed",
                           annotations={"korall.io/model-sha256": TPU_SHA})  # fmt: skip
     try:
-        change = {"spec": {"stage": "production", "model": {"file": TPU_MODEL}, "accelerator": "edgetpu"}}
-        await kube.merge_patch(API, "inferencemodels", ns, im, change)
-        job = await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
-        result = validator_result(MODELS / TPU_MODEL, TPU_SHA, accelerator="edgetpu")
-        await end_validation(cluster, nodes, kube, ns, job, result)
-        await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
-        await approve(cluster, im, TPU_SHA, approver, ns)
-
-        async def tried() -> None:
-            assert await deployment_sha(kube, ns, im) == TPU_SHA
-
-        await eventually(tried, timeout=30)
+        await _production_tpu_model_rolling_out(cluster, kube, nodes, approver, ns, im)
 
         async def rolled_back() -> tuple[dict[str, Any], dict[str, Any]]:
             got = await promoted(kube, ns, im, "RolledBack")
@@ -260,18 +267,7 @@ async def test_a_rollout_outlasted_by_a_typo_in_another_field_is_judged_from_the
 
         rule = nodes.fail(f"^{ns}/{im}-vision-", NOT_READY, annotations={"korall.io/model-sha256": TPU_SHA})
     try:
-        change = {"spec": {"stage": "production", "model": {"file": TPU_MODEL}, "accelerator": "edgetpu"}}
-        await kube.merge_patch(API, "inferencemodels", ns, im, change)
-        job = await eventually(lambda: running_validation(kube, ns, im, TPU_SHA))
-        result = validator_result(MODELS / TPU_MODEL, TPU_SHA, accelerator="edgetpu")
-        await end_validation(cluster, nodes, kube, ns, job, result)
-        await eventually(lambda: promoted(kube, ns, im, "PendingApproval"), timeout=30)
-        await approve(cluster, im, TPU_SHA, approver, ns)
-
-        async def rolling_out() -> None:
-            assert await deployment_sha(kube, ns, im) == TPU_SHA
-
-        await eventually(rolling_out, timeout=30)
+        await _production_tpu_model_rolling_out(cluster, kube, nodes, approver, ns, im)
         admitted_at = asyncio.get_running_loop().time()
         typo = {"spec": {"captureProfileRef": {"name": name("nowhere")}}}
         await kube.merge_patch(API, "inferencemodels", ns, im, typo)
