@@ -115,6 +115,25 @@ def rollout_of(deployment: Mapping[str, Any], expected_hash: str | None, problem
     )
 
 
+def as_the_pods_show(
+    status: Mapping[str, Any], deployment: Mapping[str, Any] | None, problem: PodProblem | None = None
+) -> Mapping[str, Any]:
+    """`status` as the catalog's gate is to judge a rollout by (never written).
+
+    A status that stopped following the pods (a reconcile failed: no `specHash`) still says what they were when it
+    stopped; the Deployment in the indexes says what they are now. When all its pods are ready on its own pod
+    template, the copy says so (Ready, `activeModelSha256`): a production rollout whose pods got ready while an edit
+    of another field failed, and stayed failed past the deadline, is complete, not rolled back."""
+    if status.get("specHash") or deployment is None:
+        return status
+    rollout = rollout_of(deployment, pod_template_hash(deployment), problem)
+    if not rollout.complete or rollout.desired == 0 or not rollout.model_sha256:
+        return status
+    ready = {"type": READY, "status": "True", "reason": "Available", "message": "seen in the Deployment"}
+    others = [c for c in status.get("conditions") or [] if c.get("type") != READY]
+    return {**status, "activeModelSha256": rollout.model_sha256, "conditions": [ready, *others]}
+
+
 def _condition(
     type_: str, ok: bool, reason: str, message: str, previous: Mapping[str, Any], generation: int | None
 ) -> dict[str, Any]:

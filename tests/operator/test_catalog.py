@@ -253,7 +253,7 @@ async def test_a_rollout_outlasted_by_a_typo_in_another_field_is_judged_from_the
     """A production model rolls out; before its pods are ready, an edit of another field fails before the gate (a
     CaptureProfile that does not exist): nothing is applied, and the status stops following the pods, which then
     get ready. The typo is fixed after the rollout's deadline: the model whose pods ran ready all along must stay,
-    not be rolled back (its deadline counts from the reconcile that applies the fixed spec)."""
+    not be rolled back (the gate judges the pods as the Deployment shows them, not the status that stopped)."""
     import asyncio
 
     ns, im = cluster.namespace, name("typo")

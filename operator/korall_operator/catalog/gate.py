@@ -119,13 +119,6 @@ def scaled_to_zero(status: Mapping[str, Any]) -> bool:
     return ready.get("status") == "True" and ready.get("reason") == SCALED_TO_ZERO
 
 
-def spec_failed(status: Mapping[str, Any]) -> bool:
-    """Whether the status says a spec failure found before the gate ran (`lastFailure.during: spec`, a typo in a
-    field the gate does not hold back): nothing was applied, and the status stopped following the pods, which run
-    on as they were. A rollout can be judged again only from the reconcile that applies the fixed spec."""
-    return not status.get("specHash") and (status.get("lastFailure") or {}).get("during") == "spec"
-
-
 def rollout_complete(status: Mapping[str, Any], serving: ModelRef | Mapping[str, Any]) -> bool:
     """Whether the serving model's pods are all ready: it becomes the last good model. Not at 0 replicas: a model
     admitted then has never run a pod, and taken for good it would leave nothing to roll back to once scaled up."""
@@ -165,9 +158,7 @@ def decide(i: GateInputs) -> Decision:
     if rollout is not None and (serving is None or rollout.get("key") != serving.key):
         rollout = None  # about a model no longer admitted
     if rollout is not None and serving is not None:
-        # No pod is asked for, or the pods were not followed while the spec failed (their model may have been
-        # ready all along): the deadline counts from this reconcile, which asks for pods or applies the fixed spec.
-        if scaled_to_zero(i.status) or spec_failed(i.status):
+        if scaled_to_zero(i.status):  # no pod is asked for: the deadline counts from the reconcile that raises them
             rollout["since"] = now_iso(i.now)
         deadline = (epoch(rollout.get("since")) or i.now) + float(rollout.get("deadlineSeconds") or 300)
         if rollout_complete(i.status, serving):

@@ -117,13 +117,14 @@ async def gate(
     known = finish_known(status, indexes, namespace, now)
     for record in known:  # the gate sees outcomes the indexes know, even before their record is written
         status["validations"] = with_record(status, record)
+    deployment, problem = indexes.children("InferenceModel", namespace, name)
     decision = decide(
         GateInputs(
             name=name,
             desired=desired,
             config=config,
             generation=generation,
-            status=status,
+            status=st.as_the_pods_show(status, deployment, problem),  # also while the status does not follow them
             approvals=indexes.approvals_of(namespace, name),
             requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION) or None,
             four_eyes=korall.settings.four_eyes,
