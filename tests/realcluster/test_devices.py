@@ -116,10 +116,19 @@ async def test_two_models_on_one_camera_run_one_pod_and_say_who_holds_it(
     (waiting,) = await pods_of(kube, namespace, second)
     scheduled = {c["type"]: c for c in waiting["status"]["conditions"]}["PodScheduled"]
     assert scheduled["reason"] == "Unschedulable" and "Insufficient korall.io/video4" in scheduled["message"]
-    used_by = (await kube.get(API, "captureprofiles", namespace, camera) or {}).get("status", {}).get("usedBy")
-    assert used_by == sorted([first, second])
-    warnings = [e for e in await kube.events_for(namespace, second) if e.get("type") == "Warning"]
-    assert [e["reason"] for e in warnings].count("CameraInUse") == 1
+
+    async def used_by_both() -> None:
+        # usedBy follows the models (written after the second's reconcile, or by the resync loop): not at once
+        used_by = (await kube.get(API, "captureprofiles", namespace, camera) or {}).get("status", {}).get("usedBy")
+        assert used_by == sorted([first, second])
+
+    await eventually(used_by_both, timeout=30)
+
+    async def warned_once() -> None:  # the Event is posted just after the condition is written (follow.announce)
+        warnings = [e for e in await kube.events_for(namespace, second) if e.get("type") == "Warning"]
+        assert [e["reason"] for e in warnings].count("CameraInUse") == 1
+
+    await eventually(warned_once, timeout=15)
 
     # the first goes, the camera is free: the second runs, with nothing done to it
     await kube.delete(API, "inferencemodels", namespace, first)
