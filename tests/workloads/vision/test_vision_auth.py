@@ -237,6 +237,7 @@ def test_a_token_file_that_does_not_parse_stops_the_service_with_one_line(tmp_pa
         (f"{line('ci', CI)}\n{line('ci', NEXT)}", "used twice"),
         (line("ci", CI, "infer,admin"), "unknown scope"),
     ],
+    ids=["not-a-hash", "name-twice", "unknown-scope"],  # the tokens are random: ids the same in every process
 )
 def test_token_lines_are_checked(text: str, reason: str) -> None:
     with pytest.raises(TokenFileError, match=reason):
