@@ -225,7 +225,7 @@ async def test_a_production_model_whose_pods_never_get_ready_is_rolled_back_unti
         )
         assert await deployment_sha(kube, ns, im) == CPU_SHA
         await serving(cluster, kube, ns, im, CPU_SHA)
-        assert (await events_of(kube, ns, im))["RolledBack"]["type"] == "Warning"
+        assert (await eventually(lambda: _has(kube, ns, im, "RolledBack")))["RolledBack"]["type"] == "Warning"
         assert rolled["status"]["catalog"]["rolledBack"]["sha256"] == TPU_SHA
 
         # Not tried again while the spec stays as it is, whatever else happens (the resync loop runs every 2 s).
@@ -488,7 +488,8 @@ async def test_a_validation_whose_job_is_deleted_is_an_error_at_once(
     (record,) = held["status"]["validations"]
     assert (record["state"], record["reason"], record["job"]) == ("Error", "ValidationJobGone", job), record
     assert job in cond(held, "Promoted")["message"] and "ValidationJobGone" in cond(held, "Promoted")["message"]
-    assert (await events_of(kube, ns, im))["ValidationError"]["type"] == "Warning"
+    # the Event follows the status write (Gated.announce): waited for, not read once
+    assert (await eventually(lambda: _has(kube, ns, im, "ValidationError")))["ValidationError"]["type"] == "Warning"
 
 
 async def test_a_validation_the_spec_no_longer_asks_for_is_stopped_and_never_recorded(
