@@ -18,8 +18,10 @@ kmock 0.8 stores objects and streams watch events, but it leaves out what kopf (
   only `status` and PATCH on the object ignores `status`, as in a real API server;
 - **deletion**: `preconditions.uid` in a DELETE body is honoured (409); finalizers hold an object with a
   `deletionTimestamp`; and, since the emulator runs no controllers, a tiny **garbage collector** deletes
-  dependents whose `ownerReferences` name a deleted owner's uid (background cascading deletion). No other
-  controller runs: Deployments never get pods or a status unless a test writes it.
+  dependents whose `ownerReferences` name a deleted owner's uid (background cascading deletion), also one
+  created after its owner went (a controller that raced the delete: the real collector deletes such a dependent
+  once it finds the owner gone). No other controller runs: Deployments never get pods or a status unless a test
+  writes it.
 
 `EmulatedCluster` runs the emulator on a loopback port in its own thread and event loop (like kopf's
 `KopfRunner` runs the operator), so a module-scoped cluster outlives pytest's per-test event loops, and writes a
@@ -122,6 +124,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _watch_epoch: int = attrs.field(default=0, init=False)
+    _gone_uids: set[str] = attrs.field(factory=set, init=False)
     direct_reads: bool = attrs.field(default=True)
     """Serve GET/LIST/WATCH of resources straight from the store. kmock's generic request matching costs O(objects)
     per request (tens of ms with a thousand objects); turn this off to intercept reads with kmock reactions."""
@@ -311,6 +314,8 @@ class RealisticEmulator(kmock.KubernetesEmulator):
             body = self._establish(body)
         self._store(resource, namespace, body["metadata"]["name"], body)
         await self._emit(resource, "ADDED", body)
+        if any(ref.get("uid") in self._gone_uids for ref in body["metadata"].get("ownerReferences") or []):
+            await self._delete(resource, namespace, body["metadata"]["name"], body)  # its owner is gone
         return body
 
     async def _patch(
@@ -402,6 +407,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         last = {**last, "metadata": {**last["metadata"], "resourceVersion": str(self._rv)}}
         self.objects._objects[resource, namespace, name].delete()
         await self._emit(resource, "DELETED", last)
+        self._gone_uids.add(last["metadata"]["uid"])
         await self._collect_garbage(last["metadata"]["uid"])
         return last
 

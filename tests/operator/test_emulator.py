@@ -206,6 +206,27 @@ async def test_finalizers_hold_deletion_and_gc_cascades_to_dependents(api: Api) 
     assert (await api.call("GET", f"{DEPLOYMENTS}/child"))[0] == 404  # the emulated garbage collector
 
 
+async def test_a_dependent_applied_after_its_owner_went_is_collected(api: Api) -> None:
+    """A controller that raced the delete (its reconcile began before it) applies a child of a gone owner; the real
+    collector deletes such a dependent once it finds the owner gone, and so does the emulator's."""
+    owner = await api.ok("POST", IMS, im("raced"))
+    await api.ok("DELETE", f"{IMS}/raced")
+    ref = {
+        "apiVersion": "korall.io/v1alpha1",
+        "kind": "InferenceModel",
+        "name": "raced",
+        "uid": owner["metadata"]["uid"],
+    }
+    late = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "late", "ownerReferences": [ref]}}
+    await api.ok("PATCH", f"{DEPLOYMENTS}/late?fieldManager=t&force=true", late, "application/apply-patch+yaml")
+    assert (await api.call("GET", f"{DEPLOYMENTS}/late"))[0] == 404
+    # an owner that exists keeps its dependents, however they were written
+    kept = await api.ok("POST", IMS, im("raced"))  # the same name again: a new uid
+    late["metadata"]["ownerReferences"] = [{**ref, "uid": kept["metadata"]["uid"]}]
+    await api.ok("PATCH", f"{DEPLOYMENTS}/late?fieldManager=t&force=true", late, "application/apply-patch+yaml")
+    assert (await api.call("GET", f"{DEPLOYMENTS}/late"))[0] == 200
+
+
 async def test_namespaces_are_served(api: Api, emulated: EmulatedCluster) -> None:
     emulated.create_namespace("extra")
     got = await api.ok("GET", "/api/v1/namespaces/extra")
