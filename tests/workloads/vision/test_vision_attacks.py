@@ -40,6 +40,17 @@ def server(detector: Detector) -> Iterator[GuardedServer]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def roomy_server(detector: Detector) -> Iterator[GuardedServer]:
+    """The same, with the default read timeouts, for tests that upload large bodies at once: their client runs in
+    this process beside the server and the decodes, and on a loaded machine may take longer than `HTTP`'s 1 s to
+    send a body (a 408 that says nothing of the server)."""
+    http = HTTP.model_copy(update={"header_timeout_s": HttpSettings().header_timeout_s,
+                                   "body_timeout_s": HttpSettings().body_timeout_s})  # fmt: skip
+    with GuardedServer(create_app(settings(infer_queue_max=8), detector=detector, http=http), http) as srv:
+        yield srv
+
+
 def _encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
     buf = io.BytesIO()
     im.save(buf, fmt, **kw)
@@ -81,7 +92,10 @@ def test_a_1_kb_lossless_webp_of_40_megapixels_is_refused_before_it_is_decoded(s
     _healthy(server)
 
 
-def test_a_24_megapixel_rgba_png_is_refused_and_a_large_one_within_budget_is_served(server: GuardedServer) -> None:
+def test_a_24_megapixel_rgba_png_is_refused_and_a_large_one_within_budget_is_served(
+    roomy_server: GuardedServer,
+) -> None:
+    server = roomy_server
     rgba = _encode(Image.new("RGBA", (6000, 4000), (1, 2, 3, 4)), "PNG", compress_level=1)
     r = httpx.post(server.url + "/infer", content=rgba, timeout=30)
     assert r.status_code == 413 and json_error(r.content)["code"] == "image_too_large"
@@ -105,10 +119,11 @@ def test_a_24_megapixel_rgba_png_is_refused_and_a_large_one_within_budget_is_ser
 
 
 def test_jpegs_of_40_000_scans_are_refused_at_once_and_photos_are_served_beside_them(
-    server: GuardedServer, jpegs: dict[str, bytes]
+    roomy_server: GuardedServer, jpegs: dict[str, bytes]
 ) -> None:
     """Three 0.5 MB progressive JPEGs of 40 000 scans each held every decode worker for about 20 s (past the
     inference timeout: photos beside them got 504). Refused from a count of their scans, before any decode."""
+    server = roomy_server
     grey = _encode(Image.new("L", (1448, 1448), 128), "JPEG", progressive=True, quality=50)
     bomb = with_extra_scans(grey, 40_000)
     assert len(bomb) < MIB
