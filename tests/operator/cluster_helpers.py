@@ -140,6 +140,13 @@ async def get_im(kube: ClusterClient, ns: str, name: str) -> dict[str, Any]:
     return im
 
 
+async def warned_once(kube: ClusterClient, ns: str, name: str, reason: str) -> None:
+    """One Warning Event `reason` of `name`, no more. The operator posts it just after the condition it reports is
+    written (follow.announce): wait for it with `eventually`, never read it once."""
+    warnings = [e for e in await kube.events_for(ns, name) if e.get("type") == "Warning"]
+    assert [e["reason"] for e in warnings].count(reason) == 1, "one Warning Event per transition"
+
+
 async def has_event(kube: ClusterClient, ns: str, name: str, reason: str, type_: str = "Normal") -> dict[str, Any]:
     events = await kube.events_for(ns, name)
     found = [e for e in events if e.get("reason") == reason and e.get("type") == type_]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cluster import CAMERA_DEVICE, CAMERA_NODE, NODES, RELEASE_NAMESPACE, TPU_NODE, RealClusterWithChart
-from cluster_helpers import API, ClusterClient, eventually
+from cluster_helpers import API, ClusterClient, eventually, warned_once
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -123,12 +123,7 @@ async def test_two_models_on_one_camera_run_one_pod_and_say_who_holds_it(
         assert used_by == sorted([first, second])
 
     await eventually(used_by_both, timeout=30)
-
-    async def warned_once() -> None:  # the Event is posted just after the condition is written (follow.announce)
-        warnings = [e for e in await kube.events_for(namespace, second) if e.get("type") == "Warning"]
-        assert [e["reason"] for e in warnings].count("CameraInUse") == 1
-
-    await eventually(warned_once, timeout=15)
+    await eventually(lambda: warned_once(kube, namespace, second, "CameraInUse"), timeout=15)
 
     # the first goes, the camera is free: the second runs, with nothing done to it
     await kube.delete(API, "inferencemodels", namespace, first)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cluster import SOLO_TPU_NODE, TPU_NODE, RealClusterWithChart
-from cluster_helpers import API, ClusterClient, eventually
+from cluster_helpers import API, ClusterClient, eventually, warned_once
 from fake_nodes import CRASH_LOOP, IMAGE_PULL
 
 pytestmark = pytest.mark.usefixtures("controllers", "operator")
@@ -131,12 +131,7 @@ async def test_a_pod_that_cannot_run_is_reported_at_once_and_clears_when_it_runs
             await eventually(restarting, timeout=30)
         else:
             assert "Back-off pulling image" in cond["message"], cond
-
-        async def warned_once() -> None:  # the Event is posted just after the condition is written
-            warnings = [e for e in await kube.events_for(namespace, name) if e.get("type") == "Warning"]
-            assert [e["reason"] for e in warnings].count(outcome) == 1, "one Warning Event per transition"
-
-        await eventually(warned_once, timeout=15)
+        await eventually(lambda: warned_once(kube, namespace, name, outcome), timeout=15)
         assert elapsed < 30, f"reported after {elapsed:.1f} s (the issue allows 2 minutes; it should be seconds)"
     finally:
         real_cluster.cluster.nodes.clear(rule)

@@ -45,8 +45,7 @@ def roomy_server(detector: Detector) -> Iterator[GuardedServer]:
     """The same, with the default read timeouts, for tests that upload large bodies at once: their client runs in
     this process beside the server and the decodes, and on a loaded machine may take longer than `HTTP`'s 1 s to
     send a body (a 408 that says nothing of the server)."""
-    http = HTTP.model_copy(update={"header_timeout_s": HttpSettings().header_timeout_s,
-                                   "body_timeout_s": HttpSettings().body_timeout_s})  # fmt: skip
+    http = HTTP.model_copy(update=HttpSettings().model_dump(include={"header_timeout_s", "body_timeout_s"}))
     with GuardedServer(create_app(settings(infer_queue_max=8), detector=detector, http=http), http) as srv:
         yield srv
 
