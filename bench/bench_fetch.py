@@ -41,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 SERVER_CODE = """
-import sys, time
-sys.path.insert(0, sys.argv[1])
+import os, sys, time
+sys.path[:0] = sys.argv[1].split(os.pathsep)
 from pathlib import Path
 from object_server import ObjectServer
 with ObjectServer(rate_bytes_s=float(sys.argv[2]) or None) as srv:
@@ -118,14 +118,18 @@ class Server:
     """The object server in its own process, serving `objects` at `rate_bytes_s` (0: unpaced)."""
 
     def __init__(self, objects: list[Path], rate_bytes_s: float) -> None:
-        fetch_tests = str(ROOT / "tests" / "workloads" / "fetch")
+        # object_server.py and the S3 reply helper it imports (tests/workloads/s3_servers.py)
+        fetch_tests = os.pathsep.join(str(ROOT / "tests" / "workloads" / d) for d in ("fetch", "."))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVER_CODE, fetch_tests, str(rate_bytes_s), *map(str, objects)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        self.port = int(self.proc.stdout.readline()) if self.proc.stdout else 0
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.strip().isdigit():
+            raise SystemExit(f"the object server did not start (exit code {self.proc.wait()}; its error is above)")
+        self.port = int(line)
 
     def url(self, obj: Path) -> str:
         return f"http://127.0.0.1:{self.port}/{obj.name}"
