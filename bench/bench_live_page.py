@@ -167,7 +167,8 @@ def main() -> int:
             "CAPTURE_SAMPLE_EVERY": str(args.every),
             "LOG_LEVEL": "WARNING",
         }
-        proc = subprocess.Popen([sys.executable, "-m", "korall_workloads.vision"], env=env)
+        # The access log stays on, as in production, but its lines (stdout) would bury the table: dropped.
+        proc = subprocess.Popen([sys.executable, "-m", "korall_workloads.vision"], env=env, stdout=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
             while True:
