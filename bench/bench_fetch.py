@@ -128,6 +128,7 @@ class Server:
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.strip().isdigit():
+            self.proc.kill()  # if it still runs, it printed something else first: never wait for it
             raise SystemExit(f"the object server did not start (exit code {self.proc.wait()}; its error is above)")
         self.port = int(line)
 
