@@ -1,4 +1,4 @@
-"""What the vision benches share: a free loopback port and the vision service started as in its image."""
+"""What the benches share: a free loopback port, a process's CPU time, the vision service started as in its image."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time process `pid` has used so far, all its threads (/proc/PID/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_vision(port: int, env: Mapping[str, str]) -> subprocess.Popen[bytes]:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,23 +30,18 @@ from pathlib import Path
 
 import cv2
 import httpx
+from _service import cpu_seconds, free_port
 from korall_tools.demo_video import moving_photo_frames, write_video
 from korall_workloads.vision.camera.snapshot import draw_detections, encode_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT, FPS = 640, 480, 15.0
 MAX_FPS = 10.0  # the page's own cap (vision.js MAX_FPS)
-TICKS = os.sysconf("SC_CLK_TCK")
 
 TARGET_ONE_VIEWER = 5.0
 """Percent of one core that one viewer may add."""
 TARGET_SHARING = 2.5
 """Four viewers may cost at most this many times one viewer (the encode is shared; only the replies multiply)."""
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 class Viewer:
@@ -136,12 +130,6 @@ def server_side_drawing_ms(video: Path, url: str) -> float:
         encode_jpeg(draw_detections(frame, detections), 80)
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> int:

@@ -47,6 +47,7 @@ sys.path[:0] = [
     str(ROOT / "contract"),
 ]
 
+from _service import cpu_seconds  # noqa: E402
 from emulator import EmulatedCluster  # noqa: E402
 
 API = "/apis/korall.io/v1alpha1/namespaces/bench/inferencemodels"
@@ -89,12 +90,6 @@ def inference_model(name: str, threshold: float = 0.5) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"model": {"file": CPU_MODEL}, "scoreThreshold": threshold},
     }
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -161,7 +156,7 @@ async def run(
 
         latencies: list[float] = []
         starts: dict[str, float] = {}
-        cpu_before, wall_before = cpu_s(operator_pid), time.perf_counter()
+        cpu_before, wall_before = cpu_seconds(operator_pid), time.perf_counter()
         for i in range(200):
             if i % 2 == 0:
                 name, old = f"lat-{i}", None
@@ -176,7 +171,7 @@ async def run(
                 lambda n=name, o=old: n in tracker.deployments and tracker.deployments[n][1] != o, 10, f"{name}"
             )
             latencies.append((tracker.deployments[name][0] - t0) * 1000)
-        operator_cpu = cpu_s(operator_pid) - cpu_before
+        operator_cpu = cpu_seconds(operator_pid) - cpu_before
         busy = operator_cpu / (time.perf_counter() - wall_before)
         p50 = statistics.median(latencies)
         p95 = statistics.quantiles(latencies, n=20)[-1]

@@ -37,7 +37,6 @@ import asyncio
 import hashlib
 import io
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import skimage
-from _service import free_port, start_vision
+from _service import cpu_seconds, free_port, start_vision
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,13 +103,6 @@ def raw_parallel(interps: list[object], invokes: int) -> float:
     for t in threads:
         t.join()
     return sum(rates)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process `pid` so far, all its threads (/proc/PID/stat, clock ticks)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_invoke(interp: object, invokes: int) -> list[float]:
